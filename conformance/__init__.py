@@ -1,0 +1,1 @@
+"""The gate's checks, one pytest test each. Run them with `onnx-gate run`."""

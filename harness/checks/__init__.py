@@ -1,0 +1,1 @@
+"""Checks that read the ONNX graph itself, without running it."""

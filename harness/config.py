@@ -1,0 +1,489 @@
+"""The gate's configuration: read once, validated up front, then passed around as frozen values.
+
+Sources, later ones winning: built-in defaults (Heimdall's LocalizationNet), ``[tool.onnx-gate]``
+in the nearest pyproject.toml, a TOML file given with ``--gate-config``, command-line options.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.errors import ConfigError
+
+DEFAULT_MODEL = "harness.models:localization_net"
+EXPORTERS = ("dynamo", "torchscript")
+# Opsets each exporter can emit; dynamo translates at >= 18 and converts nothing below.
+OPSET_RANGES = {"dynamo": range(18, 24), "torchscript": range(7, 21)}
+DTYPES = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
+DEFAULT_TRACE_SIZE = 2
+
+# The default model's description, used whole when no other model is configured.
+LOCALIZATION_NET_SECTION: dict[str, Any] = {
+    "model": DEFAULT_MODEL,
+    "model_kwargs": {"size": "tiny"},
+    "inputs": [
+        {
+            "name": "mel_spectrogram",
+            "shape": ["batch", 3, 128, 32],
+            "dtype": "float32",
+            "range": [-4.0, 4.0],
+            "dims": {"batch": [1, 8]},
+        }
+    ],
+    "outputs": ["positions", "uncertainties"],
+    "invariants": [{"output": "uncertainties", "min": 0.01, "max": 1.0}],
+}
+
+
+@dataclass(frozen=True)
+class DimSpec:
+    """A symbolic (dynamic) dimension: the sizes it may take and the size the export traces at."""
+
+    name: str
+    low: int
+    high: int
+    trace: int
+
+    def sizes_besides_trace(self, count: int) -> list[int]:
+        """Up to ``count`` distinct sizes spread over [low, high], none equal to the trace size."""
+        candidates = [s for s in range(self.low, self.high + 1) if s != self.trace]
+        if len(candidates) <= count:
+            return candidates
+        step = (len(candidates) - 1) / (count - 1)
+        return sorted({candidates[round(i * step)] for i in range(count)})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+    low: float
+    high: float
+
+    @property
+    def symbolic_dims(self) -> tuple[str, ...]:
+        return tuple(d for d in self.shape if isinstance(d, str))
+
+    def concrete_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity bounds for one output: elementwise |a-b| <= atol + rtol*|b| and mean |a-b| < mae."""
+
+    atol: float = 1e-5
+    rtol: float = 1e-3
+    mae: float = 1e-5
+    # ONNX error vs fp64 must stay within noise_factor x PyTorch's own fp32 error; 0 turns it off.
+    noise_factor: float = 16.0
+
+    def describe(self) -> str:
+        return f"atol={self.atol:g} rtol={self.rtol:g} mae<{self.mae:g}"
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """A property every value of an output must satisfy, whatever the input."""
+
+    output: str
+    min: float | None = None
+    max: float | None = None
+
+    def describe(self) -> str:
+        low = "-inf" if self.min is None else f"{self.min:g}"
+        high = "inf" if self.max is None else f"{self.max:g}"
+        return f"{self.output} within [{low}, {high}]"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batches: tuple[int, ...] = (1, 8, 32)
+    threads: int = 0  # 0: one per physical core the process may use
+    max_ratio_regression: float = 0.10
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    min_speedup: float = 1.5
+    # {"cpu": {1: 30.0}, "cuda": {1: 5.0}}: p95 latency ceilings in ms, per device and batch.
+    max_latency_ms: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    bucket: str = "heimdall-models"
+    prefix: str = "models/localization"
+    model_name: str = "heimdall-localization-onnx"
+    experiment: str = "onnx-gate"
+    alias: str = "staging"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    model: str
+    model_kwargs: Mapping[str, Any]
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]
+    dims: Mapping[str, DimSpec]
+    checkpoint: Path | None = None
+    onnx: Path | None = None
+    exporter: str = "dynamo"
+    opset: int = 18
+    tolerance: Tolerance = Tolerance()
+    per_output: Mapping[str, Tolerance] = field(default_factory=dict)
+    invariants: tuple[Invariant, ...] = ()
+    report_dir: Path = Path("reports")
+    bench: BenchConfig = BenchConfig()
+    budget: BudgetConfig = BudgetConfig()
+    publish: PublishConfig = PublishConfig()
+    sources: tuple[str, ...] = ()
+    # Folders a user's model module may sit in: where the config files are, and the invocation.
+    search_dirs: tuple[Path, ...] = ()
+
+    def tolerance_for(self, output: str) -> Tolerance:
+        return self.per_output.get(output, self.tolerance)
+
+    @property
+    def trace_sizes(self) -> dict[str, int]:
+        return {name: dim.trace for name, dim in self.dims.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """A flat, secret-free description for reports and MLflow params."""
+        return {
+            "model": self.model,
+            "model_kwargs": dict(self.model_kwargs),
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "onnx": str(self.onnx) if self.onnx else None,
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "inputs": [
+                {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "range": [i.low, i.high]}
+                for i in self.inputs
+            ],
+            "outputs": list(self.outputs),
+            "dims": {n: [d.low, d.high, d.trace] for n, d in self.dims.items()},
+            "tolerance": self.tolerance.__dict__,
+            "per_output": {k: v.__dict__ for k, v in self.per_output.items()},
+            "invariants": [i.describe() for i in self.invariants],
+            "sources": list(self.sources),
+        }
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+TOP_KEYS = {
+    "model", "model_kwargs", "checkpoint", "onnx", "exporter", "opset", "inputs", "outputs",
+    "tolerance", "invariants", "report_dir", "bench", "budget", "publish",
+}  # fmt: skip
+INPUT_KEYS = {"name", "shape", "dtype", "range", "dims"}
+TOLERANCE_KEYS = {"atol", "rtol", "mae", "noise_factor"}
+INVARIANT_KEYS = {"output", "min", "max"}
+BENCH_KEYS = {"batches", "threads", "max_ratio_regression"}
+BUDGET_KEYS = {"min_speedup", "max_latency_ms"}
+PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias"}
+
+
+def _check_keys(table: Mapping[str, Any], valid: set[str], where: str) -> None:
+    for key in table:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown key {key!r} in {where}.{hint} Valid keys: {', '.join(sorted(valid))}"
+            )
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{what} must be {names}, got {value!r}")
+    return value
+
+
+def _number(value: Any, what: str, *, minimum: float = 0.0) -> float:
+    _expect(value, (int, float), what)
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{what} must be a finite number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def read_toml_section(path: Path) -> dict[str, Any]:
+    """The gate section of a TOML file: ``[tool.onnx-gate]`` if present, else the whole file."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    tool = document.get("tool", {})
+    if isinstance(tool, dict) and "onnx-gate" in tool:
+        return _expect(tool["onnx-gate"], dict, f"[tool.onnx-gate] in {path}")
+    if path.name == "pyproject.toml":
+        return {}
+    return document
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml with a ``[tool.onnx-gate]`` table, from ``start`` upwards."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and read_toml_section(candidate):
+            return candidate
+    return None
+
+
+def _resolve_path(value: Any, base: Path, what: str) -> Path | None:
+    if value in (None, ""):
+        return None
+    path = Path(_expect(value, str, what)).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _parse_dims(raw_inputs: list[Any]) -> dict[str, DimSpec]:
+    ranges: dict[str, tuple[int, int]] = {}
+    for raw in raw_inputs:
+        for name, bounds in raw.get("dims", {}).items():
+            what = f"dims.{name} of input {raw.get('name')!r}"
+            if (
+                not isinstance(bounds, list)
+                or len(bounds) != 2
+                or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+                or not 1 <= bounds[0] <= bounds[1]
+            ):
+                raise ConfigError(f"{what} must be [low, high] with 1 <= low <= high, got {bounds!r}")
+            if name in ranges and ranges[name] != tuple(bounds):
+                raise ConfigError(
+                    f"symbolic dimension {name!r} has two ranges, {list(ranges[name])} and {bounds}"
+                )
+            ranges[name] = (bounds[0], bounds[1])
+    dims: dict[str, DimSpec] = {}
+    for raw in raw_inputs:
+        for d in raw["shape"]:
+            if isinstance(d, str) and d not in dims:
+                low, high = ranges.get(d, (1, 16))
+                # A dynamo export traced at size 1 specialises that dimension to 1.
+                trace = min(max(DEFAULT_TRACE_SIZE, low), high)
+                if high < 2:
+                    raise ConfigError(
+                        f"symbolic dimension {d!r} must allow a size >= 2 to stay dynamic, "
+                        f"got range [{low}, {high}]"
+                    )
+                dims[d] = DimSpec(d, low, high, trace)
+    unknown = set(ranges) - set(dims)
+    if unknown:
+        raise ConfigError(f"dims {sorted(unknown)} name no symbolic dimension of any input shape")
+    return dims
+
+
+def _parse_input(raw: Any, index: int) -> InputSpec:
+    where = f"inputs[{index}]"
+    _expect(raw, dict, where)
+    _check_keys(raw, INPUT_KEYS, where)
+    for key in ("name", "shape"):
+        if key not in raw:
+            raise ConfigError(f"{where} needs {key!r}")
+    name = _expect(raw["name"], str, f"{where}.name")
+    shape = _expect(raw["shape"], list, f"{where}.shape")
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, (int, str)) or (isinstance(d, int) and d < 0):
+            raise ConfigError(
+                f"{where}.shape entries must be sizes or symbolic names like 'batch', got {d!r}"
+            )
+    dtype = raw.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ConfigError(f"{where}.dtype {dtype!r} is not supported; valid: {', '.join(DTYPES)}")
+    low, high = raw.get("range", [-1.0, 1.0])
+    low, high = _number(low, f"{where}.range", minimum=-math.inf), _number(
+        high, f"{where}.range", minimum=-math.inf
+    )
+    if low > high:
+        raise ConfigError(f"{where}.range must be [low, high] with low <= high, got {[low, high]}")
+    return InputSpec(name, tuple(shape), dtype, low, high)
+
+
+def _parse_tolerance(raw: Any, where: str, base: Tolerance) -> Tolerance:
+    _expect(raw, dict, where)
+    _check_keys(raw, TOLERANCE_KEYS, where)
+    return replace(base, **{k: _number(v, f"{where}.{k}") for k, v in raw.items()})
+
+
+def _parse_budget(raw: Mapping[str, Any]) -> BudgetConfig:
+    _check_keys(raw, BUDGET_KEYS, "budget")
+    ceilings: dict[str, dict[int, float]] = {}
+    for device, per_batch in _expect(raw.get("max_latency_ms", {}), dict, "budget.max_latency_ms").items():
+        if device not in ("cpu", "cuda"):
+            raise ConfigError(f"budget.max_latency_ms device {device!r} must be 'cpu' or 'cuda'")
+        _expect(per_batch, dict, f"budget.max_latency_ms.{device}")
+        ceilings[device] = {}
+        for batch, ms in per_batch.items():
+            if not str(batch).isdigit():
+                raise ConfigError(f"budget.max_latency_ms.{device} keys must be batch sizes, got {batch!r}")
+            ceilings[device][int(batch)] = _number(ms, f"budget.max_latency_ms.{device}.{batch}")
+    return BudgetConfig(
+        min_speedup=_number(raw.get("min_speedup", BudgetConfig.min_speedup), "budget.min_speedup"),
+        max_latency_ms=ceilings,
+    )
+
+
+def _parse_bench(raw: Mapping[str, Any]) -> BenchConfig:
+    _check_keys(raw, BENCH_KEYS, "bench")
+    batches = _expect(raw.get("batches", list(BenchConfig.batches)), list, "bench.batches")
+    if not batches or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):
+        raise ConfigError(f"bench.batches must be a list of positive batch sizes, got {batches!r}")
+    threads = raw.get("threads", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"bench.threads must be an integer >= 0 (0: automatic), got {threads!r}")
+    return BenchConfig(
+        batches=tuple(batches),
+        threads=threads,
+        max_ratio_regression=_number(
+            raw.get("max_ratio_regression", BenchConfig.max_ratio_regression),
+            "bench.max_ratio_regression",
+        ),
+    )
+
+
+def _parse_publish(raw: Mapping[str, Any]) -> PublishConfig:
+    _check_keys(raw, PUBLISH_KEYS, "publish")
+    values = {k: _expect(v, str, f"publish.{k}") for k, v in raw.items()}
+    for key, value in values.items():
+        if not value.strip():
+            raise ConfigError(f"publish.{key} must not be empty")
+    return PublishConfig(**values)
+
+
+def parse(
+    section: Mapping[str, Any],
+    base_dir: Path,
+    sources: tuple[str, ...] = (),
+    search_dirs: tuple[Path, ...] = (),
+) -> GateConfig:
+    """Validate a merged config section into a GateConfig. Raises ConfigError on the first fault."""
+    _check_keys(section, TOP_KEYS, "[tool.onnx-gate]")
+    model = _expect(section.get("model", DEFAULT_MODEL), str, "model")
+    if ":" not in model or not all(model.partition(":")[::2]):
+        raise ConfigError(f"model must look like 'package.module:callable', got {model!r}")
+    if "inputs" not in section or not section["inputs"]:
+        raise ConfigError(
+            f"model {model!r} needs [[inputs]] tables (name, shape, dtype) describing its inputs"
+        )
+    raw_inputs = _expect(section["inputs"], list, "inputs")
+    inputs = tuple(_parse_input(raw, i) for i, raw in enumerate(raw_inputs))
+    names = [i.name for i in inputs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"input names must be unique, got {names}")
+    outputs = tuple(_expect(section.get("outputs"), list, "outputs (the output names, in order)"))
+    if not outputs or not all(isinstance(o, str) and o for o in outputs) or len(set(outputs)) != len(outputs):
+        raise ConfigError(f"outputs must be a list of unique output names, got {list(outputs)!r}")
+
+    exporter = section.get("exporter", "dynamo")
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"unknown exporter {exporter!r}; valid exporters: {', '.join(EXPORTERS)}")
+    opset = section.get("opset", 18)
+    valid_opsets = OPSET_RANGES[exporter]
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in valid_opsets:
+        raise ConfigError(
+            f"opset {opset!r} is not supported by the {exporter} exporter; "
+            f"valid: {valid_opsets.start}..{valid_opsets.stop - 1}"
+        )
+
+    tolerance = Tolerance()
+    per_output: dict[str, Tolerance] = {}
+    raw_tolerance = dict(_expect(section.get("tolerance", {}), dict, "tolerance"))
+    raw_per_output = raw_tolerance.pop("per_output", {})
+    tolerance = _parse_tolerance(raw_tolerance, "tolerance", tolerance)
+    for output, raw in _expect(raw_per_output, dict, "tolerance.per_output").items():
+        if output not in outputs:
+            raise ConfigError(
+                f"tolerance.per_output names {output!r}, which is not an output; outputs: {', '.join(outputs)}"
+            )
+        per_output[output] = _parse_tolerance(raw, f"tolerance.per_output.{output}", tolerance)
+
+    invariants = []
+    for i, raw in enumerate(_expect(section.get("invariants", []), list, "invariants")):
+        _expect(raw, dict, f"invariants[{i}]")
+        _check_keys(raw, INVARIANT_KEYS, f"invariants[{i}]")
+        if raw.get("output") not in outputs:
+            raise ConfigError(
+                f"invariants[{i}].output must be one of {', '.join(outputs)}, got {raw.get('output')!r}"
+            )
+        bounds = {k: _number(raw[k], f"invariants[{i}].{k}", minimum=-math.inf) for k in ("min", "max") if k in raw}
+        if not bounds:
+            raise ConfigError(f"invariants[{i}] needs 'min' or 'max'")
+        invariants.append(Invariant(raw["output"], bounds.get("min"), bounds.get("max")))
+
+    return GateConfig(
+        model=model,
+        model_kwargs=dict(_expect(section.get("model_kwargs", {}), dict, "model_kwargs")),
+        inputs=inputs,
+        outputs=outputs,
+        dims=_parse_dims(raw_inputs),
+        checkpoint=_resolve_path(section.get("checkpoint"), base_dir, "checkpoint"),
+        onnx=_resolve_path(section.get("onnx"), base_dir, "onnx"),
+        exporter=exporter,
+        opset=opset,
+        tolerance=tolerance,
+        per_output=per_output,
+        invariants=tuple(invariants),
+        report_dir=_resolve_path(section.get("report_dir", "reports"), base_dir, "report_dir") or Path("reports"),
+        bench=_parse_bench(_expect(section.get("bench", {}), dict, "bench")),
+        budget=_parse_budget(_expect(section.get("budget", {}), dict, "budget")),
+        publish=_parse_publish(_expect(section.get("publish", {}), dict, "publish")),
+        sources=sources,
+        search_dirs=search_dirs or (base_dir,),
+    )
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "model_kwargs":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load(
+    *,
+    invocation_dir: Path,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> GateConfig:
+    """Merge defaults, pyproject.toml, ``config_file`` and ``overrides`` into a GateConfig.
+
+    Paths in a file resolve against that file's folder; paths in ``overrides`` against
+    ``invocation_dir``.
+    """
+    layers: list[tuple[dict[str, Any], Path, str]] = []
+    pyproject = find_pyproject(invocation_dir)
+    if pyproject:
+        layers.append((read_toml_section(pyproject), pyproject.parent, f"{pyproject} [tool.onnx-gate]"))
+    if config_file is not None:
+        config_file = config_file if config_file.is_absolute() else invocation_dir / config_file
+        layers.append((read_toml_section(config_file), config_file.parent, str(config_file)))
+    if overrides:
+        layers.append((dict(overrides), invocation_dir, "command line"))
+
+    merged: dict[str, Any] = {}
+    for section, base_dir, _ in layers:
+        _check_keys(section, TOP_KEYS, "[tool.onnx-gate]")
+        # Relative paths are anchored where they were written, before layers mix.
+        for key in ("checkpoint", "onnx", "report_dir"):
+            if section.get(key):
+                section = {**section, key: str(_resolve_path(section[key], base_dir, key))}
+        merged = _merge(merged, section)
+    if merged.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:
+        merged = _merge(LOCALIZATION_NET_SECTION, merged)
+    sources = tuple(source for _, _, source in layers) or ("built-in defaults",)
+    search_dirs = tuple(dict.fromkeys([*(base for _, base, _ in layers), invocation_dir]))
+    return parse(merged, invocation_dir, sources, search_dirs)

@@ -1,0 +1,13 @@
+"""Errors the gate reports to users as one line, never as a traceback."""
+
+
+class GateError(Exception):
+    """Something the user can fix: bad configuration, a model that does not import, a bad file."""
+
+
+class ConfigError(GateError):
+    """The gate's configuration is invalid."""
+
+
+class ArtifactError(GateError):
+    """The ONNX artifact could not be produced, loaded or validated."""

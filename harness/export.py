@@ -1,0 +1,182 @@
+"""Produce the ONNX artifact under test (or load a given one) and describe it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.config import GateConfig
+from harness.errors import ArtifactError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """What a release needs to know about the file: where, which bytes, made by what."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    origin: str  # "dynamo", "torchscript" or "given"
+    producer: str
+    opset: int
+    versions: dict[str, str]
+    export_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def example_feeds(config: GateConfig, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic inputs inside each declared range, at the given symbolic sizes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in config.inputs:
+        shape = spec.concrete_shape(sizes)
+        if spec.dtype == "bool":
+            feeds[spec.name] = rng.random(shape) < 0.5
+        elif spec.dtype.startswith(("int", "uint")):
+            feeds[spec.name] = rng.integers(int(spec.low), int(spec.high) + 1, shape).astype(spec.dtype)
+        else:
+            feeds[spec.name] = rng.uniform(spec.low, spec.high, shape).astype(spec.dtype)
+    return feeds
+
+
+def _as_tensors(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    import torch
+
+    return tuple(torch.from_numpy(array) for array in feeds.values())
+
+
+def _flatten_outputs(result: Any) -> list[torch.Tensor]:
+    if isinstance(result, dict):
+        return list(result.values())
+    if isinstance(result, (tuple, list)):
+        return list(result)
+    return [result]
+
+
+def _dynamic_output_axes(model: nn.Module, config: GateConfig) -> dict[str, dict[int, str]]:
+    """Which output axes follow which symbolic input dimension, found by running the model.
+
+    The TorchScript exporter needs output axes named explicitly; running once at the trace sizes
+    and once with each dimension grown by one shows which output axes move with it.
+    """
+    import torch
+
+    trace = config.trace_sizes
+    with torch.no_grad():
+        base = [o.shape for o in _flatten_outputs(model(*_as_tensors(example_feeds(config, trace))))]
+        axes: dict[str, dict[int, str]] = {name: {} for name in config.outputs}
+        for dim in config.dims.values():
+            grown = {**trace, dim.name: dim.trace + 1}
+            shapes = [o.shape for o in _flatten_outputs(model(*_as_tensors(example_feeds(config, grown))))]
+            for name, before, after in zip(config.outputs, base, shapes):
+                for axis, (a, b) in enumerate(zip(before, after)):
+                    if a != b:
+                        axes[name][axis] = dim.name
+    return axes
+
+
+def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
+    """Export ``model`` to ``path`` as the config says; returns the seconds it took."""
+    import torch
+
+    feeds = example_feeds(config, config.trace_sizes)
+    args = _as_tensors(feeds)
+    input_names = [spec.name for spec in config.inputs]
+    started = time.perf_counter()
+    try:
+        with torch.no_grad():
+            if config.exporter == "dynamo":
+                dims = {
+                    name: torch.export.Dim(name, min=spec.low if spec.low > 1 else 1)
+                    for name, spec in config.dims.items()
+                }
+                # torch.export keys dynamic_shapes by the forward() parameter names, which need
+                # not match the ONNX input names; a tuple in argument order avoids that trap.
+                dynamic_shapes = tuple(
+                    {axis: dims[d] for axis, d in enumerate(spec.shape) if isinstance(d, str)}
+                    for spec in config.inputs
+                )
+                torch.onnx.export(
+                    model, args, str(path), dynamo=True, input_names=input_names,
+                    output_names=list(config.outputs), opset_version=config.opset,
+                    dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
+                )  # fmt: skip
+            else:
+                dynamic_axes: dict[str, dict[int, str]] = {
+                    spec.name: {a: d for a, d in enumerate(spec.shape) if isinstance(d, str)}
+                    for spec in config.inputs
+                }
+                dynamic_axes.update(_dynamic_output_axes(model, config))
+                torch.onnx.export(
+                    model, args, str(path), dynamo=False, input_names=input_names,
+                    output_names=list(config.outputs), opset_version=config.opset,
+                    dynamic_axes=dynamic_axes, do_constant_folding=True,
+                )  # fmt: skip
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ArtifactError(
+            f"the {config.exporter} exporter failed: {type(exc).__name__}: {first_line}"
+        ) from exc
+    return time.perf_counter() - started
+
+
+def inspect_onnx(path: Path, origin: str, export_seconds: float = 0.0) -> ArtifactInfo:
+    """Load ``path``, run the ONNX checker on it and describe it. Raises ArtifactError."""
+    import onnx
+
+    if not path.is_file():
+        raise ArtifactError(f"ONNX file {str(path)!r} does not exist")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ArtifactError(
+            f"{str(path)!r} is not a readable ONNX model (truncated or not ONNX?): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ArtifactError(f"{str(path)!r} is not an ONNX model: it holds no graph")
+    try:
+        # The path form also checks models with external data and those above 2 GB.
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{str(path)!r} fails the ONNX checker: {message}") from None
+    default_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ArtifactInfo(
+        path=path,
+        sha256=file_sha256(path),
+        size_bytes=path.stat().st_size,
+        origin=origin,
+        producer=f"{proto.producer_name} {proto.producer_version}".strip(),
+        opset=default_opset,
+        versions=library_versions(),
+        export_seconds=round(export_seconds, 3),
+    )

@@ -1,0 +1,233 @@
+"""The pytest plugin: options, fixtures and hooks. All pytest glue lives here; the logic lives in
+the modules beside it. Nothing heavy is imported at module level, so ``pytest --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generator
+
+import pytest
+
+from harness.errors import ConfigError, GateError
+
+if TYPE_CHECKING:
+    from harness.config import GateConfig
+    from harness.export import ArtifactInfo
+    from harness.runners import OrtRunner, TorchRunner
+    from harness.session import GateSession
+
+GATE_KEY = pytest.StashKey["GateSession"]()
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+GATE_TEST_DIRS = (PACKAGE_ROOT / "conformance", PACKAGE_ROOT / "benchmarks")
+OPTION_TO_KEY = {
+    "gate_model": "model",
+    "gate_checkpoint": "checkpoint",
+    "gate_onnx": "onnx",
+    "gate_exporter": "exporter",
+    "gate_opset": "opset",
+    "gate_report_dir": "report_dir",
+}
+
+
+def _opset(value: str) -> int:
+    try:
+        opset = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"opset must be an integer, got {value!r}") from None
+    if opset < 1:
+        raise argparse.ArgumentTypeError(f"opset must be positive, got {value!r}")
+    return opset
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("onnx-gate", "onnx-gate: release gate for PyTorch models shipped as ONNX")
+    group.addoption(
+        "--gate-config", metavar="FILE", default=None,
+        help="TOML file with the gate's config ([tool.onnx-gate] or top-level keys); "
+        "overrides pyproject.toml. Default: %(default)r",
+    )  # fmt: skip
+    group.addoption("--gate-model", metavar="MODULE:CALLABLE", default=None,
+                    help="callable returning the torch.nn.Module to gate. Default: %(default)r")
+    group.addoption("--gate-checkpoint", metavar="FILE", default=None,
+                    help="state_dict file to load into the model. Default: %(default)r")
+    group.addoption("--gate-onnx", metavar="FILE", default=None,
+                    help="validate this existing ONNX file instead of exporting one. Default: %(default)r")
+    group.addoption("--gate-exporter", metavar="NAME", default=None, choices=("dynamo", "torchscript"),
+                    help="torch.onnx exporter: dynamo or torchscript. Default: %(default)r (config, else dynamo)")
+    group.addoption("--gate-opset", metavar="N", default=None, type=_opset,
+                    help="ONNX opset to export. Default: %(default)r (config, else 18)")
+    group.addoption("--gate-report-dir", metavar="DIR", default=None,
+                    help="folder for run reports. Default: %(default)r (config, else reports/)")
+
+
+def _overrides(config: pytest.Config) -> dict[str, Any]:
+    values = {key: config.getoption(option) for option, key in OPTION_TO_KEY.items()}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _is_gate_session(config: pytest.Config) -> bool:
+    """A session that collects the gate's own test folders, or names a --gate-* option."""
+    if _overrides(config) or config.getoption("gate_config"):
+        return True
+    invocation = config.invocation_params.dir
+    for argument in config.args:
+        path = Path(argument.split("::")[0])
+        path = (path if path.is_absolute() else invocation / path).resolve()
+        if any(path == d or d in path.parents for d in GATE_TEST_DIRS):
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gate_check(name): the gate check a test belongs to")
+    from harness import profiles
+
+    # Before Hypothesis's own pytest_configure loads --hypothesis-profile.
+    profiles.register_profiles()
+    if not _is_gate_session(config):
+        return
+    from hypothesis import settings
+
+    from harness import config as gate_config
+    from harness.session import GateSession
+
+    if config.getoption("hypothesis_profile", None) is None:
+        settings.load_profile(profiles.DEFAULT_PROFILE)
+    config_file = config.getoption("gate_config")
+    try:
+        loaded = gate_config.load(
+            invocation_dir=config.invocation_params.dir,
+            config_file=Path(config_file) if config_file else None,
+            overrides=_overrides(config),
+        )
+    except ConfigError as exc:
+        raise pytest.UsageError(f"onnx-gate: {exc}") from None
+    gate = GateSession(loaded)
+    config.stash[GATE_KEY] = gate
+    if not config.option.xmlpath:
+        # junitxml reads this in its own pytest_configure, which runs after this tryfirst hook.
+        config.option.xmlpath = str(gate.report_dir / "junit.xml")
+
+
+def _gate(config: pytest.Config) -> GateSession | None:
+    return config.stash.get(GATE_KEY, None)
+
+
+def _check_name(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("gate_check")
+    return marker.args[0] if marker and marker.args else None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    gate = _gate(metafunc.config)
+    if gate is None:
+        return
+    if "pinned_batch" in metafunc.fixturenames:
+        batches = gate.pinned_batches()
+        metafunc.parametrize("pinned_batch", batches, ids=[f"batch{b}" for b in batches])
+    if "dynamic_size" in metafunc.fixturenames:
+        cases = [(n, s) for n, dim in gate.config.dims.items() for s in dim.sizes_besides_trace(3)]
+        metafunc.parametrize("dynamic_size", cases, ids=[f"{n}={s}" for n, s in cases])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gate = _gate(config)
+    if gate is None:
+        return
+    for item in items:
+        check = _check_name(item)
+        if check:
+            gate.ledger.collected(check, item.nodeid)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gate = _gate(session.config)
+    if gate is None or session.config.option.collectonly or not session.items:
+        return
+    gate.work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
+    try:
+        gate.prepare()
+    except GateError as exc:
+        raise pytest.UsageError(f"onnx-gate: {exc}") from None
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr or "")
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # A GateError already says what is wrong in one line; its traceback would bury that.
+    if call.excinfo is not None and call.excinfo.errisinstance(GateError) and report.failed:
+        report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
+    gate, check = _gate(item.config), _check_name(item)
+    if gate is not None and check:
+        gate.ledger.reported(check, item.nodeid, report.outcome, _first_line(report))
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    gate = _gate(session.config)
+    if gate is None or session.config.option.collectonly or not gate.ledger.ran_anything:
+        return
+    from hypothesis import settings
+
+    from harness.report import write_reports
+
+    gate.verdict = gate.ledger.verdict(gate.required_checks, exit_status=int(exitstatus))
+    write_reports(gate, gate.verdict, hypothesis_profile=settings._current_profile or "default")  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    gate = _gate(config)
+    if gate is None or gate.verdict is None:
+        return
+    color = {"green": True} if gate.verdict else {"red": True}
+    terminalreporter.write_sep("=", "onnx-gate", **color)
+    terminalreporter.write_line(str(gate.verdict), **color)
+    terminalreporter.write_line(f"report: {gate.report_dir / 'summary.md'}")
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gate(request: pytest.FixtureRequest) -> GateSession:
+    """The gate run: config, model, artifact and the values the checks record."""
+    session = _gate(request.config)
+    if session is None:
+        pytest.skip("not an onnx-gate session: run `onnx-gate run` or pytest on conformance/")
+    return session
+
+
+@pytest.fixture(scope="session")
+def gate_config(gate: GateSession) -> GateConfig:
+    return gate.config
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(gate: GateSession) -> ArtifactInfo:
+    """The ONNX file under test; checks that need it skip, saying why, when it is invalid."""
+    if gate.artifact is None:
+        pytest.skip(f"not run: the ONNX artifact is invalid ({gate.artifact_error})")
+    return gate.artifact
+
+
+@pytest.fixture(scope="session")
+def ort_runner(gate: GateSession, onnx_artifact: ArtifactInfo) -> OrtRunner:
+    return gate.ort_runner
+
+
+@pytest.fixture(scope="session")
+def torch_runner(gate: GateSession) -> TorchRunner:
+    return gate.torch_runner

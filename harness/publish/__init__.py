@@ -1,0 +1,1 @@
+"""Publishing a verified artifact: object storage and the model registry."""

@@ -1,0 +1,141 @@
+"""The run's reports: gate.json for machines, summary.md for people, a parity error plot."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.ledger import Verdict
+
+if TYPE_CHECKING:
+    from harness.session import GateSession
+
+ORIGINAL_MAE_CLAIM = 1e-5
+
+
+def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: str) -> dict[str, Any]:
+    return {
+        "run_id": gate.run_id,
+        "verdict": "passed" if verdict else "failed",
+        "reasons": list(verdict.reasons),
+        "required_checks": list(gate.required_checks),
+        "checks": gate.ledger.to_dict(),
+        "artifact": gate.artifact.to_dict() if gate.artifact else None,
+        "artifact_error": gate.artifact_error,
+        "parity": gate.parity_summary(),
+        "parity_failures": gate.parity_failures,
+        "hypothesis_profile": hypothesis_profile,
+        "config": gate.config.summary(),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor()},
+        "duration_s": round(time.time() - gate.started, 2),
+        **{key: value for key, value in gate.extra.items() if key != "required_extra"},
+    }
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def summary_markdown(document: dict[str, Any]) -> str:
+    verdict = document["verdict"].upper()
+    lines = [f"# onnx-gate {document['run_id']}: {verdict}", ""]
+    if document["reasons"]:
+        lines += [f"- {reason}" for reason in document["reasons"]] + [""]
+    lines += ["## Checks", "", "| check | required | status | tests |", "| --- | --- | --- | --- |"]
+    for name, record in document["checks"].items():
+        required = "yes" if name in document["required_checks"] else "no"
+        lines.append(f"| {name} | {required} | {record['status']} | {len(record['tests'])} |")
+    messages = [m for record in document["checks"].values() for m in record["messages"]]
+    if messages:
+        lines += ["", "Messages:", ""] + [f"- `{m}`" for m in messages[:20]]
+    parity = document["parity"]
+    lines += [
+        "", "## Parity: ONNX Runtime CPU vs PyTorch eager CPU (fp32)", "",
+        f"{parity['examples']} Hypothesis examples (profile `{document['hypothesis_profile']}`). "
+        f"The original design's criterion: MAE < {ORIGINAL_MAE_CLAIM:g}.", "",
+        "| output | examples | max abs error | mean abs error | tolerance |", "| --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for name, stats in parity["outputs"].items():
+        tol = parity["tolerance"][name]
+        bound = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}, mae < {tol['mae']:g}"
+        lines.append(
+            f"| {name} | {stats['examples']} | {_fmt(stats.get('max_abs', '-'))} | "
+            f"{_fmt(stats.get('mean_abs', '-'))} | {bound} |"
+        )
+    for section in document.get("sections_markdown", []):
+        lines += ["", section]
+    artifact = document["artifact"]
+    lines += ["", "## Artifact", ""]
+    if artifact:
+        lines += [
+            f"- file: `{Path(artifact['path']).name}`, {artifact['size_bytes'] / 1e6:.1f} MB",
+            f"- sha256: `{artifact['sha256']}`",
+            f"- made by: {artifact['origin']} ({artifact['producer']}), opset {artifact['opset']}, "
+            f"export {artifact['export_seconds']} s",
+            "- versions: " + ", ".join(f"{k} {v}" for k, v in artifact["versions"].items()),
+        ]
+    else:
+        lines.append(f"- invalid: {document['artifact_error']}")
+    config = document["config"]
+    lines += [
+        "", "## Configuration", "",
+        f"- model: `{config['model']}` {config['model_kwargs'] or ''}",
+        f"- exporter: {config['exporter']}, opset {config['opset']}",
+        "- from: " + "; ".join(config["sources"]),
+        f"- duration: {document['duration_s']} s",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot_parity(gate: GateSession, path: Path) -> Path | None:
+    """Histogram of per-example max abs error per output, on a log axis."""
+    series = {name: errors.max_abs for name, errors in gate.parity_errors.items() if errors.max_abs}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.5), squeeze=False)
+    for axis, (name, values) in zip(axes[0], series.items()):
+        floor = 1e-12
+        data = np.maximum(np.asarray(values, dtype=float), floor)
+        data = data[np.isfinite(data)]
+        if data.size:
+            bins = np.logspace(np.log10(data.min()), np.log10(max(data.max(), data.min() * 10)), 30)
+            axis.hist(data, bins=bins, color="#3b75af")
+        axis.set_xscale("log")
+        tolerance = gate.config.tolerance_for(name)
+        axis.axvline(tolerance.atol, color="#c44e52", linestyle="--", label=f"atol {tolerance.atol:g}")
+        axis.set_title(f"{name}: max |ORT - PyTorch| per example")
+        axis.set_xlabel("max abs error")
+        axis.set_ylabel("examples")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: str) -> dict[str, Any]:
+    """Write gate.json, summary.md and parity.png atomically into the run's report folder."""
+    directory = gate.report_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    document = gate_document(gate, verdict, hypothesis_profile=hypothesis_profile)
+    plot = plot_parity(gate, directory / "parity.png")
+    document["files"] = sorted(p.name for p in directory.iterdir()) + ([] if plot is None else [])
+    _write_atomic(directory / "summary.md", summary_markdown(document))
+    document.pop("sections_markdown", None)
+    _write_atomic(directory / "gate.json", json.dumps(document, indent=2, sort_keys=False, default=str))
+    return document
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)

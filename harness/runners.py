@@ -1,0 +1,162 @@
+"""Runners execute a model on named numpy inputs and return named numpy outputs.
+
+As in Polygraphy: the public ``infer()`` validates the feeds, then ``infer_impl()`` runs them, so
+a mismatch between the config and the model is one clear error rather than a framework crash.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from harness.errors import ArtifactError, GateError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime
+    from torch import nn
+
+
+def default_threads() -> int:
+    """Threads both frameworks use: the cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class Runner(ABC):
+    name: str = "runner"
+
+    def __init__(self, input_names: Sequence[str], output_names: Sequence[str]) -> None:
+        self.input_names = tuple(input_names)
+        self.output_names = tuple(output_names)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release what the runner holds; most hold nothing that needs it."""
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in feeds]
+        extra = [n for n in feeds if n not in self.input_names]
+        if missing or extra:
+            raise GateError(
+                f"{self.name}: feeds {sorted(feeds)} do not match the model inputs "
+                f"{list(self.input_names)} (missing {missing}, unexpected {extra})"
+            )
+        outputs = self.infer_impl(feeds)
+        if len(outputs) != len(self.output_names):
+            raise GateError(
+                f"{self.name}: model returned {len(outputs)} outputs, "
+                f"the config names {len(self.output_names)}: {list(self.output_names)}"
+            )
+        return dict(zip(self.output_names, outputs))
+
+    @abstractmethod
+    def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class TorchRunner(Runner):
+    """PyTorch eager in eval mode with no autograd: the reference. ``dtype="float64"`` runs a
+    double-precision copy, the yardstick for fp32 rounding noise."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(input_names, output_names)
+        import torch
+
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.name = f"torch-{device}-{dtype}"
+        if dtype == "float64":
+            model = copy.deepcopy(model).double()
+        self.model = model.eval().to(self.device)
+
+    def to_tensors(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:
+        import torch
+
+        tensors = []
+        for name in self.input_names:
+            tensor = torch.from_numpy(feeds[name]).to(self.device)
+            if self.dtype == "float64" and tensor.is_floating_point():
+                tensor = tensor.double()
+            tensors.append(tensor)
+        return tensors
+
+    def forward(self, tensors: Sequence[Any]) -> Any:
+        """The model call alone, for benchmarks that time it without conversions."""
+        import torch
+
+        with torch.inference_mode():
+            return self.model(*tensors)
+
+    def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        result = self.forward(self.to_tensors(feeds))
+        if isinstance(result, Mapping):
+            result = list(result.values())
+        elif not isinstance(result, (tuple, list)):
+            result = [result]
+        return [t.detach().cpu().numpy() for t in result]
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime with explicit threads and optimisation level, so runs are comparable."""
+
+    def __init__(
+        self,
+        path: Path,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        *,
+        providers: Sequence[Any] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+        graph_optimization: str = "ORT_ENABLE_ALL",
+    ) -> None:
+        super().__init__(input_names, output_names)
+        import onnxruntime as ort
+
+        self.threads = threads or default_threads()
+        self.graph_optimization = graph_optimization
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, graph_optimization)
+        options.log_severity_level = 3
+        try:
+            self.session: onnxruntime.InferenceSession = ort.InferenceSession(
+                str(path), options, providers=list(providers)
+            )
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"ONNX Runtime cannot load {str(path)!r}: {first}") from None
+        self.providers = self.session.get_providers()
+        self.name = f"onnxruntime-{self.providers[0].removesuffix('ExecutionProvider').lower()}"
+        self.graph_inputs = tuple(i.name for i in self.session.get_inputs())
+        self.graph_outputs = tuple(o.name for o in self.session.get_outputs())
+
+    def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        missing = [n for n in self.graph_inputs if n not in feeds]
+        if missing:
+            raise GateError(
+                f"{self.name}: the ONNX graph expects inputs {list(self.graph_inputs)}, "
+                f"the config declares {list(self.input_names)}"
+            )
+        try:
+            return self.session.run(None, {n: feeds[n] for n in self.graph_inputs})
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            shapes = {n: tuple(feeds[n].shape) for n in self.graph_inputs}
+            raise GateError(f"{self.name} failed on inputs {shapes}: {first}") from None
