@@ -57,8 +57,8 @@ class ParityResult:
 
 
 def compare_arrays(output: str, actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> OutputComparison:
-    """Elementwise |actual - expected| <= atol + rtol*|expected|, mean |actual - expected| < mae,
-    identical shapes, dtypes and NaN/Inf positions."""
+    """Elementwise |actual - expected| <= atol + rtol*|expected|; mean |actual - expected| < mae,
+    scaled by the mean |expected| where that exceeds 1; identical shapes, dtypes, NaN/Inf positions."""
     import numpy as np
 
     def failed(reason: str, max_abs: float = float("inf")) -> OutputComparison:
@@ -96,8 +96,11 @@ def compare_arrays(output: str, actual: np.ndarray, expected: np.ndarray, tolera
             f"{int(over.sum())} of {diff.size} values exceed atol+rtol*|ref|; worst "
             f"{a[finite][worst]:.9g} vs reference {e[finite][worst]:.9g}"
         )
-    if not mean_abs < tolerance.mae:
-        reasons.append(f"mean abs error {mean_abs:.3g} >= {tolerance.mae:g}")
+    # The MAE bound is absolute for outputs of magnitude <= 1 (the original design's criterion) and
+    # scales with larger outputs: 1e-5 on values of 300 would demand precision fp32 cannot hold.
+    mae_bound = tolerance.mae * max(1.0, float(magnitude.mean()))
+    if not mean_abs < mae_bound:
+        reasons.append(f"mean abs error {mean_abs:.3g} >= {mae_bound:.3g}")
     return OutputComparison(output, not reasons, max_abs, mean_abs, max_rel, tolerance, "; ".join(reasons))
 
 

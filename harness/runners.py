@@ -154,8 +154,15 @@ class OrtRunner(Runner):
                 f"{self.name}: the ONNX graph expects inputs {list(self.graph_inputs)}, "
                 f"the config declares {list(self.input_names)}"
             )
+        unknown = [n for n in self.output_names if n not in self.graph_outputs]
+        if unknown:
+            raise GateError(
+                f"{self.name}: the ONNX graph has outputs {list(self.graph_outputs)}, "
+                f"the config declares {list(self.output_names)}"
+            )
         try:
-            return self.session.run(None, {n: feeds[n] for n in self.graph_inputs})
+            # By name, as consumers fetch them: a graph with swapped names must not pass by position.
+            return self.session.run(list(self.output_names), {n: feeds[n] for n in self.graph_inputs})
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             shapes = {n: tuple(feeds[n].shape) for n in self.graph_inputs}

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+HERE = Path(__file__).resolve().parent
+CONFORMANCE = str(HERE.parent / "conformance")
+
+SMALL_LOCALIZATION_NET = """
+model = "harness.models:localization_net"
+model_kwargs = { size = "test" }
+exporter = "%(exporter)s"
+outputs = ["positions", "uncertainties"]
+report_dir = "reports"
+
+[[inputs]]
+name = "mel_spectrogram"
+shape = ["batch", 3, 128, 32]
+dtype = "float32"
+range = [-4.0, 4.0]
+dims = { batch = [1, 4] }
+
+[[invariants]]
+output = "uncertainties"
+min = 0.01
+max = 1.0
+"""
+
+TWO_INPUT_NET = """
+model = "user_models:two_input_net"
+exporter = "%(exporter)s"
+outputs = ["estimate"]
+report_dir = "reports"
+
+[[inputs]]
+name = "spectrum"
+shape = ["batch", 1, 16, 16]
+range = [0.0, 1.0]
+dims = { batch = [1, 4] }
+
+[[inputs]]
+name = "receivers"
+shape = ["batch", 6]
+range = [-90.0, 90.0]
+"""
+
+FRAME_NET = """
+model = "user_models:frame_net"
+exporter = "%(exporter)s"
+outputs = ["per_frame", "pooled"]
+report_dir = "reports"
+
+[[inputs]]
+name = "frames"
+shape = ["batch", 4, "time"]
+range = [-1.0, 1.0]
+dims = { batch = [1, 4], time = [3, 24] }
+"""
+
+
+@dataclass
+class GateRun:
+    result: pytest.RunResult
+    document: dict[str, Any] | None
+
+    def status(self, check: str) -> str:
+        assert self.document is not None, self.result.stdout.str()
+        return self.document["checks"][check]["status"]
+
+    def failed_checks(self) -> set[str]:
+        assert self.document is not None, self.result.stdout.str()
+        return {name for name, record in self.document["checks"].items() if record["status"] == "failed"}
+
+
+class GateProject:
+    """A user's project folder: a gate config, their models, and a way to run the gate on it."""
+
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.path = pytester.path
+        shutil.copy(HERE / "user_models.py", self.path / "user_models.py")
+
+    def write_config(self, template: str = SMALL_LOCALIZATION_NET, *, exporter: str = "torchscript", extra: str = "") -> Path:
+        path = self.path / "gate.toml"
+        path.write_text(template % {"exporter": exporter} + extra)
+        return path
+
+    def run(self, *args: str, config: bool = True) -> GateRun:
+        options = ["--gate-config", str(self.path / "gate.toml")] if config else []
+        result = self.pytester.runpytest_subprocess(CONFORMANCE, *options, "-p", "no:randomly", *args)
+        reports = sorted((self.path / "reports").glob("*/gate.json"))
+        document = json.loads(reports[-1].read_text()) if reports else None
+        return GateRun(result, document)
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> GateProject:
+    return GateProject(pytester)

@@ -1,0 +1,91 @@
+"""Export defects the gate must block, each made the way it happens in real life."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from harness.models import localization_net
+
+INPUT = "mel_spectrogram"
+OUTPUTS = ["positions", "uncertainties"]
+
+
+def small_model() -> torch.nn.Module:
+    return localization_net("test")
+
+
+def example() -> tuple[torch.Tensor]:
+    return (torch.randn(2, 3, 128, 32, generator=torch.Generator().manual_seed(0)),)
+
+
+def export(path: Path, *, training: bool = False, dynamic: bool = True, output_names=OUTPUTS) -> Path:
+    model = small_model()
+    if training:
+        model.train()
+    axes = {INPUT: {0: "batch"}, **{name: {0: "batch"} for name in output_names}} if dynamic else None
+    torch.onnx.export(
+        model, example(), str(path), dynamo=False, input_names=[INPUT], output_names=list(output_names),
+        dynamic_axes=axes, opset_version=17,
+        training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
+        do_constant_folding=not training,
+    )  # fmt: skip
+    return path
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {init.name: init for init in model.graph.initializer}
+
+
+def perturb_one_weight(source: Path, target: Path, *, output: str = "positions", delta: float = 1e-3) -> Path:
+    """Add ``delta`` to one element of the weight of the layer that produces ``output``."""
+    model = onnx.load(str(source))
+    initializers = _initializers(model)
+    producers = {name: node for node in model.graph.node for name in node.output}
+    node = producers[output]
+    while not any(name in initializers and initializers[name].dims and len(initializers[name].dims) > 1 for name in node.input):
+        node = producers[node.input[0]]
+    weight = next(initializers[n] for n in node.input if n in initializers and len(initializers[n].dims) > 1)
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] += np.float32(delta)
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(target))
+    return target
+
+
+def round_weights_through_fp16(source: Path, target: Path) -> Path:
+    model = onnx.load(str(source))
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            values = numpy_helper.to_array(init).astype(np.float16).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(target))
+    return target
+
+
+def truncate(source: Path, target: Path) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
+
+
+def add_random_op(source: Path, target: Path, *, output: str = "positions") -> Path:
+    """positions + 0 * RandomUniformLike(positions): numerically harmless, but not deterministic by
+    construction, which no release should accept."""
+    model = onnx.load(str(source))
+    producer = next(node for node in model.graph.node if output in node.output)
+    inner = f"{output}_before_noise"
+    producer.output[list(producer.output).index(output)] = inner
+    zero = numpy_helper.from_array(np.zeros((), np.float32), "zero_for_noise")
+    model.graph.initializer.append(zero)
+    model.graph.node.extend([
+        helper.make_node("RandomUniformLike", [inner], ["noise"], name="noise_source"),
+        helper.make_node("Mul", ["noise", "zero_for_noise"], ["muted_noise"]),
+        helper.make_node("Add", [inner, "muted_noise"], [output]),
+    ])  # fmt: skip
+    onnx.save(model, str(target))
+    return target

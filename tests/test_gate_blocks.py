@@ -1,0 +1,71 @@
+"""The gate blocks defective exports, and the check that catches each one is the right one."""
+
+import pytest
+
+from tests import defects
+
+
+@pytest.fixture
+def good_onnx(tmp_path):
+    return defects.export(tmp_path / "good.onnx")
+
+
+def _run_on(project, onnx_path):
+    project.write_config()
+    run = project.run("--gate-onnx", str(onnx_path))
+    assert run.result.ret != 0
+    assert run.document["verdict"] == "failed"
+    return run
+
+
+def test_it_validates_a_given_correct_onnx_file(project, good_onnx):
+    project.write_config()
+    run = project.run("--gate-onnx", str(good_onnx))
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.document["artifact"]["origin"] == "given"
+
+
+def test_it_blocks_an_export_made_in_training_mode(project, tmp_path):
+    run = _run_on(project, defects.export(tmp_path / "train.onnx", training=True))
+    assert run.status("contract") == "failed"
+    assert "training mode" in " ".join(run.document["checks"]["contract"]["messages"])
+
+
+def test_it_blocks_a_static_batch_dimension(project, tmp_path):
+    run = _run_on(project, defects.export(tmp_path / "static.onnx", dynamic=False))
+    assert run.status("contract") == "failed"
+    assert "fixed to 2" in " ".join(run.document["checks"]["contract"]["messages"])
+    assert run.status("dynamic_dims") == "failed"
+
+
+def test_it_blocks_swapped_output_names(project, tmp_path):
+    run = _run_on(project, defects.export(tmp_path / "swapped.onnx", output_names=defects.OUTPUTS[::-1]))
+    assert run.status("contract") == "failed"
+    assert run.status("parity") == "failed"
+
+
+def test_it_blocks_one_weight_perturbed_by_1e_3_in_the_onnx_only(project, good_onnx, tmp_path):
+    run = _run_on(project, defects.perturb_one_weight(good_onnx, tmp_path / "perturbed.onnx"))
+    assert run.failed_checks() >= {"parity"}
+    assert run.status("contract") == "passed"
+
+
+def test_it_blocks_weights_rounded_through_fp16(project, good_onnx, tmp_path):
+    run = _run_on(project, defects.round_weights_through_fp16(good_onnx, tmp_path / "fp16.onnx"))
+    assert "parity" in run.failed_checks()
+    assert run.status("contract") == "passed"
+
+
+def test_it_blocks_a_truncated_file_without_crashing(project, good_onnx, tmp_path):
+    run = _run_on(project, defects.truncate(good_onnx, tmp_path / "truncated.onnx"))
+    assert run.status("artifact") == "failed"
+    assert run.result.ret == 1  # a failed gate, not an internal error or a usage error
+    outcomes = run.result.parseoutcomes()
+    assert outcomes.get("failed") == 1 and "error" not in outcomes
+    run.result.stdout.fnmatch_lines(["*not a readable ONNX model*"])
+
+
+def test_it_blocks_a_graph_containing_a_random_op(project, good_onnx, tmp_path):
+    run = _run_on(project, defects.add_random_op(good_onnx, tmp_path / "random.onnx"))
+    assert run.status("contract") == "failed"
+    assert "RandomUniformLike" in " ".join(run.document["checks"]["contract"]["messages"])

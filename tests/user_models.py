@@ -1,0 +1,47 @@
+"""Models a user might gate, described by config only. Copied beside each test's gate config,
+as a user's own module would sit beside their pyproject.toml."""
+
+import torch
+from torch import nn
+
+
+class TwoInputNet(nn.Module):
+    """A spectrogram patch and receiver coordinates in, one estimate out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.receivers = nn.Linear(6, 8)
+        self.head = nn.Linear(4 + 8, 2)
+
+    def forward(self, spectrum: torch.Tensor, receivers: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(self.conv(spectrum)).mean(dim=(2, 3))
+        return self.head(torch.cat([pooled, torch.tanh(self.receivers(receivers / 90.0))], dim=1))
+
+
+class FrameNet(nn.Module):
+    """A dynamic time axis: per-frame outputs follow it, pooled outputs do not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(4, 8, 3, padding=1)
+        self.per_frame = nn.Linear(8, 2)
+        self.pooled = nn.Linear(8, 3)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = nn.functional.gelu(self.conv(frames)).transpose(1, 2)
+        return self.per_frame(hidden), self.pooled(hidden.mean(dim=1))
+
+
+def two_input_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return TwoInputNet().eval()
+
+
+def frame_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return FrameNet().eval()
+
+
+def broken_factory() -> nn.Module:
+    raise RuntimeError("this factory always fails")
