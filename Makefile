@@ -1,0 +1,26 @@
+# The two set-up commands: `make gate` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.onnx-gate-installed
+PYTEST_ARGS ?=
+
+.PHONY: gate test install clean
+
+install: $(STAMP)
+
+# torch is pinned first: 2.13.0 is a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	touch $@
+
+gate: $(STAMP)
+	$(BIN)/onnx-gate run $(PYTEST_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .stack build *.egg-info

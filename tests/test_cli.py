@@ -1,0 +1,21 @@
+import subprocess
+import sys
+
+
+def test_help_documents_the_run_command():
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "onnx-gate run [PYTEST_ARGS...]" in result.stdout
+    assert "--gate-config" in result.stdout
+
+
+def test_pytest_help_lists_the_gate_options_in_one_group():
+    result = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=True)
+    section = result.stdout.split("onnx-gate:", 1)[1]
+    for option in ("--gate-config", "--gate-model", "--gate-checkpoint", "--gate-onnx", "--gate-exporter", "--gate-opset", "--gate-report-dir"):
+        assert option in section
+
+
+def test_the_plugin_module_imports_nothing_heavy():
+    code = "import sys, harness.plugin; print(sorted(m for m in ('torch', 'onnxruntime', 'boto3', 'mlflow', 'onnx') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from harness import config
+from harness.errors import ConfigError
+
+
+def test_without_any_config_it_gates_the_default_localization_net(tmp_path):
+    loaded = config.load(invocation_dir=tmp_path)
+    assert loaded.model == config.DEFAULT_MODEL
+    assert [i.name for i in loaded.inputs] == ["mel_spectrogram"]
+    assert loaded.outputs == ("positions", "uncertainties")
+    assert loaded.sources == ("built-in defaults",)
+
+
+def test_a_config_file_overrides_pyproject_and_the_command_line_overrides_both(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.onnx-gate]\nexporter = "torchscript"\nopset = 17\ncheckpoint = "a.pt"\n')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "gate.toml").write_text("opset = 18\n")
+    loaded = config.load(invocation_dir=tmp_path, config_file=Path("sub/gate.toml"), overrides={"exporter": "dynamo"})
+    assert (loaded.exporter, loaded.opset) == ("dynamo", 18)
+    # Relative paths resolve against the file that wrote them.
+    assert loaded.checkpoint == tmp_path / "a.pt"
+
+
+def test_symbolic_dimensions_trace_at_two_and_test_sizes_besides_it(tmp_path):
+    loaded = config.load(invocation_dir=tmp_path, overrides={})
+    batch = loaded.dims["batch"]
+    assert batch.trace == 2
+    sizes = batch.sizes_besides_trace(3)
+    assert len(sizes) == 3 and batch.trace not in sizes and all(batch.low <= s <= batch.high for s in sizes)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model": "no_colon"}, "must look like 'package.module:callable'"),
+        ({"model": "pkg.mod:make"}, "needs [[inputs]]"),
+        ({"tolerance": {"atoll": 1}}, "Did you mean 'atol'?"),
+        ({"tolerance": {"atol": -1}}, "tolerance.atol must be a finite number >= 0"),
+        ({"invariants": [{"output": "nope", "min": 0}]}, "invariants[0].output must be one of positions, uncertainties"),
+        ({"bench": {"batches": [0]}}, "bench.batches must be a list of positive batch sizes"),
+        ({"budget": {"max_latency_ms": {"tpu": {"1": 3}}}}, "device 'tpu' must be 'cpu' or 'cuda'"),
+    ],
+)
+def test_invalid_values_are_named_with_the_fix(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(invocation_dir=tmp_path, overrides=overrides)
+    assert message in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_a_broken_toml_file_is_named(tmp_path):
+    (tmp_path / "gate.toml").write_text("model = [\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        config.load(invocation_dir=tmp_path, config_file=Path("gate.toml"))
