@@ -20,6 +20,9 @@ onnx-gate: a release gate for PyTorch models that ship as ONNX.
                                    dynamic dimensions, invariants) and write reports/<run-id>/.
                                    Uses the Hypothesis profile 'ci' unless --hypothesis-profile
                                    is given. Exit status 0 only when the gate passed.
+  onnx-gate compare [RUN_A] [RUN_B]
+                                   compare benchmark runs (default: previous vs latest);
+                                   exit 1 when a speedup ratio regressed.
 
 The model comes from [tool.onnx-gate] in the nearest pyproject.toml (default: Heimdall's
 LocalizationNet), a file given with --gate-config, or --gate-* options; `pytest --help` lists
@@ -53,7 +56,46 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the gate (extra arguments go to pytest)", add_help=False,
         description="Run the gate; every further argument is passed to pytest.",
     )  # fmt: skip
+    compare = commands.add_parser(
+        "compare", help="compare two benchmark runs (default: the previous and the latest)",
+        description="Print per benchmark the change in median latency and in the ONNX Runtime speedup "
+        "ratio, write reports/compare/<base>__<head>/compare.md and trend.png, and exit 1 when a speedup "
+        "ratio fell by more than max_ratio_regression.",
+    )  # fmt: skip
+    compare.add_argument("base", nargs="?", metavar="RUN_A", help="run id (or prefix) or benchmark.json. Default: the previous run")
+    compare.add_argument("head", nargs="?", metavar="RUN_B", help="run id (or prefix) or benchmark.json. Default: the latest run")
+    compare.add_argument("--report-dir", metavar="DIR", type=Path, default=None,
+                         help="reports folder. Default: report_dir from [tool.onnx-gate], else reports/")
+    compare.add_argument("--max-ratio-regression", metavar="FRACTION", type=_fraction, default=None,
+                         help="allowed fall of a speedup ratio. Default: [tool.onnx-gate.bench] max_ratio_regression, else 0.10")
     return parser
+
+
+def _fraction(value: str) -> float:
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number like 0.1, got {value!r}") from None
+    if not 0 <= fraction < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value!r}")
+    return fraction
+
+
+def compare(arguments: argparse.Namespace) -> int:
+    from harness import config as gate_config
+    from harness.bench_report import compare_runs
+
+    loaded = gate_config.load(invocation_dir=Path.cwd())
+    report_dir = arguments.report_dir or loaded.report_dir
+    threshold = loaded.bench.max_ratio_regression if arguments.max_ratio_regression is None else arguments.max_ratio_regression
+    base, head = arguments.base, arguments.head
+    if base is not None and head is None:
+        # One run named: compare the latest against it.
+        base, head = base, None
+    comparison, out_dir = compare_runs(report_dir, base, head, threshold)
+    print("\n".join(comparison.lines()))
+    print(f"report: {out_dir / 'compare.md'}")
+    return 1 if comparison.regressions else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command is None:
             parser.print_help()
             return 2
+        if arguments.command == "compare":
+            return compare(arguments)
     except GateError as exc:
         print(f"onnx-gate: error: {exc}", file=sys.stderr)
         return 2

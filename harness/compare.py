@@ -31,6 +31,63 @@ class OutputComparison:
         return f"{verdict} | {self.output}: {stats} ({self.tolerance.describe()}){detail}"
 
 
+FP32_EPS = 2.0**-23
+
+
+@dataclass(frozen=True)
+class NoiseComparison:
+    """The candidate's error against an fp64 reference, measured in units of PyTorch's own fp32
+    error against that reference: rounding stays within a small multiple, defects do not."""
+
+    output: str
+    passed: bool
+    floor_max: float  # max |PyTorch fp32 - fp64|
+    floor_mean: float
+    candidate_max: float  # max |candidate - fp64|
+    candidate_mean: float
+    factor: float
+    slack: float  # a few fp32 ulps of the output's magnitude, for floors that are exactly 0
+
+    @property
+    def ratio(self) -> float:
+        if self.floor_max > 0:
+            return self.candidate_max / self.floor_max
+        return 0.0 if self.candidate_max == 0 else float("inf")
+
+    @property
+    def bound(self) -> float:
+        return self.factor * self.floor_max + self.slack
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        return (
+            f"{verdict} | {self.output}: ONNX error is {self.ratio:.3g}x PyTorch's own fp32 noise "
+            f"(max {self.candidate_max:.3g} vs {self.floor_max:.3g}; allowed {self.factor:g}x + {self.slack:.2g})"
+        )
+
+
+def compare_noise(
+    output: str, candidate: np.ndarray, reference32: np.ndarray, reference64: np.ndarray, factor: float
+) -> NoiseComparison:
+    import numpy as np
+
+    finite = np.isfinite(reference64) & np.isfinite(candidate) & np.isfinite(reference32)
+    exact = reference64[finite]
+    if exact.size == 0:
+        return NoiseComparison(output, True, 0.0, 0.0, 0.0, 0.0, factor, 0.0)
+    floor = np.abs(reference32[finite].astype(np.float64) - exact)
+    error = np.abs(candidate[finite].astype(np.float64) - exact)
+    slack = 4 * FP32_EPS * max(float(np.abs(exact).max()), float(np.finfo(np.float32).tiny))
+    candidate_max, floor_max = float(error.max()), float(floor.max())
+    passed = candidate_max <= factor * floor_max + slack
+    return NoiseComparison(
+        output, passed, floor_max, float(floor.mean()), candidate_max, float(error.mean()), factor, slack
+    )
+
+
 @dataclass(frozen=True)
 class ParityResult:
     """All outputs of one comparison of a candidate against a reference."""
@@ -40,9 +97,13 @@ class ParityResult:
     outputs: tuple[OutputComparison, ...]
     context: str = ""
     failures: tuple[str, ...] = field(default=())
+    noise: tuple[NoiseComparison, ...] = field(default=())
 
     def __bool__(self) -> bool:
-        return not self.failures and all(self.outputs)
+        return not self.failures and all(self.outputs) and all(self.noise)
+
+    def with_noise(self, noise: tuple[NoiseComparison, ...]) -> ParityResult:
+        return ParityResult(self.candidate, self.reference, self.outputs, self.context, self.failures, noise)
 
     def __iter__(self) -> Iterator[OutputComparison]:
         return iter(self.outputs)
@@ -53,6 +114,7 @@ class ParityResult:
         lines = [f"{head} | {self.candidate} vs {self.reference}{where}"]
         lines += [f"  {problem}" for problem in self.failures]
         lines += [f"  {comparison}" for comparison in self.outputs]
+        lines += [f"  {comparison}" for comparison in self.noise]
         return "\n".join(lines)
 
 

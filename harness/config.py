@@ -111,9 +111,14 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    min_speedup: float = 1.5
+    # ORT vs PyTorch on the CPU, per batch size; `default_speedup` for batches not listed.
+    default_speedup: float = 1.5
+    per_batch_speedup: Mapping[int, float] = field(default_factory=dict)
     # {"cpu": {1: 30.0}, "cuda": {1: 5.0}}: p95 latency ceilings in ms, per device and batch.
     max_latency_ms: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
+
+    def min_speedup(self, batch: int) -> float:
+        return self.per_batch_speedup.get(batch, self.default_speedup)
 
 
 @dataclass(frozen=True)
@@ -328,10 +333,20 @@ def _parse_budget(raw: Mapping[str, Any]) -> BudgetConfig:
             if not str(batch).isdigit():
                 raise ConfigError(f"budget.max_latency_ms.{device} keys must be batch sizes, got {batch!r}")
             ceilings[device][int(batch)] = _number(ms, f"budget.max_latency_ms.{device}.{batch}")
-    return BudgetConfig(
-        min_speedup=_number(raw.get("min_speedup", BudgetConfig.min_speedup), "budget.min_speedup"),
-        max_latency_ms=ceilings,
-    )
+    raw_speedup = raw.get("min_speedup", BudgetConfig.default_speedup)
+    per_batch: dict[int, float] = {}
+    default = BudgetConfig.default_speedup
+    if isinstance(raw_speedup, dict):
+        for batch, ratio in raw_speedup.items():
+            if batch == "default":
+                default = _number(ratio, "budget.min_speedup.default")
+            elif str(batch).isdigit():
+                per_batch[int(batch)] = _number(ratio, f"budget.min_speedup.{batch}")
+            else:
+                raise ConfigError(f"budget.min_speedup keys must be batch sizes or 'default', got {batch!r}")
+    else:
+        default = _number(raw_speedup, "budget.min_speedup")
+    return BudgetConfig(default_speedup=default, per_batch_speedup=per_batch, max_latency_ms=ceilings)
 
 
 def _parse_bench(raw: Mapping[str, Any]) -> BenchConfig:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generator
 import pytest
 
 from harness.errors import ConfigError, GateError
+from harness.ledger import BENCH_CHECKS
 
 if TYPE_CHECKING:
     from harness.config import GateConfig
@@ -60,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="ONNX opset to export. Default: %(default)r (config, else 18)")
     group.addoption("--gate-report-dir", metavar="DIR", default=None,
                     help="folder for run reports. Default: %(default)r (config, else reports/)")
+    group.addoption("--gate-bench-quick", action="store_true", default=False,
+                    help="fewer benchmark rounds, for CI smoke runs; `onnx-gate run` measures fully. "
+                    "Default: %(default)r")
 
 
 def _overrides(config: pytest.Config) -> dict[str, Any]:
@@ -92,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from hypothesis import settings
 
     from harness import config as gate_config
-    from harness.session import GateSession
+    from harness.session import BenchPlan, GateSession
 
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(profiles.DEFAULT_PROFILE)
@@ -106,7 +110,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
     gate = GateSession(loaded)
+    if config.getoption("gate_bench_quick"):
+        gate.bench_plan = BenchPlan.quick()
     config.stash[GATE_KEY] = gate
+    if getattr(config.option, "benchmark_json", None) is None and hasattr(config.option, "benchmark_json"):
+        # pytest-benchmark opens this in its own (trylast) pytest_configure; unset again below
+        # when the session collects no benchmark.
+        config.option.benchmark_json = gate.report_dir / "benchmark.json"
+        gate.owns_benchmark_json = True
     if not config.option.xmlpath:
         # junitxml reads this in its own pytest_configure, which runs after this tryfirst hook.
         config.option.xmlpath = str(gate.report_dir / "junit.xml")
@@ -131,6 +142,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "dynamic_size" in metafunc.fixturenames:
         cases = [(n, s) for n, dim in gate.config.dims.items() for s in dim.sizes_besides_trace(3)]
         metafunc.parametrize("dynamic_size", cases, ids=[f"{n}={s}" for n, s in cases])
+    if "bench_batch" in metafunc.fixturenames:
+        batches = list(gate.config.bench.batches) if gate.batch_dim else [None]
+        metafunc.parametrize("bench_batch", batches, ids=[f"batch{b}" for b in batches])
+    if "bench_backend" in metafunc.fixturenames:
+        metafunc.parametrize("bench_backend", ["pytorch", "onnxruntime"])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -141,6 +157,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         check = _check_name(item)
         if check:
             gate.ledger.collected(check, item.nodeid)
+    gate.benchmarks_collected = any(_check_name(item) in BENCH_CHECKS for item in items)
+    benchmark_session = getattr(config, "_benchmarksession", None)
+    if not gate.benchmarks_collected and benchmark_session is not None and gate.owns_benchmark_json:
+        benchmark_session.json = None
+    elif gate.benchmarks_collected:
+        gate.report_dir.mkdir(parents=True, exist_ok=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -185,6 +207,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from harness.report import write_reports
 
     gate.verdict = gate.ledger.verdict(gate.required_checks, exit_status=int(exitstatus))
+    if gate.latency:
+        from harness.bench_report import archive_benchmark_json
+
+        archive_benchmark_json(gate)
     write_reports(gate, gate.verdict, hypothesis_profile=settings._current_profile or "default")  # type: ignore[attr-defined]
 
 
@@ -196,6 +222,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_sep("=", "onnx-gate", **color)
     terminalreporter.write_line(str(gate.verdict), **color)
     terminalreporter.write_line(f"report: {gate.report_dir / 'summary.md'}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    gate = _gate(config)
+    if gate is not None and gate.latency:
+        from harness.bench_report import gate_bench_section
+
+        output_json["onnx_gate"] = gate_bench_section(gate)
 
 
 # --- fixtures ----------------------------------------------------------------------------------

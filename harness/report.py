@@ -56,15 +56,29 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "", "## Parity: ONNX Runtime CPU vs PyTorch eager CPU (fp32)", "",
         f"{parity['examples']} Hypothesis examples (profile `{document['hypothesis_profile']}`). "
         f"The original design's criterion: MAE < {ORIGINAL_MAE_CLAIM:g}.", "",
-        "| output | examples | max abs error | mean abs error | tolerance |", "| --- | --- | --- | --- | --- |",
+        "| output | examples | max abs error | mean abs error | tolerance | noise floor (max) "
+        "| ONNX vs fp64 (max) | worst noise ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     for name, stats in parity["outputs"].items():
         tol = parity["tolerance"][name]
         bound = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}, mae < {tol['mae']:g}"
+        if tol["noise_factor"]:
+            bound += f", <= {tol['noise_factor']:g}x noise"
         lines.append(
             f"| {name} | {stats['examples']} | {_fmt(stats.get('max_abs', '-'))} | "
-            f"{_fmt(stats.get('mean_abs', '-'))} | {bound} |"
+            f"{_fmt(stats.get('mean_abs', '-'))} | {bound} | {_fmt(stats.get('noise_floor_max', '-'))} | "
+            f"{_fmt(stats.get('onnx_vs_fp64_max', '-'))} | {_fmt(stats.get('noise_ratio_worst', '-'))} |"
         )
+    lines += [
+        "",
+        "The noise floor is PyTorch fp32's own deviation from a float64 run of the same model on the "
+        "same inputs; the noise ratio is ONNX Runtime's deviation from float64 in units of it. "
+        f"fp64 reference cost: {parity['fp64_reference_seconds']} s for {parity['examples']} examples.",
+    ]
+    if parity.get("fp64_unavailable"):
+        lines += ["", f"> WARNING: noise-floor check off, the model cannot run in float64 "
+                  f"({parity['fp64_unavailable']}); parity used the fixed tolerance only."]
     for section in document.get("sections_markdown", []):
         lines += ["", section]
     artifact = document["artifact"]
@@ -123,14 +137,22 @@ def plot_parity(gate: GateSession, path: Path) -> Path | None:
 
 
 def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: str) -> dict[str, Any]:
-    """Write gate.json, summary.md and parity.png atomically into the run's report folder."""
+    """Write gate.json, summary.md and the plots into the run's report folder."""
     directory = gate.report_dir
     directory.mkdir(parents=True, exist_ok=True)
     document = gate_document(gate, verdict, hypothesis_profile=hypothesis_profile)
-    plot = plot_parity(gate, directory / "parity.png")
-    document["files"] = sorted(p.name for p in directory.iterdir()) + ([] if plot is None else [])
+    sections = []
+    if gate.latency:
+        from harness.bench_report import gate_bench_section, latency_markdown, plot_latency
+
+        document["benchmarks"] = gate_bench_section(gate)
+        plot_latency(document["benchmarks"], directory / "latency.png")
+        sections.append(latency_markdown(document["benchmarks"]))
+    document["sections_markdown"] = sections + document.get("sections_markdown", [])
+    plot_parity(gate, directory / "parity.png")
     _write_atomic(directory / "summary.md", summary_markdown(document))
     document.pop("sections_markdown", None)
+    document["files"] = sorted({p.name for p in directory.iterdir()} | {"gate.json", "summary.md"})
     _write_atomic(directory / "gate.json", json.dumps(document, indent=2, sort_keys=False, default=str))
     return document
 

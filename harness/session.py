@@ -11,12 +11,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.compare import ParityResult, compare_outputs
+from harness.compare import ParityResult, compare_noise, compare_outputs
 from harness.config import GateConfig
 from harness.errors import ArtifactError
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx
-from harness.ledger import CHECKS, Ledger, Verdict
-from harness.runners import OrtRunner, TorchRunner
+from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
+from harness.ledger import BENCH_CHECKS, CHECKS, Ledger, Verdict
+from harness.runners import OrtRunner, TorchRunner, default_threads
 from harness.strategies import InputCase
 
 if TYPE_CHECKING:
@@ -28,22 +29,53 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
+@dataclass(frozen=True)
+class BenchPlan:
+    """How long to measure: explicit warm-up, then rounds sized to a time budget per benchmark."""
+
+    warmup_rounds: int
+    budget_s: float
+    min_rounds: int
+    max_rounds: int
+
+    @classmethod
+    def full(cls) -> BenchPlan:
+        return cls(warmup_rounds=5, budget_s=3.0, min_rounds=15, max_rounds=300)
+
+    @classmethod
+    def quick(cls) -> BenchPlan:
+        return cls(warmup_rounds=2, budget_s=0.5, min_rounds=5, max_rounds=50)
+
+
 @dataclass
 class OutputErrors:
     """Parity errors of one output over every example the parity checks ran."""
 
     max_abs: list[float] = field(default_factory=list)
     mean_abs: list[float] = field(default_factory=list)
+    # Against the fp64 reference: PyTorch fp32's own error (the floor) and ONNX Runtime's.
+    floor_max: list[float] = field(default_factory=list)
+    candidate_max: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int]:
         if not self.max_abs:
             return {"examples": 0}
-        return {
+        summary: dict[str, float | int] = {
             "examples": len(self.max_abs),
             "max_abs": max(self.max_abs),
             "mean_abs": sum(self.mean_abs) / len(self.mean_abs),
             "worst_example_mean_abs": max(self.mean_abs),
         }
+        if self.floor_max:
+            summary |= {
+                "noise_floor_max": max(self.floor_max),
+                "onnx_vs_fp64_max": max(self.candidate_max),
+                # Max over examples of ONNX error / PyTorch fp32 error: how close to a block it came.
+                "noise_ratio_worst": max(self.ratios),
+                "noise_ratio_overall": max(self.candidate_max) / max(max(self.floor_max), 1e-300),
+            }
+        return summary
 
 
 class GateSession:
@@ -67,8 +99,18 @@ class GateSession:
         self.parity_errors: dict[str, OutputErrors] = {name: OutputErrors() for name in config.outputs}
         self.parity_examples = 0
         self.parity_failures: list[str] = []
+        self.fp64_seconds = 0.0
+        self.fp64_unavailable: str | None = None
         self.extra: dict[str, Any] = {}
         self._model = model
+        # Benchmarks (filled only when the session runs benchmarks/).
+        self.bench_plan = BenchPlan.full()
+        self.latency: list[LatencyRecord] = []
+        self.budget_result: BudgetResult | None = None
+        self.gpu_parity: ParityResult | None = None
+        self.benchmarks_collected = False
+        self.owns_benchmark_json = False
+        self._flops: dict[int, float] = {}
 
     # --- what is under test ----------------------------------------------------------------
 
@@ -104,7 +146,9 @@ class GateSession:
         required = [c for c in CHECKS if c != "invariants" or self.config.invariants]
         if not self.config.dims:
             required = [c for c in required if c not in ("dynamic_dims", "batch_consistency")]
-        return tuple(required) + tuple(self.extra.get("required_extra", ()))
+        if self.benchmarks_collected:
+            required += list(BENCH_CHECKS)
+        return tuple(required)
 
     @property
     def batch_dim(self) -> str | None:
@@ -132,6 +176,44 @@ class GateSession:
         return TorchRunner(self.model, *self._names())
 
     @cached_property
+    def fp64_runner(self) -> TorchRunner | None:
+        """PyTorch in float64, the yardstick for fp32 noise; None when the model cannot run so."""
+        try:
+            return TorchRunner(self.model, *self._names(), dtype="float64")
+        except Exception as exc:  # a deepcopy or .double() the model does not support
+            self._fp64_failed(exc)
+            return None
+
+    def _fp64_failed(self, exc: Exception) -> None:
+        import warnings
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        self.fp64_unavailable = f"{type(exc).__name__}: {first}"
+        warnings.warn(
+            f"onnx-gate: the model cannot run in float64 ({self.fp64_unavailable}); parity falls back "
+            "to the fixed atol/rtol/mae tolerance without the noise-floor check",
+            stacklevel=2,
+        )
+
+    def _noise_factors(self) -> dict[str, float]:
+        return {name: self.config.tolerance_for(name).noise_factor for name in self.config.outputs}
+
+    def _fp64_reference(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        if not any(self._noise_factors().values()) or self.fp64_unavailable:
+            return None
+        runner = self.fp64_runner
+        if runner is None:
+            return None
+        started = time.perf_counter()
+        try:
+            return runner.infer(feeds)
+        except Exception as exc:  # e.g. an op with no double kernel
+            self._fp64_failed(exc)
+            return None
+        finally:
+            self.fp64_seconds += time.perf_counter() - started
+
+    @cached_property
     def ort_runner(self) -> OrtRunner:
         return self.new_ort_runner()
 
@@ -139,6 +221,32 @@ class GateSession:
         if self.artifact is None:
             raise ArtifactError(self.artifact_error or "no ONNX artifact")
         return OrtRunner(self.artifact.path, *self._names(), **options)
+
+    # --- benchmarks ----------------------------------------------------------------------------
+
+    @cached_property
+    def bench_threads(self) -> int:
+        return self.config.bench.threads or default_threads()
+
+    @cached_property
+    def bench_ort_runner(self) -> OrtRunner:
+        return self.new_ort_runner(threads=self.bench_threads)
+
+    @cached_property
+    def sgemm_peak(self) -> float:
+        return sgemm_peak_flops(self.bench_threads)
+
+    def flops_per_call(self, batch: int) -> float:
+        if batch not in self._flops:
+            from harness.export import example_feeds
+
+            sizes = {**self.config.trace_sizes, **({self.batch_dim: batch} if self.batch_dim else {})}
+            tensors = self.torch_runner.to_tensors(example_feeds(self.config, sizes))
+            self._flops[batch] = count_flops(self.model, tensors)
+        return self._flops[batch]
+
+    def record_latency(self, record: LatencyRecord) -> None:
+        self.latency = [r for r in self.latency if r.key != record.key] + [record]
 
     # --- parity ----------------------------------------------------------------------------------
 
@@ -150,11 +258,25 @@ class GateSession:
             actual, expected, self.config,
             candidate=self.ort_runner.name, reference=self.torch_runner.name, context=describe_case(case),
         )  # fmt: skip
+        exact = self._fp64_reference(feeds)
+        if exact is not None:
+            factors = self._noise_factors()
+            result = result.with_noise(tuple(
+                compare_noise(name, actual[name], expected[name], exact[name], factors[name])
+                for name in self.config.outputs
+                if factors[name] > 0 and name in actual and name in expected and name in exact
+                and actual[name].dtype.kind == "f" and actual[name].shape == exact[name].shape
+            ))  # fmt: skip
         self.parity_examples += 1
         for comparison in result:
             errors = self.parity_errors.setdefault(comparison.output, OutputErrors())
             errors.max_abs.append(comparison.max_abs)
             errors.mean_abs.append(comparison.mean_abs)
+        for noise in result.noise:
+            errors = self.parity_errors[noise.output]
+            errors.floor_max.append(noise.floor_max)
+            errors.candidate_max.append(noise.candidate_max)
+            errors.ratios.append(noise.candidate_max / max(noise.floor_max, noise.slack))
         if not result and len(self.parity_failures) < 20:
             self.parity_failures.append(str(result).splitlines()[0])
         return result
@@ -164,6 +286,8 @@ class GateSession:
             "examples": self.parity_examples,
             "outputs": {name: errors.summary() for name, errors in self.parity_errors.items()},
             "tolerance": {name: self.config.tolerance_for(name).__dict__ for name in self.config.outputs},
+            "fp64_reference_seconds": round(self.fp64_seconds, 3),
+            "fp64_unavailable": self.fp64_unavailable,
         }
 
 

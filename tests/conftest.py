@@ -12,6 +12,7 @@ pytest_plugins = ["pytester"]
 
 HERE = Path(__file__).resolve().parent
 CONFORMANCE = str(HERE.parent / "conformance")
+BENCHMARKS = str(HERE.parent / "benchmarks")
 
 SMALL_LOCALIZATION_NET = """
 model = "harness.models:localization_net"
@@ -92,9 +93,9 @@ class GateProject:
         path.write_text(template % {"exporter": exporter} + extra)
         return path
 
-    def run(self, *args: str, config: bool = True) -> GateRun:
+    def run(self, *args: str, config: bool = True, paths: tuple[str, ...] = (CONFORMANCE,)) -> GateRun:
         options = ["--gate-config", str(self.path / "gate.toml")] if config else []
-        result = self.pytester.runpytest_subprocess(CONFORMANCE, *options, "-p", "no:randomly", *args)
+        result = self.pytester.runpytest_subprocess(*paths, *options, *args)
         reports = sorted((self.path / "reports").glob("*/gate.json"))
         document = json.loads(reports[-1].read_text()) if reports else None
         return GateRun(result, document)

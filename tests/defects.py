@@ -89,3 +89,46 @@ def add_random_op(source: Path, target: Path, *, output: str = "positions") -> P
     ])  # fmt: skip
     onnx.save(model, str(target))
     return target
+
+
+# --- small defects: inside atol 1e-5 / rtol 1e-3, far above fp32 rounding noise ---------------------
+
+
+def truncate_mantissas(source: Path, target: Path, *, bits: int = 19) -> Path:
+    """Weights that silently lost precision: every fp32 weight keeps only ``bits`` of its 23
+    mantissa bits, as a lossy weight-compression step would leave them."""
+    model = onnx.load(str(source))
+    mask = np.uint32((0xFFFFFFFF << (23 - bits)) & 0xFFFFFFFF)
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            values = numpy_helper.to_array(init).copy()
+            values.view(np.uint32)[...] &= mask
+            init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(target))
+    return target
+
+
+def export_variant(path: Path, edit) -> Path:
+    """Export the small model after ``edit(model)`` changed it, e.g. an op swapped in a port."""
+    model = small_model()
+    edit(model)
+    torch.onnx.export(
+        model.eval(), example(), str(path), dynamo=False, input_names=[INPUT], output_names=OUTPUTS,
+        dynamic_axes={INPUT: {0: "batch"}},
+    )  # fmt: skip
+    return path
+
+
+def gelu_tanh_in_last_block(model: torch.nn.Module) -> None:
+    """An activation replaced by a close approximation: tanh-GELU for erf-GELU in one block."""
+    from harness.models.convnext import ConvNeXtBlock
+
+    blocks = [m for m in model.modules() if isinstance(m, ConvNeXtBlock)]
+    blocks[-1].act = torch.nn.GELU(approximate="tanh")
+
+
+def batchnorm_eps_doubled(model: torch.nn.Module) -> None:
+    """A normalisation epsilon changed: 1e-5 -> 2e-5 in the heads' BatchNorm."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.eps = 2e-5

@@ -45,3 +45,17 @@ def frame_net(seed: int = 0) -> nn.Module:
 
 def broken_factory() -> nn.Module:
     raise RuntimeError("this factory always fails")
+
+
+class Float32OnlyNet(TwoInputNet):
+    """Stands in for a model with an op that has no float64 kernel, as some custom ops lack."""
+
+    def forward(self, spectrum: torch.Tensor, receivers: torch.Tensor) -> torch.Tensor:
+        if spectrum.dtype == torch.float64:
+            raise RuntimeError("\"custom_conv\" not implemented for 'Double'")
+        return super().forward(spectrum, receivers)
+
+
+def float32_only_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return Float32OnlyNet().eval()

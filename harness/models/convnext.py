@@ -41,13 +41,14 @@ class ConvNeXtBlock(nn.Module):
         self.conv_dw = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.mlp_fc1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
         self.mlp_fc2 = nn.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), layer_scale_init))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.conv_dw(x).permute(0, 2, 3, 1)
-        x = self.mlp_fc2(F.gelu(self.mlp_fc1(self.norm(x))))
+        x = self.mlp_fc2(self.act(self.mlp_fc1(self.norm(x))))
         return shortcut + (self.gamma * x).permute(0, 3, 1, 2)
 
 

@@ -1,0 +1,194 @@
+"""Latency measurement helpers: statistics, FLOPs, the machine's sgemm peak, budgets.
+
+Numbers are put next to physical limits: efficiency is the model's FLOPs per second at the median
+latency divided by an sgemm peak measured on the same machine, in the same session, with the same
+threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from harness.config import BudgetConfig
+
+# The original design's claims, shown beside the measured numbers.
+DESIGN_CLAIMS = {
+    ("onnxruntime", "cpu"): "20-30 ms",
+    ("pytorch", "cpu"): "40-50 ms",
+    ("speedup", "cpu"): "1.5-2.5x",
+    ("onnxruntime", "cuda"): "< 5 ms",
+}
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile of already sorted values, q in [0, 100]."""
+    if not sorted_values:
+        return math.nan
+    position = (len(sorted_values) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class LatencyRecord:
+    """One benchmark: a backend on a device at a batch size, in seconds per call."""
+
+    backend: str  # "pytorch", "onnxruntime", "onnxruntime-cudagraph"
+    device: str  # "cpu" or "cuda"
+    batch: int
+    rounds: int
+    median: float
+    p95: float
+    p5: float
+    min: float
+    mean: float
+    flops: float = 0.0  # per call
+    peak_flops: float = 0.0  # per second, sgemm on this machine
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_times(cls, backend: str, device: str, batch: int, times: Sequence[float], **kwargs: Any) -> LatencyRecord:
+        ordered = sorted(times)
+        return cls(
+            backend, device, batch, len(ordered), percentile(ordered, 50), percentile(ordered, 95),
+            percentile(ordered, 5), ordered[0], sum(ordered) / len(ordered), **kwargs,
+        )  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        return f"{self.device}/{self.backend}/batch{self.batch}"
+
+    @property
+    def throughput(self) -> float:
+        return self.batch / self.median
+
+    @property
+    def efficiency(self) -> float:
+        if not (self.flops and self.peak_flops):
+            return math.nan
+        return self.flops / self.median / self.peak_flops
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self), "key": self.key, "throughput_per_s": self.throughput,
+            "efficiency": self.efficiency, "median_ms": self.median * 1e3, "p95_ms": self.p95 * 1e3,
+        }  # fmt: skip
+
+
+def rounds_for(seconds_per_call: float, *, budget_s: float, min_rounds: int, max_rounds: int) -> int:
+    """As many rounds as fit the time budget, within [min_rounds, max_rounds]."""
+    fitting = int(budget_s / max(seconds_per_call, 1e-9))
+    return max(min_rounds, min(max_rounds, fitting))
+
+
+def time_calls(function: Callable[[], Any], rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def sgemm_peak_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
+    """Best fp32 matrix-multiply rate torch reaches on this machine with ``threads`` threads."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        out = torch.empty(size, size)
+        for _ in range(3):
+            torch.mm(a, b, out=out)
+        best = min(time_calls(lambda: torch.mm(a, b, out=out), repeats))
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * size**3 / best
+
+
+def count_flops(model: nn.Module, tensors: Sequence[Any]) -> float:
+    """FLOPs of one forward pass (matmuls and convolutions, 2 per multiply-add)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(*tensors)
+    return float(counter.get_total_flops())
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu_model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu_model)
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu_model, "cores_available": len(os.sched_getaffinity(0)), "cores_total": os.cpu_count(),
+        "platform": platform.platform(), "python": platform.python_version(),
+    }  # fmt: skip
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:  # a broken CUDA install must not stop a CPU report
+        pass
+    return info
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    misses: tuple[str, ...]
+    checked: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return not self.misses
+
+    def __str__(self) -> str:
+        if self.misses:
+            return "FAILED | latency budget missed: " + "; ".join(self.misses)
+        return "PASSED | " + "; ".join(self.checked)
+
+
+def speedups(records: Sequence[LatencyRecord], device: str = "cpu") -> dict[int, float]:
+    """PyTorch median / ONNX Runtime median per batch size on ``device``."""
+    by_key = {(r.backend, r.batch): r for r in records if r.device == device}
+    return {
+        batch: by_key[("pytorch", batch)].median / record.median
+        for (backend, batch), record in sorted(by_key.items())
+        if backend == "onnxruntime" and ("pytorch", batch) in by_key
+    }
+
+
+def check_budgets(records: Sequence[LatencyRecord], budget: BudgetConfig, cpu_batches: Sequence[int]) -> BudgetResult:
+    misses, checked = [], []
+    ratios = speedups(records, "cpu")
+    for batch in cpu_batches:
+        wanted = budget.min_speedup(batch)
+        if batch not in ratios:
+            misses.append(f"min_speedup {wanted:g}x at batch {batch}: not measured")
+            continue
+        line = f"min_speedup {wanted:g}x at batch {batch}: ONNX Runtime CPU is {ratios[batch]:.2f}x PyTorch"
+        (misses if ratios[batch] < wanted else checked).append(line)
+    for device, ceilings in budget.max_latency_ms.items():
+        for batch, ceiling in sorted(ceilings.items()):
+            measured = [r for r in records if r.device == device and r.batch == batch and r.backend.startswith("onnxruntime")]
+            if not measured:
+                if device == "cpu":
+                    misses.append(f"max_latency_ms {ceiling:g} on cpu at batch {batch}: not measured")
+                continue
+            best = min(measured, key=lambda r: r.p95)
+            line = f"max_latency_ms {ceiling:g} on {device} at batch {batch}: p95 {best.p95 * 1e3:.2f} ms ({best.backend})"
+            (misses if best.p95 * 1e3 > ceiling else checked).append(line)
+    return BudgetResult(tuple(misses), tuple(checked))

@@ -1,0 +1,107 @@
+"""Latency benchmarks: budgets that gate, GPU skips that say why, reports, run comparisons."""
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import BENCHMARKS, CONFORMANCE
+
+QUICK_BENCH = "\n[bench]\nbatches = [1, 2]\n"
+
+
+def test_a_budget_that_cannot_be_met_fails_the_session_naming_budget_value_and_batch(project):
+    project.write_config(extra=QUICK_BENCH + "\n[budget]\nmin_speedup = 1000\nmax_latency_ms = { cpu = { 2 = 0.001 } }\n")
+    run = project.run("--gate-bench-quick", "-rs", paths=(CONFORMANCE, BENCHMARKS))
+    assert run.result.ret == 1
+    assert run.status("latency_budget") == "failed"
+    assert run.status("latency_cpu") == "passed"
+    assert "latency_budget failed" in run.document["reasons"]
+    run.result.stdout.fnmatch_lines([
+        "*min_speedup 1000x at batch 1: ONNX Runtime CPU is *x PyTorch*",
+    ])  # fmt: skip
+    assert "max_latency_ms 0.001 on cpu at batch 2: p95 " in run.result.stdout.str()
+
+
+def test_a_met_budget_passes_and_the_report_has_the_latency_table_and_chart(project):
+    project.write_config(extra=QUICK_BENCH + "\n[budget]\nmin_speedup = 0\n")
+    run = project.run("--gate-bench-quick", "-rs", paths=(CONFORMANCE, BENCHMARKS))
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert {"latency_cpu", "latency_budget"} <= set(run.document["required_checks"])
+    folder = project.path / "reports" / run.document["run_id"]
+    summary = (folder / "summary.md").read_text()
+    assert "## Latency" in summary and "| cpu | onnxruntime | 1 |" in summary and "| cpu | pytorch | 2 |" in summary
+    assert "original claim" in summary and "20-30 ms" in summary
+    assert (folder / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    bench = json.loads((folder / "benchmark.json").read_text())
+    assert len(bench["benchmarks"]) == 4  # pytest-benchmark's own records
+    section = bench["onnx_gate"]
+    assert set(section["speedups"]["cpu"]) == {"1", "2"}
+    for record in section["records"]:
+        assert 0 < record["min"] <= record["median"] <= record["p95"]
+        assert record["throughput_per_s"] > 0 and 0 < record["efficiency"] < 1.5
+    assert section["threads"] >= 1 and section["sgemm_peak_gflops"] > 0 and section["machine"]["cpu"]
+    assert (project.path / "reports" / "history" / f"{run.document['run_id']}.json").is_file()
+
+
+def test_gpu_benchmarks_skip_and_say_why_on_a_cpu_only_machine(project):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the skip path is for CPU-only machines")
+    project.write_config(extra=QUICK_BENCH)
+    run = project.run("--gate-bench-quick", "-rs", paths=(BENCHMARKS + "/test_gpu_latency.py",))
+    outcomes = run.result.parseoutcomes()
+    assert outcomes.get("skipped", 0) >= 1 and "passed" not in outcomes
+    run.result.stdout.fnmatch_lines(["*SKIPPED*no GPU benchmark: no CUDA device*"])
+
+
+def _history_file(folder, run_id, speedup_batch1, ort_ms=10.0):
+    pytorch_ms = ort_ms * speedup_batch1
+    records = [
+        {"key": "cpu/onnxruntime/batch1", "median": ort_ms / 1e3},
+        {"key": "cpu/pytorch/batch1", "median": pytorch_ms / 1e3},
+    ]
+    document = {"benchmarks": [], "onnx_gate": {"run_id": run_id, "records": records, "speedups": {"cpu": {"1": speedup_batch1}, "cuda": {}}}}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run_id}.json").write_text(json.dumps(document))
+
+
+def _compare(pytester, *args):
+    return pytester.run(sys.executable, "-m", "harness.cli", "compare", "--report-dir", "reports", *args)
+
+
+def test_compare_finds_a_speedup_regression_and_exits_non_zero(pytester):
+    history = pytester.path / "reports" / "history"
+    _history_file(history, "20260101T000000Z-aaaa", 2.5)
+    _history_file(history, "20260102T000000Z-bbbb", 2.0)  # -20%
+    result = _compare(pytester)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "compare 20260101T000000Z-aaaa (base) -> 20260102T000000Z-bbbb (head)",
+        "*cpu/onnxruntime/batch1: median 10.00 -> 10.00 ms (+0.0%)",
+        "*speedup cpu/batch1: 2.50x -> 2.00x (-20.0%)",
+        "REGRESSED | speedup cpu/batch1 fell 20.0%*",
+    ])  # fmt: skip
+    out = pytester.path / "reports" / "compare" / "20260101T000000Z-aaaa__20260102T000000Z-bbbb"
+    assert "| cpu/batch1 | 2.50x | 2.00x | -20.0% |" in (out / "compare.md").read_text()
+    assert (out / "trend.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_on_equal_histories_exits_zero(pytester):
+    history = pytester.path / "reports" / "history"
+    _history_file(history, "20260101T000000Z-aaaa", 2.5)
+    _history_file(history, "20260102T000000Z-bbbb", 2.5, ort_ms=30.0)  # slower machine, same ratio
+    result = _compare(pytester)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["OK | no speedup ratio regressed more than 10%"])
+
+
+def test_compare_names_runs_explicitly_and_explains_what_is_missing(pytester):
+    history = pytester.path / "reports" / "history"
+    _history_file(history, "20260101T000000Z-aaaa", 2.5)
+    assert _compare(pytester, "20260101", "20260101T000000Z-aaaa").ret == 0
+    missing = _compare(pytester, "nope", "20260101")
+    assert missing.ret == 2
+    assert "no run in reports/history match 'nope'" in missing.stderr.str()
+    alone = _compare(pytester)
+    assert alone.ret == 2 and "need two benchmark runs" in alone.stderr.str()
