@@ -23,6 +23,10 @@ onnx-gate: a release gate for PyTorch models that ship as ONNX.
   onnx-gate compare [RUN_A] [RUN_B]
                                    compare benchmark runs (default: previous vs latest);
                                    exit 1 when a speedup ratio regressed.
+  onnx-gate stack up|down|status   local SeaweedFS S3 + MLflow on 127.0.0.1 for publishing.
+
+  With --gate-publish, a session in which every required check ran and passed uploads the
+  ONNX file to S3 and registers it in MLflow (alias 'staging').
 
 The model comes from [tool.onnx-gate] in the nearest pyproject.toml (default: Heimdall's
 LocalizationNet), a file given with --gate-config, or --gate-* options; `pytest --help` lists
@@ -43,7 +47,10 @@ def run(pytest_args: Sequence[str]) -> int:
     if not any(a == "--hypothesis-profile" or a.startswith("--hypothesis-profile=") for a in args):
         args.append(f"--hypothesis-profile={GATE_RUN_PROFILE}")
     # Paths the user names replace the whole gate (e.g. one conformance file while debugging).
-    named_paths = [a for a in args if not a.startswith("-") and Path(a.split("::")[0]).exists()]
+    named_paths = [
+        a for a in args
+        if not a.startswith("-") and (Path(a).is_dir() or a.split("::")[0].endswith(".py"))
+    ]  # fmt: skip
     return int(pytest.main([*([] if named_paths else gate_test_paths()), *args]))
 
 
@@ -68,7 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
                          help="reports folder. Default: report_dir from [tool.onnx-gate], else reports/")
     compare.add_argument("--max-ratio-regression", metavar="FRACTION", type=_fraction, default=None,
                          help="allowed fall of a speedup ratio. Default: [tool.onnx-gate.bench] max_ratio_regression, else 0.10")
+    stack = commands.add_parser(
+        "stack", help="start, stop or show the local SeaweedFS S3 + MLflow servers (data under .stack/)",
+        description="Local services on 127.0.0.1 for publishing: SeaweedFS (S3 API, keys enforced) and an "
+        "MLflow tracking server (SQLite, artifacts on that S3). `up` prints the environment to export.",
+    )  # fmt: skip
+    stack.add_argument("action", choices=("up", "down", "status"))
+    stack.add_argument("--dir", type=Path, default=Path(".stack"), metavar="DIR", help="state and data folder. Default: .stack")
     return parser
+
+
+def stack(arguments: argparse.Namespace) -> int:
+    from harness.stack import Stack
+
+    services = Stack(arguments.dir)
+    if arguments.action == "up":
+        state = services.up()
+        print(f"# SeaweedFS S3 at {state.endpoint}, MLflow at {state.tracking_uri}; data in {services.root}")
+        print(f"# to use them: source {services.env_file}   (or export these)")
+        print("\n".join(services.env_lines(state)))
+        return 0
+    if arguments.action == "down":
+        print("stopped" if services.down() else "not running")
+        return 0
+    state = services.running()
+    if state is None:
+        print("not running")
+        return 3
+    print(f"running: S3 {state.endpoint} (pid {state.weed_pid}), MLflow {state.tracking_uri} (pid {state.mlflow_pid})")
+    return 0
 
 
 def _fraction(value: str) -> float:
@@ -110,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if arguments.command == "compare":
             return compare(arguments)
+        if arguments.command == "stack":
+            return stack(arguments)
     except GateError as exc:
         print(f"onnx-gate: error: {exc}", file=sys.stderr)
         return 2

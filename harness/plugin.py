@@ -61,6 +61,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="ONNX opset to export. Default: %(default)r (config, else 18)")
     group.addoption("--gate-report-dir", metavar="DIR", default=None,
                     help="folder for run reports. Default: %(default)r (config, else reports/)")
+    group.addoption("--gate-publish", action="store_true", default=False,
+                    help="when, and only when, every required check ran and passed, upload the ONNX file "
+                    "to S3 and register it in MLflow (env: MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL, "
+                    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Default: %(default)r")
     group.addoption("--gate-bench-quick", action="store_true", default=False,
                     help="fewer benchmark rounds, for CI smoke runs; `onnx-gate run` measures fully. "
                     "Default: %(default)r")
@@ -73,7 +77,7 @@ def _overrides(config: pytest.Config) -> dict[str, Any]:
 
 def _is_gate_session(config: pytest.Config) -> bool:
     """A session that collects the gate's own test folders, or names a --gate-* option."""
-    if _overrides(config) or config.getoption("gate_config"):
+    if _overrides(config) or config.getoption("gate_config") or config.getoption("gate_publish"):
         return True
     invocation = config.invocation_params.dir
     for argument in config.args:
@@ -211,7 +215,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from harness.bench_report import archive_benchmark_json
 
         archive_benchmark_json(gate)
-    write_reports(gate, gate.verdict, hypothesis_profile=settings._current_profile or "default")  # type: ignore[attr-defined]
+    profile = settings._current_profile or "default"  # type: ignore[attr-defined]
+    write_reports(gate, gate.verdict, hypothesis_profile=profile)
+    # Publish only from the controller: an xdist worker sees a fraction of the session.
+    if session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput"):
+        from harness.publish.flow import publish_gate
+
+        outcome = publish_gate(
+            gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
+            extra_tags=gate.extra.pop("publish_tags", None),
+        )  # fmt: skip
+        gate.publish_outcome = outcome
+        gate.extra["publish"] = outcome.to_dict()
+        write_reports(gate, gate.verdict, hypothesis_profile=profile, plots=False)
+        if not outcome and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -221,6 +239,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     color = {"green": True} if gate.verdict else {"red": True}
     terminalreporter.write_sep("=", "onnx-gate", **color)
     terminalreporter.write_line(str(gate.verdict), **color)
+    outcome = getattr(gate, "publish_outcome", None)
+    if outcome is not None:
+        terminalreporter.write_line(f"publish: {outcome}", green=bool(outcome), red=not outcome)
     terminalreporter.write_line(f"report: {gate.report_dir / 'summary.md'}")
 
 

@@ -81,6 +81,16 @@ def summary_markdown(document: dict[str, Any]) -> str:
                   f"({parity['fp64_unavailable']}); parity used the fixed tolerance only."]
     for section in document.get("sections_markdown", []):
         lines += ["", section]
+    publish = document.get("publish")
+    if publish:
+        lines += ["", "## Publish", "", f"- status: **{publish['status']}**"]
+        if publish["reason"]:
+            lines.append(f"- reason: {publish['reason']}")
+        for key in ("s3_uri", "sha256", "registered_name", "version", "alias", "run_url"):
+            if publish.get(key):
+                lines.append(f"- {key}: `{publish[key]}`")
+        if publish.get("version"):
+            lines.append(f"- new version: {publish['created_version']}; uploaded now: {publish['uploaded']}")
     artifact = document["artifact"]
     lines += ["", "## Artifact", ""]
     if artifact:
@@ -136,7 +146,7 @@ def plot_parity(gate: GateSession, path: Path) -> Path | None:
     return path
 
 
-def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: str) -> dict[str, Any]:
+def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: str, plots: bool = True) -> dict[str, Any]:
     """Write gate.json, summary.md and the plots into the run's report folder."""
     directory = gate.report_dir
     directory.mkdir(parents=True, exist_ok=True)
@@ -146,10 +156,12 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         from harness.bench_report import gate_bench_section, latency_markdown, plot_latency
 
         document["benchmarks"] = gate_bench_section(gate)
-        plot_latency(document["benchmarks"], directory / "latency.png")
+        if plots:
+            plot_latency(document["benchmarks"], directory / "latency.png")
         sections.append(latency_markdown(document["benchmarks"]))
     document["sections_markdown"] = sections + document.get("sections_markdown", [])
-    plot_parity(gate, directory / "parity.png")
+    if plots:
+        plot_parity(gate, directory / "parity.png")
     _write_atomic(directory / "summary.md", summary_markdown(document))
     document.pop("sections_markdown", None)
     document["files"] = sorted({p.name for p in directory.iterdir()} | {"gate.json", "summary.md"})

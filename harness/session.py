@@ -94,6 +94,7 @@ class GateSession:
         self.started = time.time()
         self.ledger = Ledger()
         self.verdict: Verdict | None = None
+        self.publish_outcome: Any = None
         self.artifact: ArtifactInfo | None = None
         self.artifact_error: str | None = None
         self.parity_errors: dict[str, OutputErrors] = {name: OutputErrors() for name in config.outputs}

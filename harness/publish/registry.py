@@ -1,0 +1,120 @@
+"""The MLflow Model Registry (3.x, tracking server over HTTP): one run per gate session, one
+registered version per verified artifact, an alias moved only once the version is READY."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.publish.s3 import PublishError
+from harness.publish.secrets import redact
+
+# Fail in seconds, not after MLflow's default minutes of retries, when the server is down.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[prefix] = text[:6000]
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, *, model_name: str, experiment: str, alias: str) -> None:
+        self.tracking_uri = tracking_uri.rstrip("/")
+        self.model_name, self.experiment, self.alias = model_name, experiment, alias
+
+    def check_reachable(self) -> None:
+        try:
+            with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError as exc:
+            raise PublishError(redact(f"MLflow tracking server at {self.tracking_uri} is unreachable ({type(exc).__name__})")) from None
+        raise PublishError(f"MLflow tracking server at {self.tracking_uri} is not healthy")
+
+    @property
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def find_version(self, sha256: str) -> Any | None:
+        """The registered version of this artifact, if any (READY first, oldest first)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self.client.search_model_versions(f"name='{self.model_name}'")
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+                return None
+            raise
+        matching = [v for v in versions if v.tags.get("sha256") == sha256 and v.status != "FAILED_REGISTRATION"]
+        matching.sort(key=lambda v: (v.status != "READY", int(v.version)))
+        return matching[0] if matching else None
+
+    def start_run(self, run_name: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> str:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        experiment = mlflow.set_experiment(self.experiment)
+        run = mlflow.start_run(run_name=run_name, experiment_id=experiment.experiment_id)
+        flat: dict[str, str] = {}
+        _flatten("", params, flat)
+        mlflow.log_params(flat)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # NaN-free
+        return run.info.run_id
+
+    def run_url(self, run_id: str) -> str:
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        return f"{self.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def log_reports(self, report_dir: Path) -> None:
+        import mlflow
+
+        for name in ("gate.json", "summary.md", "benchmark.json", "parity.png", "latency.png", "junit.xml"):
+            if (report_dir / name).is_file():
+                mlflow.log_artifact(str(report_dir / name), artifact_path="gate")
+
+    def register(self, onnx_path: Path, example: Mapping[str, Any], outputs: Mapping[str, Any], tags: Mapping[str, str]) -> Any:
+        """Log the artifact with the ONNX flavor in the active run and register it as a version."""
+        import mlflow
+        import onnx
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(dict(example), dict(outputs))
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)), name="model", signature=signature, input_example=dict(example),
+            save_as_external_data=False,
+        )  # fmt: skip
+        version = mlflow.register_model(info.model_uri, self.model_name, tags=dict(tags), await_registration_for=0)
+        return self.wait_ready(version.version)
+
+    def wait_ready(self, version: str, timeout_s: float = 300) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = self.client.get_model_version(self.model_name, version)
+            if current.status == "READY":
+                return current
+            if current.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+                raise PublishError(f"{self.model_name} version {version} is {current.status}, not READY")
+            time.sleep(0.5)
+
+    def set_alias(self, version: str) -> None:
+        self.client.set_registered_model_alias(self.model_name, self.alias, version)
+
+    def end_run(self, status: str = "FINISHED") -> None:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status=status)

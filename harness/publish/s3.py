@@ -1,0 +1,214 @@
+"""Content-addressed, verified, never-overwriting upload of the artifact to S3-compatible storage.
+
+The same boto3 code talks to SeaweedFS locally and MinIO or AWS S3 in production.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Mapping
+
+from harness.errors import GateError
+from harness.publish.secrets import redact
+
+CHUNK = 8 << 20
+# One streamed PUT up to this size (S3 allows 5 GB); multipart above it.
+MULTIPART_THRESHOLD = 1 << 30
+PART_SIZE = 64 << 20
+
+
+class PublishError(GateError):
+    """Publishing failed; the message is safe to show (no secrets)."""
+
+
+def s3_client(endpoint: str | None, access_key: str | None, secret_key: str | None, *, attempts: int = 3, timeout_s: float = 10) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": attempts},
+        connect_timeout=timeout_s,
+        read_timeout=60,
+        # boto3 >= 1.36 sends CRC checksums (and aws-chunked bodies) on every request by default,
+        # which several S3-compatible servers reject; checksums are sent where this code asks.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+        config=config, region_name="us-east-1",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    uri: str
+    bucket: str
+    key: str
+    sha256: str
+    size: int
+    reused: bool  # the object was already there with the same bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def object_key(prefix: str, model_name: str, sha256: str) -> str:
+    return f"{prefix.strip('/')}/{model_name}/{sha256}.onnx"
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", "")) or type(exc).__name__
+
+
+def explain(exc: Exception, endpoint: str, action: str) -> PublishError:
+    """One safe line for a boto3/botocore failure."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    code = _error_code(exc)
+    if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
+        message = f"cannot reach S3 at {endpoint} while {action}: is the server up and MLFLOW_S3_ENDPOINT_URL right?"
+    elif isinstance(exc, NoCredentialsError):
+        message = "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    elif code in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403", "InvalidToken"):
+        message = (f"S3 access denied at {endpoint} while {action} ({code}): "
+                   "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    elif code in ("NoSuchBucket", "404") and action.startswith("checking"):
+        message = f"S3 bucket missing at {endpoint} while {action} ({code})"
+    else:
+        message = f"S3 error at {endpoint} while {action}: {code}: {exc}"
+    return PublishError(redact(message))
+
+
+def _sha256_of(stream: BinaryIO) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class ArtifactStore:
+    def __init__(self, client: Any, *, endpoint: str, bucket: str, prefix: str) -> None:
+        self.client, self.endpoint, self.bucket, self.prefix = client, endpoint, bucket, prefix
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise explain(exc, self.endpoint, f"checking s3://{self.bucket}/{key}") from None
+
+    def _same_bytes(self, head: Mapping[str, Any], sha256: str, size: int) -> bool:
+        return head.get("Metadata", {}).get("sha256") == sha256 and int(head.get("ContentLength", -1)) == size
+
+    def read_back_sha256(self, key: str) -> tuple[str, int]:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        try:
+            return _sha256_of(body)
+        finally:
+            body.close()
+
+    def upload(self, path: Path, *, sha256: str, metadata: Mapping[str, str], model_name: str) -> UploadResult:
+        """Upload ``path`` under its sha256, verify it by reading it back, never overwrite."""
+        from botocore.exceptions import ClientError
+
+        size = path.stat().st_size
+        key = object_key(self.prefix, model_name, sha256)
+        uri = f"s3://{self.bucket}/{key}"
+        head = self._head(key)
+        if head is not None:
+            if not self._same_bytes(head, sha256, size):
+                raise PublishError(f"{uri} exists with different content; refusing to overwrite it")
+            return UploadResult(uri, self.bucket, key, sha256, size, reused=True)
+        meta = {**metadata, "sha256": sha256, "size": str(size)}
+        try:
+            if size <= MULTIPART_THRESHOLD:
+                with path.open("rb") as body:  # streamed from disk, not read whole
+                    self.client.put_object(
+                        Bucket=self.bucket, Key=key, Body=body, ContentLength=size, Metadata=meta,
+                        ContentType="application/octet-stream", IfNoneMatch="*",
+                        ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
+                    )  # fmt: skip
+            else:
+                self._multipart(path, key, meta)
+        except ClientError as exc:
+            if _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                # Someone uploaded this key meanwhile: fine if it is the same bytes.
+                head = self._head(key)
+                if head is not None and self._same_bytes(head, sha256, size):
+                    return UploadResult(uri, self.bucket, key, sha256, size, reused=True)
+                raise PublishError(f"{uri} appeared with different content during upload; refusing") from None
+            raise explain(exc, self.endpoint, f"uploading {uri}") from None
+        except Exception as exc:
+            raise explain(exc, self.endpoint, f"uploading {uri}") from None
+        try:
+            read_sha, read_size = self.read_back_sha256(key)
+        except Exception as exc:
+            read_sha, read_size = f"unreadable ({_error_code(exc)})", -1
+        if (read_sha, read_size) != (sha256, size):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            raise PublishError(
+                f"verification failed: {uri} read back as sha256 {read_sha[:16]}… ({read_size} bytes), "
+                f"expected {sha256[:16]}… ({size} bytes); the object was removed"
+            )
+        return UploadResult(uri, self.bucket, key, sha256, size, reused=False)
+
+    def _multipart(self, path: Path, key: str, meta: Mapping[str, str]) -> None:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=dict(meta))
+        parts = []
+        try:
+            with path.open("rb") as handle:
+                number = 1
+                while chunk := handle.read(PART_SIZE):
+                    response = self.client.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=chunk
+                    )
+                    parts.append({"ETag": response["ETag"], "PartNumber": number})
+                    number += 1
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload["UploadId"],
+                MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+            )  # fmt: skip
+        except BaseException:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
+            raise
+
+    # --- a claim: one registrant per artifact across processes and machines ---------------------
+
+    def claim(self, key: str, owner: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=owner.encode(), IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise explain(exc, self.endpoint, f"claiming s3://{self.bucket}/{key}") from None
+
+    def claim_age_s(self, key: str) -> float | None:
+        import datetime as dt
+
+        head = self._head(key)
+        if head is None:
+            return None
+        return (dt.datetime.now(dt.timezone.utc) - head["LastModified"]).total_seconds()
+
+    def release(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception:  # a leftover claim only expires; never mask the real outcome
+            pass
+
+    def list_keys(self) -> list[str]:
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            keys += [item["Key"] for item in page.get("Contents", [])]
+        return keys
