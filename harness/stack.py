@@ -79,7 +79,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _stop(pid: int, timeout_s: float = 20.0) -> None:
+def _stop(pid: int, timeout_s: float = 10.0) -> None:
     """SIGTERM the process group, wait, then SIGKILL: SeaweedFS takes seconds to exit."""
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -163,12 +163,14 @@ class Stack:
         }]}  # fmt: skip
         _private_file(self.root / "identities.json", json.dumps(identities))
         master, volume, filer = free_ports(3, grpc_offset=True)
-        s3_port, mlflow_port = free_ports(2)
+        s3_port, s3_grpc_port, mlflow_port = free_ports(3)
         weed_log = open(self.root / "weed.log", "ab")  # noqa: SIM115 - the child keeps it
         weed_process = subprocess.Popen(
             [weed, "server", f"-dir={self.root / 's3'}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
              f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-             "-s3", f"-s3.port={s3_port}", f"-s3.config={self.root / 'identities.json'}"],
+             "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={s3_grpc_port}",
+             # Fixed default ports (8181, 9101) would clash with a second stack on the machine.
+             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.root / 'identities.json'}"],
             stdout=weed_log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         state = StackState(str(self.root), s3_port, mlflow_port, access_key, weed_process.pid, 0, self.buckets)

@@ -104,3 +104,16 @@ class GateProject:
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> GateProject:
     return GateProject(pytester)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """Real SeaweedFS (S3, keys enforced) and a real MLflow server on 127.0.0.1, once per session."""
+    from harness.stack import Stack
+
+    services = Stack(tmp_path_factory.mktemp("stack"))
+    state = services.up()
+    try:
+        yield services, services.environment(state)
+    finally:
+        services.down()
