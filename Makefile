@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
 	touch $@
 
+# Without MLFLOW_TRACKING_URI the gate publishes to a local stack (SeaweedFS + MLflow on
+# 127.0.0.1, data in .stack/, left running; `.venv/bin/onnx-gate stack down` stops it).
 gate: $(STAMP)
-	$(BIN)/onnx-gate run $(PYTEST_ARGS)
+	@if [ -z "$$MLFLOW_TRACKING_URI" ]; then \
+		$(BIN)/onnx-gate stack up && . ./.stack/env.sh && $(BIN)/onnx-gate run --gate-publish $(PYTEST_ARGS); \
+	else \
+		$(BIN)/onnx-gate run --gate-publish $(PYTEST_ARGS); \
+	fi
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)

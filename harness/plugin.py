@@ -77,6 +77,10 @@ def _overrides(config: pytest.Config) -> dict[str, Any]:
 
 def _is_gate_session(config: pytest.Config) -> bool:
     """A session that collects the gate's own test folders, or names a --gate-* option."""
+    from harness.api import ApiRequest
+
+    if any(isinstance(p, ApiRequest) for p in config.pluginmanager.get_plugins()):
+        return True
     if _overrides(config) or config.getoption("gate_config") or config.getoption("gate_publish"):
         return True
     invocation = config.invocation_params.dir
@@ -104,16 +108,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(profiles.DEFAULT_PROFILE)
+    from harness.api import ApiRequest
+
+    api = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, ApiRequest)), None)
     config_file = config.getoption("gate_config")
     try:
         loaded = gate_config.load(
             invocation_dir=config.invocation_params.dir,
             config_file=Path(config_file) if config_file else None,
-            overrides=_overrides(config),
+            overrides={**_overrides(config), **(api.overrides if api else {})},
         )
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
-    gate = GateSession(loaded)
+    gate = GateSession(loaded, model=api.model if api else None)
+    if api and api.publish_tags:
+        gate.extra["publish_tags"] = api.publish_tags
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
     config.stash[GATE_KEY] = gate

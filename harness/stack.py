@@ -170,7 +170,10 @@ class Stack:
              f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
              "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={s3_grpc_port}",
              # Fixed default ports (8181, 9101) would clash with a second stack on the machine.
-             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.root / 'identities.json'}"],
+             "-s3.port.iceberg=0", "-s3.port.lance=0",
+             # Small volumes, many slots: the 30 GB default leaves a small disk no room for a
+             # second bucket's volumes ("No writable volumes and no free volumes left").
+             "-master.volumeSizeLimitMB=256", "-volume.max=64", f"-s3.config={self.root / 'identities.json'}"],
             stdout=weed_log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         state = StackState(str(self.root), s3_port, mlflow_port, access_key, weed_process.pid, 0, self.buckets)
