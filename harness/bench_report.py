@@ -88,35 +88,32 @@ def plot_latency(section: dict[str, Any], path: Path) -> Path | None:
     records = section["records"]
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from harness.plots import saved_figure
 
     devices = sorted({r["device"] for r in records})
-    figure, axes = plt.subplots(1, len(devices), figsize=(6 * len(devices), 4), squeeze=False)
-    for axis, device in zip(axes[0], devices):
-        rows = [r for r in records if r["device"] == device]
-        backends = sorted({r["backend"] for r in rows})
-        batches = sorted({r["batch"] for r in rows})
-        width = 0.8 / len(backends)
-        for index, backend in enumerate(backends):
-            mine = {r["batch"]: r for r in rows if r["backend"] == backend}
-            xs = [i + index * width for i, b in enumerate(batches) if b in mine]
-            medians = [mine[b]["median"] * 1e3 for b in batches if b in mine]
-            low = [(mine[b]["median"] - mine[b]["p5"]) * 1e3 for b in batches if b in mine]
-            high = [(mine[b]["p95"] - mine[b]["median"]) * 1e3 for b in batches if b in mine]
-            axis.bar(xs, medians, width, yerr=[low, high], capsize=3, label=backend)
-        axis.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(batches))], [str(b) for b in batches])
-        axis.set_xlabel("batch size")
-        axis.set_ylabel("latency, ms (median, p5-p95)")
-        axis.set_yscale("log")
-        axis.set_title(f"{device}")
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    with saved_figure(path, nrows=1, ncols=len(devices), figsize=(6 * len(devices), 4), squeeze=False) as (_, axes):
+        for axis, device in zip(axes[0], devices):
+            _plot_device(axis, device, [r for r in records if r["device"] == device])
     return path
+
+
+def _plot_device(axis: Any, device: str, rows: list[dict[str, Any]]) -> None:
+    backends = sorted({r["backend"] for r in rows})
+    batches = sorted({r["batch"] for r in rows})
+    width = 0.8 / len(backends)
+    for index, backend in enumerate(backends):
+        mine = {r["batch"]: r for r in rows if r["backend"] == backend}
+        xs = [i + index * width for i, b in enumerate(batches) if b in mine]
+        medians = [mine[b]["median"] * 1e3 for b in batches if b in mine]
+        low = [(mine[b]["median"] - mine[b]["p5"]) * 1e3 for b in batches if b in mine]
+        high = [(mine[b]["p95"] - mine[b]["median"]) * 1e3 for b in batches if b in mine]
+        axis.bar(xs, medians, width, yerr=[low, high], capsize=3, label=backend)
+    axis.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(batches))], [str(b) for b in batches])
+    axis.set_xlabel("batch size")
+    axis.set_ylabel("latency, ms (median, p5-p95)")
+    axis.set_yscale("log")
+    axis.set_title(f"{device}")
+    axis.legend()
 
 
 # --- comparing runs ---------------------------------------------------------------------------
@@ -224,23 +221,17 @@ def plot_trend(runs: Sequence[RunBench], path: Path) -> Path | None:
     """Speedup ratio per (device, batch) over the history, oldest to newest."""
     if not runs:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from harness.plots import saved_figure
 
     keys = sorted({key for run in runs for key in run.speedups})
-    figure, axis = plt.subplots(figsize=(max(6, len(runs) * 0.8), 4))
-    for key in keys:
-        xs = [i for i, run in enumerate(runs) if key in run.speedups]
-        axis.plot(xs, [runs[i].speedups[key] for i in xs], marker="o", label=key)
-    axis.set_xticks(range(len(runs)), [run.run_id[:15] for run in runs], rotation=45, ha="right")
-    axis.set_ylabel("speedup, PyTorch median / ORT median")
-    axis.set_title("ONNX Runtime speedup over runs")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    with saved_figure(path, figsize=(max(6, len(runs) * 0.8), 4)) as (_, axis):
+        for key in keys:
+            xs = [i for i, run in enumerate(runs) if key in run.speedups]
+            axis.plot(xs, [runs[i].speedups[key] for i in xs], marker="o", label=key)
+        axis.set_xticks(range(len(runs)), [run.run_id[:15] for run in runs], rotation=45, ha="right")
+        axis.set_ylabel("speedup, PyTorch median / ORT median")
+        axis.set_title("ONNX Runtime speedup over runs")
+        axis.legend()
     return path
 
 

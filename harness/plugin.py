@@ -230,6 +230,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput"):
         from harness.publish.flow import publish_gate
 
+        gate.release_runners()
         outcome = publish_gate(
             gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
             extra_tags=gate.extra.pop("publish_tags", None),

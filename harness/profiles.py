@@ -1,21 +1,25 @@
 """Hypothesis settings profiles: one switch between a fast local run and a thorough CI run.
 
 The parity check runs as four Hypothesis tests (batch 1, 2, one besides the trace size, and one
-drawing the batch), so ``ci`` runs 4 x 60 = 240 parity examples.
+drawing the batch), so ``ci`` runs 4 x 60 = 240 parity examples. ``smoke`` is ``dev`` without shrinking, derandomized:
+a fast yes/no for CI smoke runs and the harness's own tests; use ``dev`` to get a minimal
+falsifying example.
 """
 
 from __future__ import annotations
 
-PROFILES = ("dev", "ci", "thorough")
+PROFILES = ("dev", "ci", "thorough", "smoke")
 DEFAULT_PROFILE = "dev"
 GATE_RUN_PROFILE = "ci"
 
 
 def register_profiles() -> None:
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
 
     # Model runs take milliseconds to seconds: a deadline would only measure machine load.
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
     settings.register_profile("dev", max_examples=5, **common)
     settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **common)
     settings.register_profile("thorough", max_examples=500, **common)
+    no_shrink = (Phase.explicit, Phase.reuse, Phase.generate)
+    settings.register_profile("smoke", max_examples=5, derandomize=True, database=None, phases=no_shrink, **common)

@@ -119,31 +119,28 @@ def plot_parity(gate: GateSession, path: Path) -> Path | None:
     series = {name: errors.max_abs for name, errors in gate.parity_errors.items() if errors.max_abs}
     if not series:
         return None
-    import matplotlib
+    from harness.plots import saved_figure
 
-    matplotlib.use("Agg")
-    import numpy as np
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.5), squeeze=False)
-    for axis, (name, values) in zip(axes[0], series.items()):
-        floor = 1e-12
-        data = np.maximum(np.asarray(values, dtype=float), floor)
-        data = data[np.isfinite(data)]
-        if data.size:
-            bins = np.logspace(np.log10(data.min()), np.log10(max(data.max(), data.min() * 10)), 30)
-            axis.hist(data, bins=bins, color="#3b75af")
-        axis.set_xscale("log")
-        tolerance = gate.config.tolerance_for(name)
-        axis.axvline(tolerance.atol, color="#c44e52", linestyle="--", label=f"atol {tolerance.atol:g}")
-        axis.set_title(f"{name}: max |ORT - PyTorch| per example")
-        axis.set_xlabel("max abs error")
-        axis.set_ylabel("examples")
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    with saved_figure(path, nrows=1, ncols=len(series), figsize=(5 * len(series), 3.5), squeeze=False) as (_, axes):
+        for axis, (name, values) in zip(axes[0], series.items()):
+            _plot_errors(axis, name, values, gate.config.tolerance_for(name).atol)
     return path
+
+
+def _plot_errors(axis: Any, name: str, values: list[float], atol: float) -> None:
+    import numpy as np
+
+    data = np.maximum(np.asarray(values, dtype=float), 1e-12)  # log axis: exact zeros at the floor
+    data = data[np.isfinite(data)]
+    if data.size:
+        bins = np.logspace(np.log10(data.min()), np.log10(max(data.max(), data.min() * 10)), 30)
+        axis.hist(data, bins=bins, color="#3b75af")
+    axis.set_xscale("log")
+    axis.axvline(atol, color="#c44e52", linestyle="--", label=f"atol {atol:g}")
+    axis.set_title(f"{name}: max |ORT - PyTorch| per example")
+    axis.set_xlabel("max abs error")
+    axis.set_ylabel("examples")
+    axis.legend()
 
 
 def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: str, plots: bool = True) -> dict[str, Any]:

@@ -218,6 +218,15 @@ class GateSession:
     def ort_runner(self) -> OrtRunner:
         return self.new_ort_runner()
 
+    def release_runners(self) -> None:
+        """Drop the ONNX Runtime sessions and the float64 model copy once the checks are done, so
+        that publishing (which loads the model once more) does not stack on top of them."""
+        import gc
+
+        for name in ("fp64_runner", "ort_runner", "bench_ort_runner"):
+            self.__dict__.pop(name, None)
+        gc.collect()
+
     def new_ort_runner(self, **options: Any) -> OrtRunner:
         if self.artifact is None:
             raise ArtifactError(self.artifact_error or "no ONNX artifact")

@@ -95,6 +95,9 @@ class GateProject:
 
     def run(self, *args: str, config: bool = True, paths: tuple[str, ...] = (CONFORMANCE,)) -> GateRun:
         options = ["--gate-config", str(self.path / "gate.toml")] if config else []
+        if not any(a.startswith("--hypothesis-profile") for a in args):
+            # No shrinking: these tests assert which check blocks, not the minimal example.
+            options.append("--hypothesis-profile=smoke")
         result = self.pytester.runpytest_subprocess(*paths, *options, *args)
         reports = sorted((self.path / "reports").glob("*/gate.json"))
         document = json.loads(reports[-1].read_text()) if reports else None

@@ -124,8 +124,11 @@ def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = No
             "model-type": request.model_type, "export-date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "format": "onnx", "git-commit": request.git_commit, "gate-run-id": request.gate_run_id,
         }  # fmt: skip
+        started = time.perf_counter()
         upload = store.upload(request.path, sha256=request.sha256, metadata=metadata, model_name=settings.model_name)
         outcome.s3_uri, outcome.uploaded = upload.uri, not upload.reused
+        outcome.extra["upload_seconds"] = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
         from harness.publish.registry import Registry
 
         registry = Registry(tracking_uri, model_name=settings.model_name, experiment=settings.experiment, alias=settings.alias)
@@ -145,6 +148,7 @@ def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = No
                 "published", str(version.version), created, settings.alias,
             )
             registry.end_run("FINISHED")
+            outcome.extra["registry_seconds"] = round(time.perf_counter() - started, 2)
         except BaseException:
             registry.end_run("FAILED")
             raise
@@ -219,7 +223,7 @@ def publish_gate(gate: GateSession, exit_status: int, *, invocation_dir: Path, e
         gate_run_id=gate.run_id, model_type=gate.config.model, git_commit=git_commit(invocation_dir),
         params={"config": gate.config.summary(), "exporter": gate.config.exporter, "opset": gate.config.opset,
                 "versions": gate.artifact.versions, "artifact_sha256": gate.artifact.sha256},
-        metrics=_metrics(gate), example=example, outputs=gate.ort_runner.infer(example),
+        metrics=_metrics(gate), example=example, outputs=gate.torch_runner.infer(example),
         report_dir=gate.report_dir, extra_tags=dict(extra_tags or {}),
     )  # fmt: skip
     return publish_file(request)
