@@ -153,10 +153,14 @@ def compare_arrays(output: str, actual: np.ndarray, expected: np.ndarray, tolera
     over = diff > tolerance.atol + tolerance.rtol * magnitude
     reasons = []
     if over.any():
-        worst = int(np.argmax(diff - tolerance.rtol * magnitude))
+        excess = diff - tolerance.rtol * magnitude
+        worst = int(np.argmax(excess))
+        index = tuple(int(i) for i in np.argwhere(finite)[worst])
+        relative = diff[worst] / max(magnitude[worst], np.finfo(np.float32).tiny)
         reasons.append(
-            f"{int(over.sum())} of {diff.size} values exceed atol+rtol*|ref|; worst "
-            f"{a[finite][worst]:.9g} vs reference {e[finite][worst]:.9g}"
+            f"{int(over.sum())} of {diff.size} values exceed atol+rtol*|ref|; worst at {index}: "
+            f"{a[finite][worst]:.9g} vs reference {e[finite][worst]:.9g} "
+            f"(abs error {diff[worst]:.3g}, rel error {relative:.3g})"
         )
     # The MAE bound is absolute for outputs of magnitude <= 1 (the original design's criterion) and
     # scales with larger outputs: 1e-5 on values of 300 would demand precision fp32 cannot hold.

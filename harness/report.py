@@ -163,7 +163,17 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
     document.pop("sections_markdown", None)
     document["files"] = sorted({p.name for p in directory.iterdir()} | {"gate.json", "summary.md"})
     _write_atomic(directory / "gate.json", json.dumps(document, indent=2, sort_keys=False, default=str))
+    _point_latest(directory)
     return document
+
+
+def _point_latest(directory: Path) -> None:
+    """reports/latest -> this run, replaced atomically so readers never see it missing."""
+    link = directory.parent / "latest"
+    temporary = directory.parent / f".latest-{directory.name}"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(directory.name, target_is_directory=True)
+    temporary.replace(link)
 
 
 def _write_atomic(path: Path, text: str) -> None:

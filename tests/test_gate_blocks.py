@@ -54,6 +54,11 @@ def test_it_blocks_weights_rounded_through_fp16(project, good_onnx, tmp_path):
     run = _run_on(project, defects.round_weights_through_fp16(good_onnx, tmp_path / "fp16.onnx"))
     assert "parity" in run.failed_checks()
     assert run.status("contract") == "passed"
+    # The failure names the case and the worst element with its absolute and relative error.
+    run.result.stdout.fnmatch_lines([
+        "*FAILED | onnxruntime-cpu vs torch-cpu-float32 on * inputs (batch=*, seed=*)*",
+        "*worst at (*): * vs reference * (abs error *, rel error *)*",
+    ])  # fmt: skip
 
 
 def test_it_blocks_a_truncated_file_without_crashing(project, good_onnx, tmp_path):

@@ -40,3 +40,4 @@ def test_it_writes_the_reports(project):
     assert run.document["artifact"]["sha256"] and run.document["artifact"]["size_bytes"] > 0
     assert set(run.document["artifact"]["versions"]) == {"torch", "onnx", "onnxruntime"}
     assert (folder / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (project.path / "reports" / "latest").resolve() == folder.resolve()
