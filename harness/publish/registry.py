@@ -90,12 +90,15 @@ class Registry:
         """Log the artifact with the ONNX flavor in the active run and register it as a version."""
         import mlflow
         import onnx
+        import onnxruntime
         from mlflow.models import infer_signature
 
         signature = infer_signature(dict(example), dict(outputs))
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)), name="model", signature=signature, input_example=dict(example),
-            save_as_external_data=False,
+            save_as_external_data=False, onnx_execution_providers=["CPUExecutionProvider"],
+            # Stated, not inferred: inference spawns a subprocess that costs seconds per publish.
+            pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
         )  # fmt: skip
         version = mlflow.register_model(info.model_uri, self.model_name, tags=dict(tags), await_registration_for=0)
         return self.wait_ready(version.version)
