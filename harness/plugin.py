@@ -131,9 +131,26 @@ def pytest_configure(config: pytest.Config) -> None:
         # when the session collects no benchmark.
         config.option.benchmark_json = gate.report_dir / "benchmark.json"
         gate.owns_benchmark_json = True
+    if config.getoption("gate_publish") and not hasattr(config, "workerinput"):
+        _import_in_background("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3")
     if not config.option.xmlpath:
         # junitxml reads this in its own pytest_configure, which runs after this tryfirst hook.
         config.option.xmlpath = str(gate.report_dir / "junit.xml")
+
+
+def _import_in_background(*modules: str) -> None:
+    """Import the publish step's heavy modules while the checks run: mlflow alone takes seconds."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # the publish step reports a missing module in its own words
+                return
+
+    threading.Thread(target=load, name="onnx-gate-warm-imports", daemon=True).start()
 
 
 def _gate(config: pytest.Config) -> GateSession | None:

@@ -17,6 +17,8 @@ from harness.publish.secrets import redact
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+# A release gate talks to the servers it is given, nothing else: MLflow's usage telemetry is off.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
