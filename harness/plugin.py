@@ -255,8 +255,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         gate.publish_outcome = outcome
         gate.extra["publish"] = outcome.to_dict()
         write_reports(gate, gate.verdict, hypothesis_profile=profile, plots=False)
+        if outcome.run_id:
+            _replace_run_reports(gate, outcome)
         if not outcome and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _replace_run_reports(gate: GateSession, outcome: Any) -> None:
+    import os
+
+    from harness.publish.registry import Registry
+
+    settings = gate.config.publish
+    registry = Registry(os.environ["MLFLOW_TRACKING_URI"], model_name=settings.model_name,
+                        experiment=settings.experiment, alias=settings.alias)
+    try:
+        registry.replace_reports(outcome.run_id, gate.report_dir)
+    except Exception as exc:  # the version stands; only the run's copy of the report is stale
+        import warnings
+
+        from harness.publish.secrets import redact
+
+        warnings.warn(redact(f"onnx-gate: could not update the MLflow run's reports: {type(exc).__name__}"), stacklevel=1)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -108,6 +108,8 @@ def test_a_passing_gate_publishes_one_loadable_version_and_republishing_creates_
     assert run.data.params["exporter"] == "torchscript"
     assert "parity.positions.max_abs" in run.data.metrics and "speedup.cpu.batch1" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id, "gate")} >= {"gate/gate.json", "gate/summary.md", "gate/benchmark.json"}
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "gate/gate.json", str(project.path))).read_text())
+    assert logged["publish"]["version"] == "1" and logged["publish"]["status"] == "published"
 
     second = _run_gate(project, env, monkeypatch)
     assert second.result.ret == 0

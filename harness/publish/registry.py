@@ -88,6 +88,11 @@ class Registry:
             if (report_dir / name).is_file():
                 mlflow.log_artifact(str(report_dir / name), artifact_path="gate")
 
+    def replace_reports(self, run_id: str, report_dir: Path) -> None:
+        """Upload the final gate.json and summary.md, which now hold the publish section."""
+        for name in ("gate.json", "summary.md"):
+            self.client.log_artifact(run_id, str(report_dir / name), artifact_path="gate")
+
     def register(self, onnx_path: Path, example: Mapping[str, Any], outputs: Mapping[str, Any], tags: Mapping[str, str]) -> Any:
         """Log the artifact with the ONNX flavor in the active run and register it as a version."""
         import mlflow
