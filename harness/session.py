@@ -11,11 +11,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
 from harness.compare import ParityResult, compare_noise, compare_outputs
 from harness.config import GateConfig
 from harness.errors import ArtifactError
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx
-from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
 from harness.ledger import BENCH_CHECKS, CHECKS, Ledger, Verdict
 from harness.runners import OrtRunner, TorchRunner, default_threads
 from harness.strategies import InputCase

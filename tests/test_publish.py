@@ -11,7 +11,6 @@ import boto3  # noqa: F401 - imported before pytester snapshots sys.modules, see
 import mlflow
 import mlflow.onnx
 import numpy as np
-import pytest
 import torch
 from mlflow import MlflowClient
 
