@@ -238,11 +238,12 @@ def plot_trend(runs: Sequence[RunBench], path: Path) -> Path | None:
 def compare_runs(report_dir: Path, base: str | None, head: str | None, max_ratio_regression: float) -> tuple[Comparison, Path]:
     """Compare two runs (default: the previous and the latest) and write the comparison report."""
     runs = history(report_dir)
-    if head is None and base is None and len(runs) < 2:
-        raise GateError(f"need two benchmark runs in {report_dir / HISTORY_DIR} to compare, found {len(runs)}; "
+    needed = (head is None) + (base is None)
+    if len(runs) < needed:
+        raise GateError(f"need {needed} benchmark run(s) in {report_dir / HISTORY_DIR} to compare, found {len(runs)}; "
                         "run `onnx-gate run` again or name two benchmark.json files")
     head_path = resolve_run(report_dir, head) if head else runs[-1]
-    base_path = resolve_run(report_dir, base) if base else runs[-2]
+    base_path = resolve_run(report_dir, base) if base else runs[-2 if head is None else -1]
     comparison = Comparison(load_run(base_path), load_run(head_path), max_ratio_regression)
     out_dir = report_dir / "compare" / f"{comparison.base.run_id}__{comparison.head.run_id}"
     out_dir.mkdir(parents=True, exist_ok=True)

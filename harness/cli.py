@@ -123,11 +123,8 @@ def compare(arguments: argparse.Namespace) -> int:
     loaded = gate_config.load(invocation_dir=Path.cwd())
     report_dir = arguments.report_dir or loaded.report_dir
     threshold = loaded.bench.max_ratio_regression if arguments.max_ratio_regression is None else arguments.max_ratio_regression
-    base, head = arguments.base, arguments.head
-    if base is not None and head is None:
-        # One run named: compare the latest against it.
-        base, head = base, None
-    comparison, out_dir = compare_runs(report_dir, base, head, threshold)
+    # One run named: it is the base, compared against the latest.
+    comparison, out_dir = compare_runs(report_dir, arguments.base, arguments.head, threshold)
     print("\n".join(comparison.lines()))
     print(f"report: {out_dir / 'compare.md'}")
     return 1 if comparison.regressions else 0

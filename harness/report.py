@@ -156,7 +156,7 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         if plots:
             plot_latency(document["benchmarks"], directory / "latency.png")
         sections.append(latency_markdown(document["benchmarks"]))
-    document["sections_markdown"] = sections + document.get("sections_markdown", [])
+    document["sections_markdown"] = sections
     if plots:
         plot_parity(gate, directory / "parity.png")
     _write_atomic(directory / "summary.md", summary_markdown(document))

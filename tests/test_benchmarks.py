@@ -104,4 +104,4 @@ def test_compare_names_runs_explicitly_and_explains_what_is_missing(pytester):
     assert missing.ret == 2
     assert "no run in reports/history match 'nope'" in missing.stderr.str()
     alone = _compare(pytester)
-    assert alone.ret == 2 and "need two benchmark runs" in alone.stderr.str()
+    assert alone.ret == 2 and "need 2 benchmark run(s)" in alone.stderr.str()
