@@ -166,11 +166,11 @@ class Comparison:
     max_ratio_regression: float
 
     @property
-    def rows(self) -> list[tuple[str, float | None, float | None, str]]:
+    def rows(self) -> list[tuple[str, float | None, float | None]]:
         rows = []
         for key in sorted(set(self.base.medians) | set(self.head.medians)):
             a, b = self.base.medians.get(key), self.head.medians.get(key)
-            rows.append((key, a, b, "median"))
+            rows.append((key, a, b))
         return rows
 
     @property
@@ -191,7 +191,7 @@ class Comparison:
 
     def lines(self) -> list[str]:
         out = [f"compare {self.base.run_id} (base) -> {self.head.run_id} (head)"]
-        for key, a, b, _ in self.rows:
+        for key, a, b in self.rows:
             if a is None or b is None:
                 out.append(f"  {key}: only in {'head' if a is None else 'base'}")
             else:
@@ -206,7 +206,7 @@ class Comparison:
     def markdown(self) -> str:
         lines = [f"# Benchmark comparison: {self.base.run_id} -> {self.head.run_id}", "",
                  "| benchmark | base median ms | head median ms | change |", "| --- | --- | --- | --- |"]
-        for key, a, b, _ in self.rows:
+        for key, a, b in self.rows:
             change = "" if a is None or b is None else f"{b / a - 1:+.1%}"
             fmt = lambda v: "-" if v is None else f"{v * 1e3:.2f}"  # noqa: E731
             lines.append(f"| {key} | {fmt(a)} | {fmt(b)} | {change} |")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.config import GateConfig
 from harness.errors import ArtifactError
+from harness.runners import output_list
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,13 +74,6 @@ def _as_tensors(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(array) for array in feeds.values())
 
 
-def _flatten_outputs(result: Any) -> list[torch.Tensor]:
-    if isinstance(result, dict):
-        return list(result.values())
-    if isinstance(result, (tuple, list)):
-        return list(result)
-    return [result]
-
 
 def _dynamic_output_axes(model: nn.Module, config: GateConfig) -> dict[str, dict[int, str]]:
     """Which output axes follow which symbolic input dimension, found by running the model.
@@ -91,11 +85,11 @@ def _dynamic_output_axes(model: nn.Module, config: GateConfig) -> dict[str, dict
 
     trace = config.trace_sizes
     with torch.no_grad():
-        base = [o.shape for o in _flatten_outputs(model(*_as_tensors(example_feeds(config, trace))))]
+        base = [o.shape for o in output_list(model(*_as_tensors(example_feeds(config, trace))))]
         axes: dict[str, dict[int, str]] = {name: {} for name in config.outputs}
         for dim in config.dims.values():
             grown = {**trace, dim.name: dim.trace + 1}
-            shapes = [o.shape for o in _flatten_outputs(model(*_as_tensors(example_feeds(config, grown))))]
+            shapes = [o.shape for o in output_list(model(*_as_tensors(example_feeds(config, grown))))]
             for name, before, after in zip(config.outputs, base, shapes):
                 for axis, (a, b) in enumerate(zip(before, after)):
                     if a != b:

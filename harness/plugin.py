@@ -121,8 +121,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
     gate = GateSession(loaded, model=api.model if api else None)
-    if api and api.publish_tags:
-        gate.extra["publish_tags"] = api.publish_tags
+    if api:
+        gate.publish_tags = dict(api.publish_tags)
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
     config.stash[GATE_KEY] = gate
@@ -250,7 +250,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         gate.release_runners()
         outcome = publish_gate(
             gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
-            extra_tags=gate.extra.pop("publish_tags", None),
+            extra_tags=gate.publish_tags,
         )  # fmt: skip
         gate.publish_outcome = outcome
         gate.extra["publish"] = outcome.to_dict()

@@ -31,7 +31,7 @@ def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         "config": gate.config.summary(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor()},
         "duration_s": round(time.time() - gate.started, 2),
-        **{key: value for key, value in gate.extra.items() if key != "required_extra"},
+        **gate.extra,
     }
 
 

@@ -25,6 +25,15 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def output_list(result: Any) -> list[Any]:
+    """A model's outputs as a list, whether it returns a tensor, a tuple/list or a dict."""
+    if isinstance(result, Mapping):
+        return list(result.values())
+    if isinstance(result, (tuple, list)):
+        return list(result)
+    return [result]
+
+
 class Runner(ABC):
     name: str = "runner"
 
@@ -149,12 +158,7 @@ class TorchRunner(Runner):
             return self.model(*tensors)
 
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        result = self.forward(self.to_tensors(feeds))
-        if isinstance(result, Mapping):
-            result = list(result.values())
-        elif not isinstance(result, (tuple, list)):
-            result = [result]
-        return [t.detach().cpu().numpy() for t in result]
+        return [t.detach().cpu().numpy() for t in output_list(self.forward(self.to_tensors(feeds)))]
 
 
 class OrtRunner(Runner):

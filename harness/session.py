@@ -95,6 +95,7 @@ class GateSession:
         self.ledger = Ledger()
         self.verdict: Verdict | None = None
         self.publish_outcome: Any = None
+        self.publish_tags: dict[str, str] = {}  # extra tags on the registered version
         self.artifact: ArtifactInfo | None = None
         self.artifact_error: str | None = None
         self.parity_errors: dict[str, OutputErrors] = {name: OutputErrors() for name in config.outputs}
