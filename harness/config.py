@@ -83,9 +83,24 @@ class Tolerance:
     mae: float = 1e-5
     # ONNX error vs fp64 must stay within noise_factor x PyTorch's own fp32 error; 0 turns it off.
     noise_factor: float = 16.0
+    # Inputs outside the declared range are stress inputs: every bound above is multiplied by this
+    # for them (> 1 looser, < 1 stricter).
+    out_of_range_scale: float = 1.0
+    # Findings about the model itself; they block only when asked to (NaN/Inf does by default).
+    block_on_unstable: bool = False
+    allow_non_finite: bool = False
 
     def describe(self) -> str:
         return f"atol={self.atol:g} rtol={self.rtol:g} mae<{self.mae:g}"
+
+    def for_inputs_outside_range(self) -> Tolerance:
+        scale = self.out_of_range_scale
+        if scale == 1.0:
+            return self
+        return replace(
+            self, atol=self.atol * scale, rtol=self.rtol * scale, mae=self.mae * scale,
+            noise_factor=self.noise_factor * scale,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -188,7 +203,9 @@ TOP_KEYS = {
     "tolerance", "invariants", "report_dir", "bench", "budget", "publish",
 }  # fmt: skip
 INPUT_KEYS = {"name", "shape", "dtype", "range", "dims"}
-TOLERANCE_KEYS = {"atol", "rtol", "mae", "noise_factor"}
+TOLERANCE_NUMBERS = {"atol", "rtol", "mae", "noise_factor", "out_of_range_scale"}
+TOLERANCE_SWITCHES = {"block_on_unstable", "allow_non_finite"}
+TOLERANCE_KEYS = TOLERANCE_NUMBERS | TOLERANCE_SWITCHES
 INVARIANT_KEYS = {"output", "min", "max"}
 BENCH_KEYS = {"batches", "threads", "max_ratio_regression"}
 BUDGET_KEYS = {"min_speedup", "max_latency_ms"}
@@ -318,7 +335,15 @@ def _parse_input(raw: Any, index: int) -> InputSpec:
 def _parse_tolerance(raw: Any, where: str, base: Tolerance) -> Tolerance:
     _expect(raw, dict, where)
     _check_keys(raw, TOLERANCE_KEYS, where)
-    return replace(base, **{k: _number(v, f"{where}.{k}") for k, v in raw.items()})
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in TOLERANCE_SWITCHES:
+            values[key] = _expect(value, bool, f"{where}.{key}")
+        else:
+            values[key] = _number(value, f"{where}.{key}")
+    if values.get("out_of_range_scale", 1.0) <= 0:
+        raise ConfigError(f"{where}.out_of_range_scale must be > 0, got {values['out_of_range_scale']!r}")
+    return replace(base, **values)
 
 
 def _parse_budget(raw: Mapping[str, Any]) -> BudgetConfig:

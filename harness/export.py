@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.config import GateConfig
 from harness.errors import ArtifactError
-from harness.runners import output_list
+from harness.runners import named_outputs, output_list
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,16 +85,40 @@ def _dynamic_output_axes(model: nn.Module, config: GateConfig) -> dict[str, dict
 
     trace = config.trace_sizes
     with torch.no_grad():
-        base = [o.shape for o in output_list(model(*_as_tensors(example_feeds(config, trace))))]
+        base = [o.shape for o in output_list(model(*_as_tensors(example_feeds(config, trace))), config.outputs)]
         axes: dict[str, dict[int, str]] = {name: {} for name in config.outputs}
         for dim in config.dims.values():
             grown = {**trace, dim.name: dim.trace + 1}
-            shapes = [o.shape for o in output_list(model(*_as_tensors(example_feeds(config, grown))))]
+            shapes = [o.shape for o in output_list(model(*_as_tensors(example_feeds(config, grown))), config.outputs)]
             for name, before, after in zip(config.outputs, base, shapes):
                 for axis, (a, b) in enumerate(zip(before, after)):
                     if a != b:
                         axes[name][axis] = dim.name
     return axes
+
+
+def _outputs_in_config_order(
+    model: nn.Module, config: GateConfig, args: tuple[torch.Tensor, ...]
+) -> tuple[nn.Module, bool]:
+    """A model that names its outputs (dict, named tuple, dataclass) is wrapped to return exactly
+    the config's outputs in the config's order: both exporters flatten such outputs in their own
+    order, and an ONNX output called ``a`` must carry ``a``. Other models are exported as they are."""
+    import torch
+
+    with torch.no_grad():
+        named = named_outputs(model(*args))
+    if named is None or not all(name in named for name in config.outputs):
+        return model, False  # the contract check names what is missing
+
+    class OutputsByName(torch.nn.Module):
+        def __init__(self, inner: nn.Module, names: tuple[str, ...]) -> None:
+            super().__init__()
+            self.inner, self.names = inner, names
+
+        def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(output_list(self.inner(*inputs), self.names))
+
+    return OutputsByName(model, tuple(config.outputs)).eval(), True
 
 
 def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
@@ -103,6 +127,7 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
 
     feeds = example_feeds(config, config.trace_sizes)
     args = _as_tensors(feeds)
+    model, wrapped = _outputs_in_config_order(model, config, args)
     input_names = [spec.name for spec in config.inputs]
     started = time.perf_counter()
     try:
@@ -118,6 +143,8 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
                     {axis: dims[d] for axis, d in enumerate(spec.shape) if isinstance(d, str)}
                     for spec in config.inputs
                 )
+                if wrapped:  # forward(*inputs) takes the inputs as one tuple argument
+                    dynamic_shapes = (dynamic_shapes,)
                 torch.onnx.export(
                     model, args, str(path), dynamo=True, input_names=input_names,
                     output_names=list(config.outputs), opset_version=config.opset,
@@ -135,11 +162,20 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
                     dynamic_axes=dynamic_axes, do_constant_folding=True,
                 )  # fmt: skip
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ArtifactError(
-            f"the {config.exporter} exporter failed: {type(exc).__name__}: {first_line}"
-        ) from exc
+        raise ArtifactError(f"the {config.exporter} exporter failed: {export_failure_reason(exc)}") from exc
     return time.perf_counter() - started
+
+
+def export_failure_reason(exc: BaseException) -> str:
+    """One line saying why an export failed: the innermost cause, not the exporter's generic
+    "Failed to export the model with torch.export. This is step 1/3..." wrapper text."""
+    import re
+
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    first = next((line for line in lines if line), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def inspect_onnx(path: Path, origin: str, export_seconds: float = 0.0) -> ArtifactInfo:

@@ -54,7 +54,9 @@ def summary_markdown(document: dict[str, Any]) -> str:
     parity = document["parity"]
     lines += [
         "", "## Parity: ONNX Runtime CPU vs PyTorch eager CPU (fp32)", "",
-        f"{parity['examples']} Hypothesis examples (profile `{document['hypothesis_profile']}`). "
+        f"{parity['examples']} Hypothesis examples (profile `{document['hypothesis_profile']}`): "
+        f"{parity.get('examples_in_range', 0)} with every input inside its declared range, "
+        f"{parity.get('examples_out_of_range', 0)} outside it (stress inputs). "
         f"The original design's criterion: MAE < {ORIGINAL_MAE_CLAIM:g}.", "",
         "| output | examples | max abs error | mean abs error | tolerance | noise floor (max) "
         "| ONNX vs fp64 (max) | worst noise ratio |",
@@ -76,6 +78,19 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "same inputs; the noise ratio is ONNX Runtime's deviation from float64 in units of it. "
         f"fp64 reference cost: {parity['fp64_reference_seconds']} s for {parity['examples']} examples.",
     ]
+    if parity.get("findings"):
+        lines += ["", "## Findings about the model", "",
+                  "PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs. "
+                  "That is a property of the model, not of the export; a finding blocks only where the "
+                  "config says so (`block_on_unstable`, `allow_non_finite` under `[tool.onnx-gate.tolerance]`).", "",
+                  "| kind | output | examples (in range / outside) | blocks | worst case |",
+                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        for finding in parity["findings"]:
+            lines.append(
+                f"| {finding['kind']} | {finding['output']} | {finding['examples']} "
+                f"({finding['examples_in_range']} / {finding['examples_out_of_range']}) | "
+                f"{'yes' if finding['blocking'] else 'no'} | `{finding['worst']}` |"
+            )
     if parity.get("fp64_unavailable"):
         lines += ["", f"> WARNING: noise-floor check off, the model cannot run in float64 "
                   f"({parity['fp64_unavailable']}); parity used the fixed tolerance only."]

@@ -25,13 +25,54 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def output_list(result: Any) -> list[Any]:
-    """A model's outputs as a list, whether it returns a tensor, a tuple/list or a dict."""
+def named_outputs(result: Any) -> dict[str, Any] | None:
+    """The outputs of a model that names them: a dict (or transformers' ModelOutput), a named
+    tuple or a dataclass. None for plain tensors and tuples, whose outputs only have positions."""
+    import dataclasses
+
     if isinstance(result, Mapping):
-        return list(result.values())
+        return dict(result)
+    if isinstance(result, tuple) and hasattr(result, "_fields"):
+        return dict(zip(result._fields, result))
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    return None
+
+
+def _flatten(result: Any) -> list[Any]:
     if isinstance(result, (tuple, list)):
-        return list(result)
+        return [leaf for item in result for leaf in _flatten(item)]
+    named = named_outputs(result)
+    if named is not None:
+        return [leaf for item in named.values() if item is not None for leaf in _flatten(item)]
     return [result]
+
+
+def output_list(result: Any, names: Sequence[str] = ()) -> list[Any]:
+    """A model's outputs as a flat list in the config's order.
+
+    Named outputs are taken by name, so a model returning ``{"b": ..., "a": ...}`` with
+    ``outputs = ["a", "b"]`` gives a then b, not the dict's order. Unnamed ones (tensors, nested
+    tuples/lists) are taken in order, flattened.
+    """
+    named = named_outputs(result)
+    if named is not None and names and all(name in named for name in names):
+        return [named[name] for name in names]
+    return _flatten(result)
+
+
+def output_name_problem(result: Any, names: Sequence[str]) -> str | None:
+    """Why the config's output names cannot be found among the ones the model gives, if so."""
+    named = named_outputs(result)
+    if named is None:
+        return None
+    missing = [name for name in names if name not in named]
+    if not missing:
+        return None
+    return (
+        f"the model names its outputs {list(named)}, but the config's outputs {missing} are not among them; "
+        f"set outputs to names the model returns"
+    )
 
 
 class Runner(ABC):
@@ -158,7 +199,11 @@ class TorchRunner(Runner):
             return self.model(*tensors)
 
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        return [t.detach().cpu().numpy() for t in output_list(self.forward(self.to_tensors(feeds)))]
+        result = self.forward(self.to_tensors(feeds))
+        problem = output_name_problem(result, self.output_names)
+        if problem:
+            raise GateError(f"{self.name}: {problem}")
+        return [t.detach().cpu().numpy() for t in output_list(result, self.output_names)]
 
 
 class OrtRunner(Runner):

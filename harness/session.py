@@ -3,6 +3,7 @@ found. Fixtures read from it; reports and publishing consume the same values the
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
-from harness.compare import ParityResult, compare_noise, compare_outputs
+from harness.compare import Finding, ParityResult, compare_outputs
 from harness.config import GateConfig
 from harness.errors import ArtifactError
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx
@@ -47,6 +48,11 @@ class BenchPlan:
         return cls(warmup_rounds=2, budget_s=0.5, min_rounds=5, max_rounds=50)
 
 
+def _finite_or_text(value: float) -> float | str:
+    """JSON has no NaN/Inf: write them as text rather than as invalid JSON."""
+    return value if math.isfinite(value) else str(value)
+
+
 @dataclass
 class OutputErrors:
     """Parity errors of one output over every example the parity checks ran."""
@@ -57,25 +63,57 @@ class OutputErrors:
     floor_max: list[float] = field(default_factory=list)
     candidate_max: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
+    # Examples on which the fixed bound could not judge this output (PyTorch fp32 itself too far
+    # from fp64): the noise floor alone judged them.
+    noise_only: int = 0
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | str]:
         if not self.max_abs:
             return {"examples": 0}
-        summary: dict[str, float | int] = {
+        summary: dict[str, float | int | str] = {
             "examples": len(self.max_abs),
-            "max_abs": max(self.max_abs),
-            "mean_abs": sum(self.mean_abs) / len(self.mean_abs),
-            "worst_example_mean_abs": max(self.mean_abs),
+            "max_abs": _finite_or_text(max(self.max_abs)),
+            "mean_abs": _finite_or_text(sum(self.mean_abs) / len(self.mean_abs)),
+            "worst_example_mean_abs": _finite_or_text(max(self.mean_abs)),
+            "examples_judged_by_noise_only": self.noise_only,
         }
-        if self.floor_max:
+        if self.ratios:
+            floor, candidate = max(self.floor_max), max(self.candidate_max)
             summary |= {
-                "noise_floor_max": max(self.floor_max),
-                "onnx_vs_fp64_max": max(self.candidate_max),
+                "noise_floor_max": floor,
+                "onnx_vs_fp64_max": candidate,
                 # Max over examples of ONNX error / PyTorch fp32 error: how close to a block it came.
-                "noise_ratio_worst": max(self.ratios),
-                "noise_ratio_overall": max(self.candidate_max) / max(max(self.floor_max), 1e-300),
+                "noise_ratio_worst": _finite_or_text(max(self.ratios)),
+                "noise_ratio_overall": _finite_or_text(candidate / floor if floor > 0 else (0.0 if candidate == 0 else math.inf)),
             }
         return summary
+
+
+@dataclass
+class FindingRecord:
+    """Every occurrence of one kind of finding on one output, summarised by its worst case."""
+
+    kind: str
+    output: str
+    blocking: bool
+    count: int = 0
+    in_range: int = 0
+    worst_value: float = -math.inf
+    worst: str = ""
+
+    def add(self, finding: Finding) -> None:
+        self.count += 1
+        self.in_range += finding.in_range
+        self.blocking = self.blocking or finding.blocking
+        if finding.value > self.worst_value:
+            self.worst_value, self.worst = finding.value, str(finding)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "output": self.output, "blocking": self.blocking, "examples": self.count,
+            "examples_in_range": self.in_range, "examples_out_of_range": self.count - self.in_range,
+            "worst": self.worst,
+        }  # fmt: skip
 
 
 class GateSession:
@@ -100,7 +138,9 @@ class GateSession:
         self.artifact_error: str | None = None
         self.parity_errors: dict[str, OutputErrors] = {name: OutputErrors() for name in config.outputs}
         self.parity_examples = 0
+        self.parity_examples_out_of_range = 0
         self.parity_failures: list[str] = []
+        self.findings: dict[tuple[str, str], FindingRecord] = {}
         self.fp64_seconds = 0.0
         self.fp64_unavailable: str | None = None
         self.extra: dict[str, Any] = {}
@@ -142,6 +182,18 @@ class GateSession:
                 self.artifact = inspect_onnx(path, self.config.exporter, seconds)
         except ArtifactError as exc:
             self.artifact_error = str(exc)
+
+    @cached_property
+    def output_name_problem(self) -> str | None:
+        """Whether the model's own output names (if it names them) hold the config's outputs."""
+        import torch
+
+        from harness.export import example_feeds
+        from harness.runners import output_name_problem
+
+        tensors = self.torch_runner.to_tensors(example_feeds(self.config, self.config.trace_sizes))
+        with torch.inference_mode():
+            return output_name_problem(self.model(*tensors), self.config.outputs)
 
     @property
     def required_checks(self) -> tuple[str, ...]:
@@ -263,43 +315,62 @@ class GateSession:
 
     def check_parity(self, case: InputCase) -> ParityResult:
         feeds = case.materialize(self.config.inputs)
+        in_range = inputs_in_range(self.config, feeds)
         expected = self.torch_runner.infer(feeds)
         actual = self.ort_runner.infer(feeds)
-        result = compare_outputs(
-            actual, expected, self.config,
-            candidate=self.ort_runner.name, reference=self.torch_runner.name, context=describe_case(case),
-        )  # fmt: skip
+        factors = self._noise_factors()
         exact = self._fp64_reference(feeds)
-        if exact is not None:
-            factors = self._noise_factors()
-            result = result.with_noise(tuple(
-                compare_noise(name, actual[name], expected[name], exact[name], factors[name])
-                for name in self.config.outputs
-                if factors[name] > 0 and name in actual and name in expected and name in exact
-                and actual[name].dtype.kind == "f" and actual[name].shape == exact[name].shape
-            ))  # fmt: skip
+        tolerances = {name: self.config.tolerance_for(name) for name in self.config.outputs}
+        if not in_range:
+            tolerances = {name: tol.for_inputs_outside_range() for name, tol in tolerances.items()}
+        result = compare_outputs(
+            actual, expected, self.config, candidate=self.ort_runner.name, reference=self.torch_runner.name,
+            context=describe_case(case), tolerances=tolerances, in_range=in_range,
+            # An output whose noise check is off is judged by the fixed bound alone, on every value.
+            exact={name: values for name, values in (exact or {}).items() if factors.get(name)},
+        )  # fmt: skip
+        self._record(result)
+        return result
+
+    def _record(self, result: ParityResult) -> None:
         self.parity_examples += 1
+        self.parity_examples_out_of_range += not result.in_range
         for comparison in result:
             errors = self.parity_errors.setdefault(comparison.output, OutputErrors())
             errors.max_abs.append(comparison.max_abs)
             errors.mean_abs.append(comparison.mean_abs)
+            errors.noise_only += comparison.excused > 0
         for noise in result.noise:
             errors = self.parity_errors[noise.output]
             errors.floor_max.append(noise.floor_max)
             errors.candidate_max.append(noise.candidate_max)
-            errors.ratios.append(noise.candidate_max / max(noise.floor_max, noise.slack))
+            errors.ratios.append(noise.judged_ratio)
+        for finding in result.findings:
+            key = (finding.kind, finding.output)
+            self.findings.setdefault(key, FindingRecord(finding.kind, finding.output, finding.blocking)).add(finding)
         if not result and len(self.parity_failures) < 20:
             self.parity_failures.append(str(result).splitlines()[0])
-        return result
 
     def parity_summary(self) -> dict[str, Any]:
         return {
             "examples": self.parity_examples,
+            "examples_in_range": self.parity_examples - self.parity_examples_out_of_range,
+            "examples_out_of_range": self.parity_examples_out_of_range,
+            "findings": [record.to_dict() for record in self.findings.values()],
             "outputs": {name: errors.summary() for name, errors in self.parity_errors.items()},
             "tolerance": {name: self.config.tolerance_for(name).__dict__ for name in self.config.outputs},
             "fp64_reference_seconds": round(self.fp64_seconds, 3),
             "fp64_unavailable": self.fp64_unavailable,
         }
+
+
+def inputs_in_range(config: GateConfig, feeds: dict[str, np.ndarray]) -> bool:
+    """Whether every input value lies inside its declared range: the normal operating region."""
+    for spec in config.inputs:
+        values = feeds[spec.name]
+        if values.size and values.dtype.kind in "fiu" and (values.min() < spec.low or values.max() > spec.high):
+            return False
+    return True
 
 
 def describe_case(case: InputCase) -> str:

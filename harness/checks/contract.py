@@ -87,13 +87,15 @@ def training_only_ops(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
-def check_contract(model_path: Path, config: GateConfig) -> ContractResult:
+def check_contract(model_path: Path, config: GateConfig, *, model_output_problem: str | None = None) -> ContractResult:
+    """The ONNX file against the config; ``model_output_problem`` is what the PyTorch model's own
+    output names say against the config (see runners.output_name_problem)."""
     import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
-    problems: list[str] = []
+    problems: list[str] = [model_output_problem] if model_output_problem else []
 
     expected_inputs = [spec.name for spec in config.inputs]
     actual_inputs = [i.name for i in graph_inputs]
