@@ -101,6 +101,7 @@ class GateSession:
         self.parity_errors: dict[str, OutputErrors] = {name: OutputErrors() for name in config.outputs}
         self.parity_examples = 0
         self.parity_failures: list[str] = []
+        self.parity_failure_case: InputCase | None = None  # the first failing one, for `onnx-gate debug`
         self.fp64_seconds = 0.0
         self.fp64_unavailable: str | None = None
         self.extra: dict[str, Any] = {}
@@ -288,6 +289,8 @@ class GateSession:
             errors.floor_max.append(noise.floor_max)
             errors.candidate_max.append(noise.candidate_max)
             errors.ratios.append(noise.candidate_max / max(noise.floor_max, noise.slack))
+        if not result and self.parity_failure_case is None:
+            self.parity_failure_case = case
         if not result and len(self.parity_failures) < 20:
             self.parity_failures.append(str(result).splitlines()[0])
         return result
