@@ -156,16 +156,18 @@ def _add_debug_parser(commands: Any) -> None:
                        "Default: %(default)r (the latest run)")
     debug.add_argument("--gate-config", metavar="FILE", type=Path, default=None,
                        help="TOML file with the gate's config, as for `run`. Default: %(default)r")
-    for option, key in DEBUG_OVERRIDES.items():
-        debug.add_argument(f"--{option}", dest=key, metavar=key.upper(), default=None,
+    for option, (key, metavar) in DEBUG_OVERRIDES.items():
+        debug.add_argument(f"--{option}", dest=key, metavar=metavar, default=None,
                            type=int if key == "opset" else None,
                            choices=("dynamo", "torchscript") if key == "exporter" else None,
                            help=f"as for `run` (config key {key!r}). Default: %(default)r")
 
 
+# The --gate-* options `run` takes from the pytest plugin: option -> (config key, metavar).
 DEBUG_OVERRIDES = {
-    "gate-model": "model", "gate-checkpoint": "checkpoint", "gate-onnx": "onnx",
-    "gate-exporter": "exporter", "gate-opset": "opset", "gate-report-dir": "report_dir",
+    "gate-model": ("model", "MODULE:CALLABLE"), "gate-checkpoint": ("checkpoint", "FILE"),
+    "gate-onnx": ("onnx", "FILE"), "gate-exporter": ("exporter", "NAME"), "gate-opset": ("opset", "N"),
+    "gate-report-dir": ("report_dir", "DIR"),
 }  # fmt: skip
 
 
@@ -180,7 +182,8 @@ def debug(arguments: argparse.Namespace) -> int:
     from harness.models.loader import build_model
     from harness.session import describe_case, new_run_id
 
-    overrides = {key: getattr(arguments, key) for key in DEBUG_OVERRIDES.values() if getattr(arguments, key) is not None}
+    keys = [key for key, _ in DEBUG_OVERRIDES.values()]
+    overrides = {key: getattr(arguments, key) for key in keys if getattr(arguments, key) is not None}
     loaded = gate_config.load(invocation_dir=Path.cwd(), config_file=arguments.gate_config, overrides=overrides)
     folder = None
     if arguments.inputs is not None:

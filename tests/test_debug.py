@@ -178,3 +178,23 @@ def test_a_case_parses_from_the_form_the_gate_prints_it():
         parse_case("normal colour=3", config)
     with pytest.raises(Exception, match="outside its range"):
         parse_case("zeros batch=99", config)
+
+
+def test_the_gate_report_records_the_first_failing_case_for_debug(tmp_path):
+    from harness.debug.inputs import failing_case
+    from harness.ledger import Verdict
+    from harness.report import gate_document
+    from harness.session import GateSession
+
+    good = _export("torchscript", tmp_path / "good.onnx")
+    bad = _edited(good, tmp_path / "bad.onnx", _scale_initializer(f"{DEEP_CONV}.weight", 1.01))
+    section = tomllib.loads(SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}) | {"onnx": str(bad)}
+    session = GateSession(gate_config.parse(section, tmp_path, search_dirs=(HERE,)), work_dir=tmp_path)
+    session.prepare()
+    large = InputCase(family="large", sizes={"batch": 3}, seed=9, magnitude=100.0)
+    assert not session.check_parity(large)
+    session.check_parity(CASE)
+
+    document = gate_document(session, Verdict(False, ("parity",)), hypothesis_profile="smoke")
+    (tmp_path / "gate.json").write_text(json.dumps(document, default=str))
+    assert failing_case(tmp_path, session.config) == large
