@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from harness.debug.align import Alignment
+    from harness.debug.capture import Capture
     from harness.debug.isolate import Isolation
     from harness.debug.verdict import Verdict
 
@@ -65,8 +66,8 @@ def _factor(config: GateConfig) -> tuple[float, str]:
     return default, f"the gate's noise check is off (noise_factor 0); debug uses {default:g}"
 
 
-def _outputs_ok(values: Mapping[str, np.ndarray], capture: object, names: tuple[str, ...], factor: float) -> dict[str, bool]:
-    outputs32, outputs64 = capture.outputs32, capture.outputs64  # type: ignore[attr-defined]
+def _outputs_ok(values: Mapping[str, np.ndarray], capture: Capture, names: tuple[str, ...], factor: float) -> dict[str, bool]:
+    outputs32, outputs64 = capture.outputs32, capture.outputs64
     if outputs64 is None:
         return {name: True for name in names}
     return {
