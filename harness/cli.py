@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from harness.errors import GateError
 
@@ -23,6 +23,10 @@ onnx-gate: a release gate for PyTorch models that ship as ONNX.
   onnx-gate compare [RUN_A] [RUN_B]
                                    compare benchmark runs (default: previous vs latest);
                                    exit 1 when a speedup ratio regressed.
+  onnx-gate debug [--case CASE | --inputs FILE.npz | --from-report RUN]
+                                   name the module where ONNX Runtime starts to disagree with
+                                   PyTorch (default: the failing case of the latest report);
+                                   writes debug.md, debug.png and a replay bundle.
   onnx-gate stack up|down|status   local SeaweedFS S3 + MLflow on 127.0.0.1 for publishing.
 
   With --gate-publish, a session in which every required check ran and passed uploads the
@@ -75,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="reports folder. Default: report_dir from [tool.onnx-gate], else reports/")
     compare.add_argument("--max-ratio-regression", metavar="FRACTION", type=_fraction, default=None,
                          help="allowed fall of a speedup ratio. Default: [tool.onnx-gate.bench] max_ratio_regression, else 0.10")
+    _add_debug_parser(commands)
     stack = commands.add_parser(
         "stack", help="start, stop or show the local SeaweedFS S3 + MLflow servers (data under .stack/)",
         description="Local services on 127.0.0.1 for publishing: SeaweedFS (S3 API, keys enforced) and an "
@@ -130,6 +135,83 @@ def compare(arguments: argparse.Namespace) -> int:
     return 1 if comparison.regressions else 0
 
 
+def _add_debug_parser(commands: Any) -> None:
+    debug = commands.add_parser(
+        "debug", help="name the module that introduced a parity mismatch",
+        description="Run PyTorch (fp32 and fp64) with a hook on every named module and ONNX Runtime once with "
+        "those modules' values as extra outputs; report per module the error, PyTorch's own fp32 noise and "
+        "their ratio, name the first module that exceeds noise_factor while its inputs are within it, confirm "
+        "it on its own subgraph, and check whether the mismatch needs ONNX Runtime's optimisation. Writes "
+        "debug.md, debug.png and a replay bundle (culprit.onnx, culprit_inputs.npz, test_culprit_replay.py) "
+        "into the report's folder. Exit 1 when ONNX Runtime disagrees with PyTorch on the input.",
+    )  # fmt: skip
+    source = debug.add_mutually_exclusive_group()
+    source.add_argument("--case", metavar="CASE", default=None,
+                        help="an input case as the gate prints it, e.g. 'normal inputs (batch=1, seed=5)' or "
+                        "'large batch=2 seed=7 magnitude=1000'. Default: %(default)r (the report's failing case)")
+    source.add_argument("--inputs", metavar="FILE.npz", type=Path, default=None,
+                        help="explicit input arrays, one per model input, by name. Default: %(default)r")
+    debug.add_argument("--from-report", metavar="RUN", default=None,
+                       help="run id (or prefix) whose failing case to debug and whose folder gets the output. "
+                       "Default: %(default)r (the latest run)")
+    debug.add_argument("--gate-config", metavar="FILE", type=Path, default=None,
+                       help="TOML file with the gate's config, as for `run`. Default: %(default)r")
+    for option, (key, metavar) in DEBUG_OVERRIDES.items():
+        debug.add_argument(f"--{option}", dest=key, metavar=metavar, default=None,
+                           type=int if key == "opset" else None,
+                           choices=("dynamo", "torchscript") if key == "exporter" else None,
+                           help=f"as for `run` (config key {key!r}). Default: %(default)r")
+
+
+# The --gate-* options `run` takes from the pytest plugin: option -> (config key, metavar).
+DEBUG_OVERRIDES = {
+    "gate-model": ("model", "MODULE:CALLABLE"), "gate-checkpoint": ("checkpoint", "FILE"),
+    "gate-onnx": ("onnx", "FILE"), "gate-exporter": ("exporter", "NAME"), "gate-opset": ("opset", "N"),
+    "gate-report-dir": ("report_dir", "DIR"),
+}  # fmt: skip
+
+
+def debug(arguments: argparse.Namespace) -> int:
+    import tempfile
+
+    from harness import config as gate_config
+    from harness.debug import DebugRequest, diagnose
+    from harness.debug.inputs import failing_case, load_npz, parse_case, report_folder
+    from harness.debug.report import terminal_text, write_all
+    from harness.export import export_onnx
+    from harness.models.loader import build_model
+    from harness.session import describe_case, new_run_id
+
+    keys = [key for key, _ in DEBUG_OVERRIDES.values()]
+    overrides = {key: getattr(arguments, key) for key in keys if getattr(arguments, key) is not None}
+    loaded = gate_config.load(invocation_dir=Path.cwd(), config_file=arguments.gate_config, overrides=overrides)
+    folder = None
+    if arguments.inputs is not None:
+        feeds, case = load_npz(arguments.inputs, loaded), f"arrays from {arguments.inputs.name}"
+    else:
+        if arguments.case is not None:
+            chosen = parse_case(arguments.case, loaded)
+        else:
+            folder = report_folder(loaded.report_dir, arguments.from_report)
+            chosen = failing_case(folder, loaded)
+        feeds, case = chosen.materialize(loaded.inputs), describe_case(chosen)
+    if folder is None:
+        folder = report_folder(loaded.report_dir, arguments.from_report) if arguments.from_report else (
+            loaded.report_dir / f"{new_run_id()}-debug")  # fmt: skip
+    model = build_model(loaded.model, loaded.model_kwargs, loaded.checkpoint, loaded.search_dirs)
+    with tempfile.TemporaryDirectory(prefix="onnx-gate-debug-") as scratch:
+        onnx_path = loaded.onnx
+        if onnx_path is None:
+            # The same export the gate makes; written aside, the report folder keeps only the subgraph.
+            onnx_path = Path(scratch) / "model.onnx"
+            export_onnx(model, loaded, onnx_path)
+        result = diagnose(DebugRequest(loaded, onnx_path, feeds, case, Path.cwd()), model)
+    print(terminal_text(result))
+    written = write_all(result, folder)
+    print(f"report: {written[0]}")
+    return 1 if result.mismatch else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -142,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if arguments.command == "compare":
             return compare(arguments)
+        if arguments.command == "debug":
+            return debug(arguments)
         if arguments.command == "stack":
             return stack(arguments)
     except GateError as exc:

@@ -27,6 +27,11 @@ def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         "artifact_error": gate.artifact_error,
         "parity": gate.parity_summary(),
         "parity_failures": gate.parity_failures,
+        # Structured, so that `onnx-gate debug` rebuilds the exact input (families need all fields).
+        "parity_failure_case": (
+            {**vars(gate.parity_failure_case), "sizes": dict(gate.parity_failure_case.sizes)}
+            if gate.parity_failure_case else None
+        ),
         "hypothesis_profile": hypothesis_profile,
         "config": gate.config.summary(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor()},

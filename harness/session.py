@@ -141,6 +141,7 @@ class GateSession:
         self.parity_examples_out_of_range = 0
         self.parity_failures: list[str] = []
         self.findings: dict[tuple[str, str], FindingRecord] = {}
+        self.parity_failure_case: InputCase | None = None  # the first failing one, for `onnx-gate debug`
         self.fp64_seconds = 0.0
         self.fp64_unavailable: str | None = None
         self.extra: dict[str, Any] = {}
@@ -330,6 +331,8 @@ class GateSession:
             exact={name: values for name, values in (exact or {}).items() if factors.get(name)},
         )  # fmt: skip
         self._record(result)
+        if not result and self.parity_failure_case is None:
+            self.parity_failure_case = case
         return result
 
     def _record(self, result: ParityResult) -> None:

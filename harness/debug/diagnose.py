@@ -1,0 +1,124 @@
+"""One debug run: capture, align, probe once unoptimised and once at the production level, judge,
+isolate the culprit. The result is a value; report.py renders it."""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+from harness.compare import compare_noise
+from harness.config import GateConfig, Tolerance
+from harness.errors import ArtifactError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from harness.debug.align import Alignment
+    from harness.debug.capture import Capture
+    from harness.debug.isolate import Isolation
+    from harness.debug.verdict import Verdict
+
+
+@dataclass(frozen=True)
+class DebugRequest:
+    config: GateConfig
+    onnx_path: Path
+    feeds: Mapping[str, np.ndarray]
+    case: str  # how the input was chosen, for the report
+    root: Path  # source paths are shown relative to it
+
+
+@dataclass
+class DebugResult:
+    request: DebugRequest
+    alignment: Alignment
+    verdict: Verdict
+    named_modules: int
+    # Final outputs against fp64, per ONNX Runtime optimisation level: output -> passed.
+    unoptimised_ok: dict[str, bool] = field(default_factory=dict)
+    production_ok: dict[str, bool] = field(default_factory=dict)
+    production_verdict: Verdict | None = None  # attribution at the production level, fusion-only cases
+    isolation: Isolation | None = None
+    fp64_unavailable: str | None = None
+    factor_note: str = ""
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    @property
+    def fusion_only(self) -> bool:
+        return all(self.unoptimised_ok.values()) and not all(self.production_ok.values())
+
+    @property
+    def mismatch(self) -> bool:
+        return not all(self.unoptimised_ok.values()) or not all(self.production_ok.values())
+
+
+def _factor(config: GateConfig) -> tuple[float, str]:
+    factors = [config.tolerance_for(name).noise_factor for name in config.outputs]
+    factor = max(factors, default=0.0)
+    if factor > 0:
+        return factor, ""
+    default = Tolerance().noise_factor
+    return default, f"the gate's noise check is off (noise_factor 0); debug uses {default:g}"
+
+
+def _outputs_ok(values: Mapping[str, np.ndarray], capture: Capture, names: tuple[str, ...], factor: float) -> dict[str, bool]:
+    outputs32, outputs64 = capture.outputs32, capture.outputs64
+    if outputs64 is None:
+        return {name: True for name in names}
+    return {
+        name: bool(compare_noise(name, values[name], outputs32[i], outputs64[i], factor))
+        for i, name in enumerate(names)
+    }
+
+
+def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
+    import onnx
+
+    from harness.debug import probe
+    from harness.debug.align import align
+    from harness.debug.capture import capture_modules
+    from harness.debug.isolate import isolate
+    from harness.debug.verdict import judge
+
+    started = time.perf_counter()
+    config = request.config
+    factor, note = _factor(config)
+    input_names = [spec.name for spec in config.inputs]
+    try:
+        proto = onnx.load(str(request.onnx_path))
+    except Exception as exc:
+        raise ArtifactError(f"cannot read ONNX file {request.onnx_path.name!r}: {type(exc).__name__}") from None
+    capture = capture_modules(model, request.feeds, input_names, config.outputs, root=request.root)
+    modules = [name for name in capture.modules if name]
+    alignment = align(
+        proto, modules,
+        calls={m.name: m.calls for m in capture.modules.values()},
+        outputs={m.name: len(m.outputs32) for m in capture.modules.values()},
+    )  # fmt: skip
+    values = probe.run(proto, request.feeds, alignment.values(), level=probe.UNOPTIMISED)
+    verdict = judge(capture, alignment, values, request.feeds, config.outputs, factor)
+    production = probe.run(proto, request.feeds, [], level=probe.PRODUCTION)
+    result = DebugResult(
+        request, alignment, verdict, len(modules),
+        unoptimised_ok=_outputs_ok(values, capture, config.outputs, factor),
+        production_ok=_outputs_ok(production, capture, config.outputs, factor),
+        fp64_unavailable=capture.fp64_unavailable, factor_note=note,
+    )  # fmt: skip
+    if result.fusion_only:
+        # Marking outputs can stop the very fusion that is wrong; this is the best available view.
+        marked = probe.run(proto, request.feeds, alignment.values(), level=probe.PRODUCTION)
+        result.production_verdict = judge(capture, alignment, marked, request.feeds, config.outputs, factor)
+    culprit = verdict.culprit or (result.production_verdict.culprit if result.production_verdict else None)
+    if culprit is not None:
+        result.isolation = isolate(
+            proto, culprit, alignment.aligned[culprit.module], capture.modules[culprit.module], request.feeds, factor,
+            level=probe.PRODUCTION if verdict.culprit is None else probe.UNOPTIMISED,
+        )
+    result.seconds = time.perf_counter() - started
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
