@@ -59,3 +59,68 @@ class Float32OnlyNet(TwoInputNet):
 def float32_only_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return Float32OnlyNet().eval()
+
+
+class LogNet(nn.Module):
+    """log of its input: NaN for every negative value, in PyTorch as in any runtime."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.log(x))
+
+
+def log_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return LogNet().eval()
+
+
+class DictNet(nn.Module):
+    """Named outputs, in an order unlike the config's: {"b": [N, 3], "a": [N, 2]}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 2)
+        self.b = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"b": self.b(x), "a": self.a(x)}
+
+
+def dict_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return DictNet().eval()
+
+
+class NestedNet(DictNet):
+    """Nested tuple outputs: (a, (b, a + 1))."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
+        a = self.a(x)
+        return a, (self.b(x), a + 1)
+
+
+def nested_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return NestedNet().eval()
+
+
+class SaturatingNet(nn.Module):
+    """Clamps its input before a squashing layer: the clamp only matters far outside [-1, 1]."""
+
+    def __init__(self, clamp: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.clamp = clamp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.clamp:
+            x = torch.clamp(x, -5.0, 5.0)
+        return torch.tanh(self.fc(x) / 5.0)
+
+
+def saturating_net(seed: int = 0, clamp: bool = True) -> nn.Module:
+    torch.manual_seed(seed)
+    return SaturatingNet(clamp).eval()
