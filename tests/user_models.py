@@ -124,3 +124,22 @@ class SaturatingNet(nn.Module):
 def saturating_net(seed: int = 0, clamp: bool = True) -> nn.Module:
     torch.manual_seed(seed)
     return SaturatingNet(clamp).eval()
+
+
+class DataDependentNet(nn.Module):
+    """Python control flow on a tensor's value: torch.export cannot capture it as one graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        if y.sum() > 0:
+            return y
+        return -y
+
+
+def data_dependent_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return DataDependentNet().eval()
