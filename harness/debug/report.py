@@ -41,8 +41,9 @@ def table_rows(result: DebugResult, *, limit: bool) -> list[tuple[str, ...]]:
     return lines
 
 
-def headline(result: DebugResult) -> list[str]:
-    """What was found, verdict first, in a few sentences."""
+def headline(result: DebugResult, *, unaligned_at: str = "below") -> list[str]:
+    """What was found, verdict first, in a few sentences; ``unaligned_at`` says where the modules
+    that could not be aligned are listed."""
     alignment, verdict = result.alignment, result.verdict
     factor = verdict.factor
     lines: list[str] = []
@@ -79,16 +80,18 @@ def headline(result: DebugResult) -> list[str]:
     elif result.mismatch and alignment.scheme != "none":
         lines.append(
             "FAILED | the outputs diverge but no aligned module does: the mismatch lies in ops outside every "
-            "aligned module (the model's own forward code or an unaligned module listed below)."
+            f"aligned module (the model's own forward code or an unaligned module listed {unaligned_at})."
         )
     elif not result.mismatch:
         lines.append(
             f"PASSED | ONNX Runtime matches PyTorch within {factor:g}x its fp32 noise at every aligned module "
             "and output on this input, with and without graph optimisation: no culprit."
         )
+    aligned = len(alignment.aligned) - len(verdict.shape_mismatch)
+    unaligned = len(alignment.unaligned) + len(verdict.shape_mismatch)
     lines.append(
-        f"Aligned {len(alignment.aligned) - len(verdict.shape_mismatch)} of {result.named_modules} named modules "
-        f"({alignment.scheme}); {len(alignment.unaligned) + len(verdict.shape_mismatch)} not aligned, listed below."
+        f"Aligned {aligned} of {result.named_modules} named modules ({alignment.scheme}); "
+        f"{unaligned} not aligned, listed {unaligned_at}."
     )
     if result.fp64_unavailable:
         lines.append(f"No noise floor: the model cannot run in float64 ({result.fp64_unavailable}).")
