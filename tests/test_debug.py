@@ -86,7 +86,9 @@ def test_one_weight_scaled_in_a_deep_block_is_named(exported, tmp_path):
     assert result.isolation is not None and result.isolation.exceeds, str(result.isolation)
     # Every later module that exceeds either contains the culprit or inherited the error.
     later = [r for r in result.verdict.rows if r.order > result.verdict.culprit.order and r.exceeds]
-    unexplained = [r.module for r in later if not DEEP_CONV.startswith(r.module + ".") and r.inputs_ok is not False]
+    unexplained = [
+        r.module for r in later if not DEEP_CONV.startswith(r.module + ".") and r.inputs_ok is not False
+    ]
     assert later and not unexplained, unexplained
 
 
@@ -139,16 +141,22 @@ def test_a_file_without_scope_information_gets_a_clear_statement_and_no_culprit(
     assert len(result.alignment.unaligned) == result.named_modules
 
 
-def test_the_cli_debugs_the_latest_reports_failing_case_and_writes_a_replay_that_fails(tmp_path, monkeypatch, capsys):
+def test_the_cli_debugs_the_latest_reports_failing_case_and_writes_a_replay_that_fails(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     good = _export("torchscript", tmp_path / "good.onnx")
     bad = _edited(good, tmp_path / "bad.onnx", _scale_initializer(f"{DEEP_CONV}.weight", 1.01))
-    (tmp_path / "gate.toml").write_text(SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}, encoding="utf-8")
+    (tmp_path / "gate.toml").write_text(
+        SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}, encoding="utf-8"
+    )
     run = tmp_path / "reports" / "20260101T000000Z-abcd"
     run.mkdir(parents=True)
     case = {"family": "normal", "sizes": {"batch": 2}, "seed": 1, "magnitude": 1.0, "constant": 0.0,
             "spike_fraction": 0.01, "note": ""}  # fmt: skip
-    (run / "gate.json").write_text(json.dumps({"parity_failures": ["FAILED | ..."], "parity_failure_case": case}))
+    (run / "gate.json").write_text(
+        json.dumps({"parity_failures": ["FAILED | ..."], "parity_failure_case": case})
+    )
     (tmp_path / "reports" / "latest").symlink_to(run.name, target_is_directory=True)
 
     status = cli.main(["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad)])
@@ -217,7 +225,9 @@ def _report(reports: Path, run_id: str, case: dict | None) -> Path:
 def _cli_project(tmp_path: Path, monkeypatch, *, export: bool = True) -> Path:
     """A project folder with gate.toml and, when ``export``, bad.onnx: one deep weight scaled."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "gate.toml").write_text(SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}, encoding="utf-8")
+    (tmp_path / "gate.toml").write_text(
+        SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}, encoding="utf-8"
+    )
     if not export:
         return tmp_path / "bad.onnx"  # never read: the command stops before it
     good = _export("torchscript", tmp_path / "good.onnx")
@@ -228,7 +238,9 @@ def test_the_cli_debugs_explicit_arrays_from_an_npz_file(tmp_path, monkeypatch, 
     bad = _cli_project(tmp_path, monkeypatch)
     arrays = _npz(tmp_path / "inputs.npz", CASE.materialize(_config("torchscript").inputs))
 
-    status = cli.main(["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--inputs", str(arrays)])
+    status = cli.main(
+        ["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--inputs", str(arrays)]
+    )
 
     out = capsys.readouterr().out
     assert status == 1, out
@@ -242,10 +254,14 @@ def test_the_cli_refuses_an_npz_file_whose_arrays_are_not_the_models_inputs(tmp_
     bad = _cli_project(tmp_path, monkeypatch, export=False)
     arrays = _npz(tmp_path / "wrong.npz", {"spectrogram": np.zeros((1, 3, 128, 32), np.float32)})
 
-    status = cli.main(["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--inputs", str(arrays)])
+    status = cli.main(
+        ["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--inputs", str(arrays)]
+    )
 
     assert status == 2
-    assert "holds arrays ['spectrogram']; the model's inputs are ['mel_spectrogram']" in capsys.readouterr().err
+    assert (
+        "holds arrays ['spectrogram']; the model's inputs are ['mel_spectrogram']" in capsys.readouterr().err
+    )
 
 
 def test_the_cli_debugs_the_failing_case_of_a_named_run_not_the_latest(tmp_path, monkeypatch, capsys):
@@ -256,7 +272,9 @@ def test_the_cli_debugs_the_failing_case_of_a_named_run_not_the_latest(tmp_path,
     latest = _report(reports, "20260102T000000Z-bbbb", None)  # passed: nothing to debug
     (reports / "latest").symlink_to(latest.name, target_is_directory=True)
 
-    status = cli.main(["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--from-report", "20260101"])
+    status = cli.main(
+        ["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--from-report", "20260101"]
+    )
 
     out = capsys.readouterr().out
     assert status == 1, out
@@ -288,7 +306,9 @@ def test_a_model_without_float64_kernels_is_debugged_without_a_noise_floor(tmp_p
     bad = _edited(good, tmp_path / "bad.onnx", _scale_initializer("conv.weight", 1.01))
     feeds = InputCase(family="normal", sizes={"batch": 2}, seed=1).materialize(config.inputs)
 
-    result = diagnose(DebugRequest(config, bad, feeds, "test case", HERE.parent), user_models.float32_only_net())
+    result = diagnose(
+        DebugRequest(config, bad, feeds, "test case", HERE.parent), user_models.float32_only_net()
+    )
 
     assert "not implemented for 'Double'" in result.fp64_unavailable
     assert any("No noise floor: the model cannot run in float64" in line for line in headline(result))
@@ -318,7 +338,10 @@ def test_a_gate_run_that_fails_parity_names_the_culprit_in_its_summary(project, 
     folder = project.path / "reports" / run.document["run_id"]
     summary = (folder / "summary.md").read_text()
     assert "## Where it diverges" in summary
-    assert "the mismatch starts in `backbone.stages.3.blocks.0.act` (GELU, harness/models/convnext.py:" in summary
+    assert (
+        "the mismatch starts in `backbone.stages.3.blocks.0.act` (GELU, harness/models/convnext.py:"
+        in summary
+    )
     assert {"debug.md", "culprit.onnx", "test_culprit_replay.py"} <= set(run.document["files"])
 
 

@@ -1,5 +1,5 @@
-""""Where it diverges" in the gate's own report: ``onnx-gate debug`` on the first failing parity
-case, run once from ``pytest_sessionfinish``.
+"""The gate's own "Where it diverges": ``onnx-gate debug`` on the first failing parity case, run
+once from ``pytest_sessionfinish`` into the run's report.
 
 Its cost is bounded: one case (the first that failed), and only for models and inputs under the
 limits below, which keep it to seconds and a few hundred MB on the default model. It never fails
@@ -70,8 +70,10 @@ def _diagnose(gate: GateSession, root: Path) -> dict[str, Any]:
         reason = f"the model has {parameters:,} parameters, over the in-gate limit of {MAX_PARAMETERS:,}"
         return entry | {"status": "skipped", "reason": reason}
     if elements > MAX_INPUT_ELEMENTS:
-        reason = (f"the failing case has {elements:,} input elements, over the in-gate limit of "
-                  f"{MAX_INPUT_ELEMENTS:,}")
+        reason = (
+            f"the failing case has {elements:,} input elements, over the in-gate limit of "
+            f"{MAX_INPUT_ELEMENTS:,}"
+        )
         return entry | {"status": "skipped", "reason": reason}
     request = DebugRequest(gate.config, gate.artifact.path, feeds, entry["case"], root)
     result = diagnose(request, gate.model)
@@ -101,19 +103,20 @@ def where_it_diverges(gate: GateSession, *, root: Path) -> dict[str, Any]:
 def summary_section(entry: dict[str, Any], run_id: str) -> str:
     """summary.md's "Where it diverges", from gate.json's ``divergence`` entry."""
     lines = ["## Where it diverges", ""]
-    case = entry.get("case")
     if entry.get("status") in ("skipped", "error"):
-        lines.append(f"Not computed: {entry.get('reason')}. `onnx-gate debug --from-report {run_id}` runs it.")
+        reason = entry.get("reason")
+        lines.append(f"Not computed: {reason}. `onnx-gate debug --from-report {run_id}` runs it.")
     else:
-        lines += [f"On the first failing parity case, {case}:", ""]
+        lines += [f"On the first failing parity case, {entry.get('case')}:", ""]
         lines += [f"- {line}" for line in entry.get("headline", [])]
-        files = entry.get("files", [])
-        lines += ["", f"The table of every module is in `debug.md`"
-                  + (" and the replay bundle (`pytest test_culprit_replay.py`) beside it."
-                     if "test_culprit_replay.py" in files else ".")]  # fmt: skip
+        replay = "test_culprit_replay.py" in entry.get("files", [])
+        where = " and the replay bundle (`pytest test_culprit_replay.py`) beside it." if replay else "."
+        lines += ["", f"The table of every module is in `debug.md`{where}"]
     cost, limits = entry.get("cost", {}), entry.get("limits", {})
-    lines += ["", f"Cost: {cost.get('seconds')} s, peak RSS {cost.get('peak_rss_mb')} MB "
-              f"(+{cost.get('peak_rss_growth_mb')} MB). Limits: the first failing case only, models up to "
-              f"{limits.get('max_parameters', 0):,} parameters, cases up to "
-              f"{limits.get('max_input_elements', 0):,} input elements."]  # fmt: skip
+    lines += ["", (
+        f"Cost: {cost.get('seconds')} s, peak RSS {cost.get('peak_rss_mb')} MB "
+        f"(+{cost.get('peak_rss_growth_mb')} MB). Limits: the first failing case only, models up to "
+        f"{limits.get('max_parameters', 0):,} parameters, cases up to "
+        f"{limits.get('max_input_elements', 0):,} input elements."
+    )]  # fmt: skip
     return "\n".join(lines)
