@@ -242,6 +242,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         archive_benchmark_json(gate)
     profile = settings._current_profile or "default"  # type: ignore[attr-defined]
+    if gate.parity_failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
+        from harness.debug.in_gate import where_it_diverges  # bounded, and never raises
+
+        gate.extra["divergence"] = where_it_diverges(gate, root=session.config.invocation_params.dir)
     write_reports(gate, gate.verdict, hypothesis_profile=profile)
     # Publish only from the controller: an xdist worker sees a fraction of the session.
     if session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput"):

@@ -99,6 +99,10 @@ def summary_markdown(document: dict[str, Any]) -> str:
     if parity.get("fp64_unavailable"):
         lines += ["", f"> WARNING: noise-floor check off, the model cannot run in float64 "
                   f"({parity['fp64_unavailable']}); parity used the fixed tolerance only."]
+    if document.get("divergence"):
+        from harness.debug.in_gate import summary_section
+
+        lines += ["", summary_section(document["divergence"], document["run_id"])]
     for section in document.get("sections_markdown", []):
         lines += ["", section]
     publish = document.get("publish")

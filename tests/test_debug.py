@@ -86,7 +86,9 @@ def test_one_weight_scaled_in_a_deep_block_is_named(exported, tmp_path):
     assert result.isolation is not None and result.isolation.exceeds, str(result.isolation)
     # Every later module that exceeds either contains the culprit or inherited the error.
     later = [r for r in result.verdict.rows if r.order > result.verdict.culprit.order and r.exceeds]
-    unexplained = [r.module for r in later if not DEEP_CONV.startswith(r.module + ".") and r.inputs_ok is not False]
+    unexplained = [
+        r.module for r in later if not DEEP_CONV.startswith(r.module + ".") and r.inputs_ok is not False
+    ]
     assert later and not unexplained, unexplained
 
 
@@ -139,16 +141,22 @@ def test_a_file_without_scope_information_gets_a_clear_statement_and_no_culprit(
     assert len(result.alignment.unaligned) == result.named_modules
 
 
-def test_the_cli_debugs_the_latest_reports_failing_case_and_writes_a_replay_that_fails(tmp_path, monkeypatch, capsys):
+def test_the_cli_debugs_the_latest_reports_failing_case_and_writes_a_replay_that_fails(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     good = _export("torchscript", tmp_path / "good.onnx")
     bad = _edited(good, tmp_path / "bad.onnx", _scale_initializer(f"{DEEP_CONV}.weight", 1.01))
-    (tmp_path / "gate.toml").write_text(SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}, encoding="utf-8")
+    (tmp_path / "gate.toml").write_text(
+        SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}, encoding="utf-8"
+    )
     run = tmp_path / "reports" / "20260101T000000Z-abcd"
     run.mkdir(parents=True)
     case = {"family": "normal", "sizes": {"batch": 2}, "seed": 1, "magnitude": 1.0, "constant": 0.0,
             "spike_fraction": 0.01, "note": ""}  # fmt: skip
-    (run / "gate.json").write_text(json.dumps({"parity_failures": ["FAILED | ..."], "parity_failure_case": case}))
+    (run / "gate.json").write_text(
+        json.dumps({"parity_failures": ["FAILED | ..."], "parity_failure_case": case})
+    )
     (tmp_path / "reports" / "latest").symlink_to(run.name, target_is_directory=True)
 
     status = cli.main(["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad)])
@@ -198,3 +206,192 @@ def test_the_gate_report_records_the_first_failing_case_for_debug(tmp_path):
     document = gate_document(session, Verdict(False, ("parity",)), hypothesis_profile="smoke")
     (tmp_path / "gate.json").write_text(json.dumps(document, default=str))
     assert failing_case(tmp_path, session.config) == large
+
+
+def _npz(path: Path, feeds) -> Path:
+    np.savez(path, **feeds)
+    return path
+
+
+def _report(reports: Path, run_id: str, case: dict | None) -> Path:
+    folder = reports / run_id
+    folder.mkdir(parents=True)
+    failures = ["FAILED | ..."] if case else []
+    document = {"run_id": run_id, "parity_failures": failures, "parity_failure_case": case}
+    (folder / "gate.json").write_text(json.dumps(document), encoding="utf-8")
+    return folder
+
+
+def _cli_project(tmp_path: Path, monkeypatch, *, export: bool = True) -> Path:
+    """A project folder with gate.toml and, when ``export``, bad.onnx: one deep weight scaled."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gate.toml").write_text(
+        SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}, encoding="utf-8"
+    )
+    if not export:
+        return tmp_path / "bad.onnx"  # never read: the command stops before it
+    good = _export("torchscript", tmp_path / "good.onnx")
+    return _edited(good, tmp_path / "bad.onnx", _scale_initializer(f"{DEEP_CONV}.weight", 1.01))
+
+
+def test_the_cli_debugs_explicit_arrays_from_an_npz_file(tmp_path, monkeypatch, capsys):
+    bad = _cli_project(tmp_path, monkeypatch)
+    arrays = _npz(tmp_path / "inputs.npz", CASE.materialize(_config("torchscript").inputs))
+
+    status = cli.main(
+        ["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--inputs", str(arrays)]
+    )
+
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert f"the mismatch starts in `{DEEP_CONV}`" in out
+    # No report to write into: a folder of its own, named like a run.
+    (written,) = (tmp_path / "reports").glob("*-debug/debug.md")
+    assert "Input: arrays from inputs.npz" in written.read_text()
+
+
+def test_the_cli_refuses_an_npz_file_whose_arrays_are_not_the_models_inputs(tmp_path, monkeypatch, capsys):
+    bad = _cli_project(tmp_path, monkeypatch, export=False)
+    arrays = _npz(tmp_path / "wrong.npz", {"spectrogram": np.zeros((1, 3, 128, 32), np.float32)})
+
+    status = cli.main(
+        ["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--inputs", str(arrays)]
+    )
+
+    assert status == 2
+    assert (
+        "holds arrays ['spectrogram']; the model's inputs are ['mel_spectrogram']" in capsys.readouterr().err
+    )
+
+
+def test_the_cli_debugs_the_failing_case_of_a_named_run_not_the_latest(tmp_path, monkeypatch, capsys):
+    bad = _cli_project(tmp_path, monkeypatch)
+    reports = tmp_path / "reports"
+    case = {"family": "normal", "sizes": {"batch": 2}, "seed": 1}
+    named = _report(reports, "20260101T000000Z-aaaa", case)
+    latest = _report(reports, "20260102T000000Z-bbbb", None)  # passed: nothing to debug
+    (reports / "latest").symlink_to(latest.name, target_is_directory=True)
+
+    status = cli.main(
+        ["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--from-report", "20260101"]
+    )
+
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert f"the mismatch starts in `{DEEP_CONV}`" in out
+    assert (named / "debug.md").is_file() and not (latest / "debug.md").exists()
+    assert "Input: normal inputs (batch=2, seed=1)" in (named / "debug.md").read_text()
+
+
+def test_the_cli_says_which_runs_match_an_ambiguous_or_unknown_run_id(tmp_path, monkeypatch, capsys):
+    bad = _cli_project(tmp_path, monkeypatch, export=False)
+    for run_id in ("20260101T000000Z-aaaa", "20260101T000000Z-bbbb"):
+        _report(tmp_path / "reports", run_id, None)
+    options = ["debug", "--gate-config", "gate.toml", "--gate-onnx", str(bad), "--from-report"]
+
+    assert cli.main([*options, "20260101"]) == 2
+    assert "--from-report '20260101': 2 runs under" in capsys.readouterr().err
+    assert cli.main([*options, "2027"]) == 2
+    assert "--from-report '2027': no run under" in capsys.readouterr().err
+
+
+def test_a_model_without_float64_kernels_is_debugged_without_a_noise_floor(tmp_path):
+    from tests import user_models
+    from tests.conftest import TWO_INPUT_NET
+
+    section = tomllib.loads(TWO_INPUT_NET % {"exporter": "torchscript"})
+    config = gate_config.parse(section, HERE, search_dirs=(HERE,))
+    good = tmp_path / "good.onnx"
+    export_onnx(user_models.float32_only_net(), config, good)
+    bad = _edited(good, tmp_path / "bad.onnx", _scale_initializer("conv.weight", 1.01))
+    feeds = InputCase(family="normal", sizes={"batch": 2}, seed=1).materialize(config.inputs)
+
+    result = diagnose(
+        DebugRequest(config, bad, feeds, "test case", HERE.parent), user_models.float32_only_net()
+    )
+
+    assert "not implemented for 'Double'" in result.fp64_unavailable
+    assert any("No noise floor: the model cannot run in float64" in line for line in headline(result))
+    # The fixed fallback bound still finds the module; no floor or ratio is claimed for it.
+    assert result.verdict.culprit is not None, headline(result)
+    assert result.verdict.culprit.module == "conv"
+    assert result.verdict.culprit.floor is None and result.verdict.culprit.ratio is None
+    assert "no fp64 floor" in " ".join(headline(result))
+
+
+# --- "Where it diverges" in the gate's own report ----------------------------------------------------
+
+
+def test_a_gate_run_that_fails_parity_names_the_culprit_in_its_summary(project, tmp_path):
+    from tests.conftest import CONFORMANCE
+
+    bad = defects.export_variant(tmp_path / "gelu.onnx", defects.gelu_tanh_in_last_block)
+    project.write_config()
+
+    run = project.run("--gate-onnx", str(bad), paths=(f"{CONFORMANCE}/test_parity.py",))
+
+    assert run.status("parity") == "failed"
+    divergence = run.document["divergence"]
+    assert divergence["status"] == "culprit", divergence
+    assert divergence["culprit"]["module"] == "backbone.stages.3.blocks.0.act"
+    assert divergence["cost"]["seconds"] > 0 and divergence["limits"]["cases"] == 1
+    folder = project.path / "reports" / run.document["run_id"]
+    summary = (folder / "summary.md").read_text()
+    assert "## Where it diverges" in summary
+    assert (
+        "the mismatch starts in `backbone.stages.3.blocks.0.act` (GELU, harness/models/convnext.py:"
+        in summary
+    )
+    assert {"debug.md", "culprit.onnx", "test_culprit_replay.py"} <= set(run.document["files"])
+
+
+def _failed_session(tmp_path: Path, onnx_path: Path):
+    from harness.session import GateSession
+
+    section = tomllib.loads(SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}) | {"onnx": str(onnx_path)}
+    session = GateSession(gate_config.parse(section, tmp_path, search_dirs=(HERE,)), work_dir=tmp_path)
+    session.parity_failure_case = CASE
+    return session
+
+
+def test_the_gate_skips_the_section_with_a_reason_when_the_artifact_is_invalid(tmp_path):
+    from harness.debug.in_gate import summary_section, where_it_diverges
+
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(b"half of an ONNX file")
+    session = _failed_session(tmp_path, cut)
+    session.prepare()
+    assert session.artifact is None
+
+    entry = where_it_diverges(session, root=tmp_path)
+
+    assert entry["status"] == "skipped" and entry["reason"].startswith("the ONNX artifact is invalid")
+    assert "Not computed: the ONNX artifact is invalid" in summary_section(entry, session.run_id)
+
+
+def test_the_gate_skips_the_section_for_a_model_over_the_size_limit(tmp_path, monkeypatch):
+    from harness.debug import in_gate
+
+    session = _failed_session(tmp_path, _export("torchscript", tmp_path / "good.onnx"))
+    session.prepare()
+    monkeypatch.setattr(in_gate, "MAX_PARAMETERS", 1000)
+
+    entry = in_gate.where_it_diverges(session, root=tmp_path)
+
+    assert entry["status"] == "skipped", entry
+    assert "parameters, over the in-gate limit of 1,000" in entry["reason"]
+    assert entry["cost"]["seconds"] < 5
+
+
+def test_a_debug_failure_in_the_gate_becomes_a_one_line_reason(tmp_path):
+    from harness.debug.in_gate import where_it_diverges
+
+    path = _export("torchscript", tmp_path / "good.onnx")
+    session = _failed_session(tmp_path, path)
+    session.prepare()
+    path.write_bytes(b"replaced after the checks ran")  # the file debug reads is no longer ONNX
+
+    entry = where_it_diverges(session, root=tmp_path)
+
+    assert entry["status"] == "error", entry
+    assert entry["reason"] == "debug failed: ArtifactError: cannot read ONNX file 'good.onnx': DecodeError"

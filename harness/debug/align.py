@@ -101,7 +101,9 @@ def _ops(nodes: Iterable[onnx.NodeProto]) -> str:
     return ", ".join(op if count == 1 else f"{op} x{count}" for op, count in counts.items())
 
 
-def align(model: onnx.ModelProto, modules: Sequence[str], *, calls: dict[str, int], outputs: dict[str, int]) -> Alignment:
+def align(
+    model: onnx.ModelProto, modules: Sequence[str], *, calls: dict[str, int], outputs: dict[str, int]
+) -> Alignment:
     """Align ``modules`` (paths, root excluded) given how often each ran and how many tensors it returned."""
     scheme, scopes = node_scopes(model, modules)
     graph_inputs = tuple(i.name for i in model.graph.input)
@@ -130,11 +132,15 @@ def align(model: onnx.ModelProto, modules: Sequence[str], *, calls: dict[str, in
             result.unaligned[module] = f"ran {calls[module]} times; hooks see one call, ONNX holds all"
             continue
         if outputs.get(module, 0) != 1:
-            result.unaligned[module] = f"returns {outputs.get(module, 0)} tensors; only single-tensor modules are aligned"
+            result.unaligned[module] = (
+                f"returns {outputs.get(module, 0)} tensors; only single-tensor modules are aligned"
+            )
             continue
         inside = members.get(module, [])
         if not inside:
-            result.unaligned[module] = "no ONNX node carries its scope (an identity, or folded into a neighbour)"
+            result.unaligned[module] = (
+                "no ONNX node carries its scope (an identity, or folded into a neighbour)"
+            )
             continue
         members_set = set(inside)
         escaping = [

@@ -125,8 +125,8 @@ def _run_hooked(
 
 
 def capture_modules(
-    model: nn.Module, feeds: Mapping[str, np.ndarray], input_names: Sequence[str], output_names: Sequence[str],
-    *, root: Path,
+    model: nn.Module, feeds: Mapping[str, np.ndarray], input_names: Sequence[str],
+    output_names: Sequence[str], *, root: Path,
 ) -> Capture:  # fmt: skip
     """Run ``model`` once in fp32 and once as a float64 copy, recording every named module."""
     from harness.runners import TorchRunner

@@ -66,7 +66,9 @@ def _factor(config: GateConfig) -> tuple[float, str]:
     return default, f"the gate's noise check is off (noise_factor 0); debug uses {default:g}"
 
 
-def _outputs_ok(values: Mapping[str, np.ndarray], capture: Capture, names: tuple[str, ...], factor: float) -> dict[str, bool]:
+def _outputs_ok(
+    values: Mapping[str, np.ndarray], capture: Capture, names: tuple[str, ...], factor: float
+) -> dict[str, bool]:
     outputs32, outputs64 = capture.outputs32, capture.outputs64
     if outputs64 is None:
         return {name: True for name in names}
@@ -92,7 +94,9 @@ def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
     try:
         proto = onnx.load(str(request.onnx_path))
     except Exception as exc:
-        raise ArtifactError(f"cannot read ONNX file {request.onnx_path.name!r}: {type(exc).__name__}") from None
+        raise ArtifactError(
+            f"cannot read ONNX file {request.onnx_path.name!r}: {type(exc).__name__}"
+        ) from None
     capture = capture_modules(model, request.feeds, input_names, config.outputs, root=request.root)
     modules = [name for name in capture.modules if name]
     alignment = align(
@@ -116,9 +120,9 @@ def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
     culprit = verdict.culprit or (result.production_verdict.culprit if result.production_verdict else None)
     if culprit is not None:
         result.isolation = isolate(
-            proto, culprit, alignment.aligned[culprit.module], capture.modules[culprit.module], request.feeds, factor,
-            level=probe.PRODUCTION if verdict.culprit is None else probe.UNOPTIMISED,
-        )
+            proto, culprit, alignment.aligned[culprit.module], capture.modules[culprit.module],
+            request.feeds, factor, level=probe.PRODUCTION if verdict.culprit is None else probe.UNOPTIMISED,
+        )  # fmt: skip
     result.seconds = time.perf_counter() - started
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result

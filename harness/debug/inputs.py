@@ -60,12 +60,16 @@ def load_npz(path: Path, config: GateConfig) -> dict[str, np.ndarray]:
         raise GateError(f"--inputs {str(path)!r} is not a readable .npz file: {type(exc).__name__}") from None
     names = [spec.name for spec in config.inputs]
     if sorted(arrays) != sorted(names):
-        raise GateError(f"--inputs {str(path)!r} holds arrays {sorted(arrays)}; the model's inputs are {names}")
+        raise GateError(
+            f"--inputs {str(path)!r} holds arrays {sorted(arrays)}; the model's inputs are {names}"
+        )
     feeds = {}
     for spec in config.inputs:
         array = arrays[spec.name]
         if array.dtype != np.dtype(spec.dtype):
-            raise GateError(f"--inputs: array {spec.name!r} is {array.dtype}, the config declares {spec.dtype}")
+            raise GateError(
+                f"--inputs: array {spec.name!r} is {array.dtype}, the config declares {spec.dtype}"
+            )
         feeds[spec.name] = array
     return feeds
 
@@ -75,11 +79,16 @@ def report_folder(report_dir: Path, run: str | None) -> Path:
     if run is None:
         latest = report_dir / "latest"
         if not (latest / "gate.json").is_file():
-            raise GateError(f"no gate report under {str(report_dir)!r}: run `onnx-gate run` first, or give --case/--inputs")
+            raise GateError(
+                f"no gate report under {str(report_dir)!r}: run `onnx-gate run` first, "
+                "or give --case/--inputs"
+            )
         return latest.resolve()
     if Path(run).is_dir():
         return Path(run).resolve()
-    matches = sorted(p for p in report_dir.glob(f"{run}*") if (p / "gate.json").is_file() and p.name != "latest")
+    matches = sorted(
+        p for p in report_dir.glob(f"{run}*") if (p / "gate.json").is_file() and p.name != "latest"
+    )
     if len(matches) != 1:
         found = "no run" if not matches else f"{len(matches)} runs"
         raise GateError(f"--from-report {run!r}: {found} under {str(report_dir)!r} match it; give a run id")
@@ -92,12 +101,15 @@ def failing_case(folder: Path, config: GateConfig) -> InputCase:
     document = json.loads((folder / "gate.json").read_text(encoding="utf-8"))
     recorded = document.get("parity_failure_case")
     if isinstance(recorded, dict):
-        fields = {k: recorded[k] for k in ("seed", "magnitude", "constant", "spike_fraction") if k in recorded}
+        fields = {
+            k: recorded[k] for k in ("seed", "magnitude", "constant", "spike_fraction") if k in recorded
+        }
         return InputCase(family=recorded["family"], sizes=dict(recorded["sizes"]), **fields)
     failures = document.get("parity_failures") or []
     if not failures:
         raise GateError(
-            f"the report {folder.name} records no parity failure; give --case or --inputs to debug another input"
+            f"the report {folder.name} records no parity failure; "
+            "give --case or --inputs to debug another input"
         )
     match = re.search(r" on (.*)$", failures[0])
     return parse_case(match.group(1) if match else failures[0], config)

@@ -35,17 +35,26 @@ class Isolation:
         if self.problem:
             return f"not isolated: {self.problem}"
         verdict = "FAILED" if self.exceeds else "PASSED"
-        floor = f"floor {self.floor:.3g}, ratio {self.ratio:.3g}" if self.floor is not None else "no fp64 floor"
-        return f"{verdict} | {self.module} alone, on PyTorch's own inputs: max abs error {self.max_abs:.3g} ({floor})"
+        floor = (
+            f"floor {self.floor:.3g}, ratio {self.ratio:.3g}" if self.floor is not None else "no fp64 floor"
+        )
+        return (
+            f"{verdict} | {self.module} alone, on PyTorch's own inputs: "
+            f"max abs error {self.max_abs:.3g} ({floor})"
+        )
 
 
 def _value_info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
     from onnx import helper
 
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape))
+    return helper.make_tensor_value_info(
+        name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)
+    )
 
 
-def extract(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], output: str, output_array: np.ndarray) -> onnx.ModelProto:
+def extract(
+    model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], output: str, output_array: np.ndarray
+) -> onnx.ModelProto:
     """The nodes between ``inputs`` and ``output``, with the initializers they use."""
     import onnx
     from onnx.utils import Extractor
@@ -56,7 +65,9 @@ def extract(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], output: st
     known = {*inputs, output}
     kept = [v for v in source.graph.value_info if v.name not in known]
     del source.graph.value_info[:]
-    source.graph.value_info.extend([*kept, *(_value_info(n, a) for n, a in inputs.items()), _value_info(output, output_array)])
+    source.graph.value_info.extend(
+        [*kept, *(_value_info(n, a) for n, a in inputs.items()), _value_info(output, output_array)]
+    )
     subgraph = Extractor(source).extract_model(list(inputs), [output])
     onnx.checker.check_model(subgraph)
     return subgraph

@@ -25,7 +25,9 @@ def with_outputs(model: onnx.ModelProto, values: Sequence[str]) -> onnx.ModelPro
         inferred = onnx.shape_inference.infer_shapes(marked)
     except Exception:  # shapes are a convenience here; float is the fallback type
         inferred = marked
-    types = {v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)}
+    types = {
+        v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
+    }
     present = {o.name for o in marked.graph.output}
     for name in values:
         if name in present:
@@ -41,7 +43,12 @@ def with_outputs(model: onnx.ModelProto, values: Sequence[str]) -> onnx.ModelPro
 
 
 def run(
-    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], values: Sequence[str], *, level: str, threads: int = 1
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    values: Sequence[str],
+    *,
+    level: str,
+    threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """One ONNX Runtime session over ``model`` with ``values`` as extra outputs; every graph output
     and every requested value comes back by name."""
@@ -54,7 +61,9 @@ def run(
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            marked.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         names = [o.name for o in session.get_outputs()]
         inputs = {i.name: feeds[i.name] for i in session.get_inputs()}
         return dict(zip(names, session.run(names, inputs)))

@@ -20,7 +20,9 @@ def _num(value: float | None) -> str:
 
 
 def _cells(row: ModuleRow, culprit: bool) -> tuple[str, ...]:
-    inputs = "-" if row.cls == "graph output" else {True: "within", False: "off", None: "unchecked"}[row.inputs_ok]
+    inputs = (
+        "-" if row.cls == "graph output" else {True: "within", False: "off", None: "unchecked"}[row.inputs_ok]
+    )
     name = f"**{row.module}**" if culprit else row.module
     ratio = _num(row.ratio) + (" !" if row.exceeds else "")
     return (name, row.cls, row.source, row.ops, _num(row.max_abs), _num(row.floor), ratio, inputs)
@@ -28,21 +30,24 @@ def _cells(row: ModuleRow, culprit: bool) -> tuple[str, ...]:
 
 def table_rows(result: DebugResult, *, limit: bool) -> list[tuple[str, ...]]:
     """Culprit first, then the modules in execution order, then the graph outputs."""
-    verdict = result.production_verdict if result.fusion_only and result.production_verdict else result.verdict
+    verdict = (
+        result.production_verdict if result.fusion_only and result.production_verdict else result.verdict
+    )
     rows = verdict.rows
     culprit = verdict.culprit or verdict.suspect
     body = rows
     if limit and len(rows) > 2 * TERMINAL_CONTEXT + 1:
         first = next((i for i, r in enumerate(rows) if r.exceeds), len(rows) - TERMINAL_CONTEXT)
-        body = rows[max(0, first - TERMINAL_CONTEXT):first + TERMINAL_CONTEXT]
+        body = rows[max(0, first - TERMINAL_CONTEXT) : first + TERMINAL_CONTEXT]
     lines = [_cells(culprit, True)] if culprit else []
     lines += [_cells(row, False) for row in body]
     lines += [_cells(row, False) for row in verdict.outputs.values()]
     return lines
 
 
-def headline(result: DebugResult) -> list[str]:
-    """What was found, verdict first, in a few sentences."""
+def headline(result: DebugResult, *, unaligned_at: str = "below") -> list[str]:
+    """What was found, verdict first, in a few sentences; ``unaligned_at`` says where the modules
+    that could not be aligned are listed."""
     alignment, verdict = result.alignment, result.verdict
     factor = verdict.factor
     lines: list[str] = []
@@ -62,11 +67,11 @@ def headline(result: DebugResult) -> list[str]:
     used = result.production_verdict if result.fusion_only and result.production_verdict else verdict
     culprit = used.culprit
     if culprit is not None:
+        start = f"FAILED | the mismatch starts in `{culprit.module}` ({culprit.cls}, {culprit.source})"
         lines.append(
-            f"FAILED | the mismatch starts in `{culprit.module}` ({culprit.cls}, {culprit.source}): its output "
-            f"is {culprit.ratio:.3g}x PyTorch's own fp32 noise (allowed {factor:g}x) while its inputs are within it."
-            if culprit.ratio is not None else
-            f"FAILED | the mismatch starts in `{culprit.module}` ({culprit.cls}, {culprit.source}); no fp64 floor."
+            f"{start}: its output is {culprit.ratio:.3g}x PyTorch's own fp32 noise (allowed {factor:g}x) "
+            "while its inputs are within it."
+            if culprit.ratio is not None else f"{start}; no fp64 floor."
         )  # fmt: skip
         if result.isolation is not None:
             lines.append(f"Isolation: {result.isolation}")
@@ -78,17 +83,20 @@ def headline(result: DebugResult) -> list[str]:
         )
     elif result.mismatch and alignment.scheme != "none":
         lines.append(
-            "FAILED | the outputs diverge but no aligned module does: the mismatch lies in ops outside every "
-            "aligned module (the model's own forward code or an unaligned module listed below)."
+            "FAILED | the outputs diverge but no aligned module does: the mismatch lies in ops "
+            "outside every aligned module (the model's own forward code or an unaligned module listed "
+            f"{unaligned_at})."
         )
     elif not result.mismatch:
         lines.append(
-            f"PASSED | ONNX Runtime matches PyTorch within {factor:g}x its fp32 noise at every aligned module "
-            "and output on this input, with and without graph optimisation: no culprit."
+            f"PASSED | ONNX Runtime matches PyTorch within {factor:g}x its fp32 noise at every aligned "
+            "module and output on this input, with and without graph optimisation: no culprit."
         )
+    aligned = len(alignment.aligned) - len(verdict.shape_mismatch)
+    unaligned = len(alignment.unaligned) + len(verdict.shape_mismatch)
     lines.append(
-        f"Aligned {len(alignment.aligned) - len(verdict.shape_mismatch)} of {result.named_modules} named modules "
-        f"({alignment.scheme}); {len(alignment.unaligned) + len(verdict.shape_mismatch)} not aligned, listed below."
+        f"Aligned {aligned} of {result.named_modules} named modules ({alignment.scheme}); "
+        f"{unaligned} not aligned, listed {unaligned_at}."
     )
     if result.fp64_unavailable:
         lines.append(f"No noise floor: the model cannot run in float64 ({result.fp64_unavailable}).")
@@ -131,16 +139,19 @@ def markdown(result: DebugResult) -> str:
     lines += [f"- {line}" for line in [*headline(result), _levels(result)]]
     lines += ["", "## Modules (culprit first, then execution order)", "",
               "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]  # fmt: skip
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(result, limit=False)]
-    lines += ["", "max abs error: |ONNX Runtime - PyTorch fp32|; floor: max |PyTorch fp32 - PyTorch fp64|, the "
-              "module's own rounding noise; ratio: max |ONNX Runtime - fp64| / floor (! marks > the gate's "
-              "noise_factor); inputs: whether the module's inputs in ONNX were within noise."]  # fmt: skip
+    rows = table_rows(result, limit=False)
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    lines += ["", "max abs error: |ONNX Runtime - PyTorch fp32|; floor: max |PyTorch fp32 - PyTorch "
+              "fp64|, the module's own rounding noise; ratio: max |ONNX Runtime - fp64| / floor (! marks > "
+              "the gate's noise_factor); inputs: whether the module's inputs in ONNX were within noise.",
+              ]  # fmt: skip
     unaligned = _unaligned(result)
     lines += ["", f"## Not aligned ({len(unaligned)})", ""]
     lines += [f"- `{name}`: {why}" for name, why in unaligned.items()] or ["- none"]
     if result.isolation is not None and not result.isolation.problem:
-        lines += ["", "## Replay", "", "`culprit.onnx` (the culprit's subgraph), `culprit_inputs.npz` (PyTorch's "
-                  "inputs to it and its fp32/fp64 outputs); reproduce with `pytest test_culprit_replay.py`."]  # fmt: skip
+        lines += ["", "## Replay", "", "`culprit.onnx` (the culprit's subgraph), `culprit_inputs.npz` "
+                  "(PyTorch's inputs to it and its fp32/fp64 outputs); reproduce with "
+                  "`pytest test_culprit_replay.py`."]  # fmt: skip
     lines += ["", f"debug took {result.seconds:.1f} s, peak RSS {result.peak_rss_mb:.0f} MB"]
     return "\n".join(lines) + "\n"
 
@@ -160,7 +171,9 @@ def plot(result: DebugResult, path: Path) -> Path | None:
     with saved_figure(path, figsize=(8, 4.5)) as (_, axis):
         axis.scatter(depth + jitter, floors, marker="_", s=120, color="#888888", label="fp32 noise floor")
         colors = ["#c44e52" if r.exceeds else "#3b75af" for r in rows]
-        axis.scatter(depth + jitter, errors, s=18, c=colors, label="|ONNX - PyTorch fp32| (red: over the bound)")
+        axis.scatter(
+            depth + jitter, errors, s=18, c=colors, label="|ONNX - PyTorch fp32| (red: over the bound)"
+        )
         culprit = result.verdict.culprit
         if culprit is not None:
             index = rows.index(culprit)
@@ -215,7 +228,9 @@ def write_replay(isolation: Isolation, directory: Path, factor: float, level: st
     if isolation.subgraph is None or isolation.expected32 is None:
         return []
     model_path, data_path, test_path = (
-        directory / "culprit.onnx", directory / "culprit_inputs.npz", directory / "test_culprit_replay.py"
+        directory / "culprit.onnx",
+        directory / "culprit_inputs.npz",
+        directory / "test_culprit_replay.py",
     )
     onnx.save(isolation.subgraph, str(model_path))
     names = list(isolation.feeds)
@@ -226,7 +241,9 @@ def write_replay(isolation: Isolation, directory: Path, factor: float, level: st
     )  # fmt: skip
     slug = re.sub(r"\W+", "_", isolation.module).strip("_") or "module"
     test_path.write_text(
-        REPLAY_TEST.format(module=isolation.module, name=test_path.name, factor=factor, slug=slug, level=level),
+        REPLAY_TEST.format(
+            module=isolation.module, name=test_path.name, factor=factor, slug=slug, level=level
+        ),
         encoding="utf-8",
     )
     return [model_path, data_path, test_path]

@@ -85,7 +85,11 @@ def _check_inputs(
             continue
         array = values.get(name)
         index = next(
-            (i for i, t in enumerate(call.inputs32) if i not in used and array is not None and t.shape == array.shape),
+            (
+                i
+                for i, t in enumerate(call.inputs32)
+                if i not in used and array is not None and t.shape == array.shape
+            ),
             None,
         )
         if index is not None and array is not None and call.inputs64:
@@ -116,10 +120,23 @@ def judge(
             continue
         onnx = values[where.output]
         if onnx.shape != call.outputs32[0].shape:
-            verdict.shape_mismatch[call.name] = f"PyTorch shape {call.outputs32[0].shape} vs ONNX {where.output!r} {onnx.shape}"
+            verdict.shape_mismatch[call.name] = (
+                f"PyTorch shape {call.outputs32[0].shape} vs ONNX {where.output!r} {onnx.shape}"
+            )
             continue
         ref64 = call.outputs64[0] if call.outputs64 else None
-        row = _row(call.name, call.cls, call.source, where.ops, call.order, call.depth, onnx, call.outputs32[0], ref64, factor)
+        row = _row(
+            call.name,
+            call.cls,
+            call.source,
+            where.ops,
+            call.order,
+            call.depth,
+            onnx,
+            call.outputs32[0],
+            ref64,
+            factor,
+        )
         row = _check_inputs(row, call, where.inputs, values, feeds, producers, factor)
         producers[where.output] = row
         verdict.rows.append(row)
