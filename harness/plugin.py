@@ -104,7 +104,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from hypothesis import settings
 
     from harness import config as gate_config
+    from harness.noise import quiet_library_noise
     from harness.session import BenchPlan, GateSession
+
+    quiet_library_noise()
 
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(profiles.DEFAULT_PROFILE)
