@@ -105,3 +105,17 @@ def test_compare_names_runs_explicitly_and_explains_what_is_missing(pytester):
     assert "no run in reports/history match 'nope'" in missing.stderr.str()
     alone = _compare(pytester)
     assert alone.ret == 2 and "need 2 benchmark run(s)" in alone.stderr.str()
+
+
+def test_benchmark_json_target_works_with_every_pytest_benchmark_version(tmp_path):
+    from harness.plugin import BenchmarkJson
+
+    path = tmp_path / "benchmark.json"
+    target = BenchmarkJson(path)
+    assert not path.exists()  # nothing is created until pytest-benchmark writes
+    with target as handle:  # pytest-benchmark 5.1 and 5.2: an open file (argparse.FileType)
+        handle.write(b'{"version": "5.2"}')
+    assert path.read_bytes() == b'{"version": "5.2"}'
+    with open(target, "wb") as handle:  # pytest-benchmark 5.3: a path
+        handle.write(b'{"version": "5.3"}')
+    assert path.read_bytes() == b'{"version": "5.3"}' and f"{target}" == str(path)
