@@ -160,6 +160,9 @@ class BudgetResult:
             return "FAILED | latency budget missed: " + "; ".join(self.misses)
         return "PASSED | " + "; ".join(self.checked)
 
+    def lines(self) -> list[str]:
+        return [f"FAILED {line}" for line in self.misses] + [f"PASSED {line}" for line in self.checked]
+
 
 def speedups(records: Sequence[LatencyRecord], device: str = "cpu") -> dict[int, float]:
     """PyTorch median / ONNX Runtime median per batch size on ``device``."""
@@ -179,7 +182,8 @@ def check_budgets(records: Sequence[LatencyRecord], budget: BudgetConfig, cpu_ba
         if batch not in ratios:
             misses.append(f"min_speedup {wanted:g}x at batch {batch}: not measured")
             continue
-        line = f"min_speedup {wanted:g}x at batch {batch}: ONNX Runtime CPU is {ratios[batch]:.2f}x PyTorch"
+        line = (f"min_speedup {wanted:g}x at batch {batch}: ONNX Runtime CPU is {ratios[batch]:.2f}x PyTorch "
+                f"({budget.speedup_source(batch)})")
         (misses if ratios[batch] < wanted else checked).append(line)
     for device, ceilings in budget.max_latency_ms.items():
         for batch, ceiling in sorted(ceilings.items()):
@@ -189,6 +193,7 @@ def check_budgets(records: Sequence[LatencyRecord], budget: BudgetConfig, cpu_ba
                     misses.append(f"max_latency_ms {ceiling:g} on cpu at batch {batch}: not measured")
                 continue
             best = min(measured, key=lambda r: r.p95)
-            line = f"max_latency_ms {ceiling:g} on {device} at batch {batch}: p95 {best.p95 * 1e3:.2f} ms ({best.backend})"
+            line = (f"max_latency_ms {ceiling:g} on {device} at batch {batch}: p95 {best.p95 * 1e3:.2f} ms "
+                    f"({best.backend}; limit set in config)")  # latency ceilings have no default
             (misses if best.p95 * 1e3 > ceiling else checked).append(line)
     return BudgetResult(tuple(misses), tuple(checked))

@@ -34,6 +34,7 @@ def gate_bench_section(gate: GateSession) -> dict[str, Any]:
         "sgemm_peak_gflops": gate.sgemm_peak / 1e9,
         "flops_per_call": {str(b): f for b, f in sorted(gate._flops.items())},
         "budget": str(gate.budget_result) if gate.budget_result is not None else None,
+        "budget_lines": gate.budget_result.lines() if gate.budget_result is not None else [],
         "gpu_parity": str(gate.gpu_parity).splitlines()[0] if gate.gpu_parity is not None else None,
         "machine": machine_info(),
         "plan": gate.bench_plan.__dict__,
@@ -75,7 +76,11 @@ def latency_markdown(section: dict[str, Any]) -> str:
             f"{r['min'] * 1e3:.2f} | {r['throughput_per_s']:.0f} | {'' if speedup is None else f'{speedup:.2f}x'} | "
             f"{'' if efficiency is None or math.isnan(efficiency) else f'{efficiency:.0%}'} | {claim} |"
         )
-    if section.get("budget"):
+    if section.get("budget_lines"):
+        lines += ["", "Budgets (built-in defaults only catch broken exports and hold on common machines; "
+                  "limits set in config are the project's choice and depend on its hardware):", ""]
+        lines += [f"- {line}" for line in section["budget_lines"]]
+    elif section.get("budget"):
         lines += ["", f"Budgets: {section['budget']}"]
     if section.get("gpu_parity"):
         lines += ["", f"GPU parity: {section['gpu_parity']}"]

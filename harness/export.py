@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.config import GateConfig
 from harness.errors import ArtifactError
+from harness.provenance import count_absolute_paths, make_reproducible
 from harness.runners import named_outputs, output_list
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class ArtifactInfo:
     opset: int
     versions: dict[str, str]
     export_seconds: float
+    absolute_paths: int = 0  # in doc strings and metadata: the build machine's layout, leaked
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -163,6 +165,7 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
                 )  # fmt: skip
     except Exception as exc:
         raise ArtifactError(f"the {config.exporter} exporter failed: {export_failure_reason(exc)}") from exc
+    make_reproducible(path, config.search_dirs)  # no build-machine paths: same bytes in any folder
     return time.perf_counter() - started
 
 
@@ -209,4 +212,5 @@ def inspect_onnx(path: Path, origin: str, export_seconds: float = 0.0) -> Artifa
         opset=default_opset,
         versions=library_versions(),
         export_seconds=round(export_seconds, 3),
+        absolute_paths=count_absolute_paths(proto),
     )

@@ -5,8 +5,9 @@ the modules beside it. Nothing heavy is imported at module level, so ``pytest --
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any, BinaryIO, Generator
 
 import pytest
 
@@ -30,6 +31,30 @@ OPTION_TO_KEY = {
     "gate_opset": "opset",
     "gate_report_dir": "report_dir",
 }
+
+
+class BenchmarkJson(os.PathLike[str]):
+    """benchmark.json's target in the form every pytest-benchmark version takes: 5.3 calls
+    ``open()`` on a path, 5.1 and 5.2 expect an open file (argparse.FileType) and write in ``with
+    target as fh``. A plain Path crashes 5.2 at session end. The file opens only when written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:  # pytest-benchmark logs "Wrote benchmark data in: <target>"
+        return str(self.path)
+
+    def __enter__(self) -> BinaryIO:
+        self._file = self.path.open("wb")
+        return self._file
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _opset(value: str) -> int:
@@ -104,7 +129,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from hypothesis import settings
 
     from harness import config as gate_config
+    from harness.noise import quiet_library_noise
     from harness.session import BenchPlan, GateSession
+
+    quiet_library_noise()
 
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(profiles.DEFAULT_PROFILE)
@@ -126,11 +154,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
     config.stash[GATE_KEY] = gate
-    if getattr(config.option, "benchmark_json", None) is None and hasattr(config.option, "benchmark_json"):
-        # pytest-benchmark opens this in its own (trylast) pytest_configure; unset again below
-        # when the session collects no benchmark.
-        config.option.benchmark_json = gate.report_dir / "benchmark.json"
-        gate.owns_benchmark_json = True
+    # Without --benchmark-json, benchmark.json goes into the run's folder once benchmarks are
+    # collected (pytest_collection_modifyitems).
+    gate.owns_benchmark_json = hasattr(config.option, "benchmark_json") and config.option.benchmark_json is None
     if config.getoption("gate_publish") and not hasattr(config, "workerinput"):
         _import_in_background("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3")
     if not config.option.xmlpath:
@@ -188,11 +214,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if check:
             gate.ledger.collected(check, item.nodeid)
     gate.benchmarks_collected = any(_check_name(item) in BENCH_CHECKS for item in items)
-    benchmark_session = getattr(config, "_benchmarksession", None)
-    if not gate.benchmarks_collected and benchmark_session is not None and gate.owns_benchmark_json:
-        benchmark_session.json = None
-    elif gate.benchmarks_collected:
+    if gate.benchmarks_collected:
+        _check_benchmark_plugin()
         gate.report_dir.mkdir(parents=True, exist_ok=True)
+        benchmark_session = getattr(config, "_benchmarksession", None)
+        if benchmark_session is not None and gate.owns_benchmark_json:
+            benchmark_session.json = BenchmarkJson(gate.report_dir / "benchmark.json")
+
+
+def _check_benchmark_plugin() -> None:
+    """One clear line instead of a traceback per benchmark: pytest-benchmark before 5.3 reads
+    ``Node._nodeid``, which newer pytest (9.2) no longer has."""
+    import pytest_benchmark
+    from _pytest.nodes import Node
+
+    version = pytest_benchmark.__version__
+    if not hasattr(Node, "_nodeid") and tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < (5, 3):
+        raise pytest.UsageError(
+            f"onnx-gate: pytest-benchmark {version} does not work with pytest {pytest.__version__} "
+            "(it reads a node attribute this pytest dropped); install pytest-benchmark>=5.3 or pytest<9.2"
+        )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -124,6 +124,7 @@ def summary_markdown(document: dict[str, Any]) -> str:
             f"- made by: {artifact['origin']} ({artifact['producer']}), opset {artifact['opset']}, "
             f"export {artifact['export_seconds']} s",
             "- versions: " + ", ".join(f"{k} {v}" for k, v in artifact["versions"].items()),
+            _absolute_paths_line(artifact.get("absolute_paths", 0)),
         ]
     else:
         lines.append(f"- invalid: {document['artifact_error']}")
@@ -136,6 +137,14 @@ def summary_markdown(document: dict[str, Any]) -> str:
         f"- duration: {document['duration_s']} s",
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _absolute_paths_line(count: int) -> str:
+    if not count:
+        return "- absolute paths: none (the bytes do not depend on the folder it was built in)"
+    # Only the count: the paths themselves would leak the build machine's layout into the report.
+    return (f"- absolute paths: **{count}** in doc strings and metadata; they reveal the build machine's "
+            "folder layout and make the sha256 differ per folder. Export with onnx-gate to drop them.")
 
 
 def plot_parity(gate: GateSession, path: Path) -> Path | None:
