@@ -255,10 +255,32 @@ def read_toml_section(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
     tool = document.get("tool", {})
     if isinstance(tool, dict) and "onnx-gate" in tool:
-        return _expect(tool["onnx-gate"], dict, f"[tool.onnx-gate] in {path}")
+        return _expect(tool["onnx-gate"], dict, f"[tool.onnx-gate] in {path.name}")
+    _refuse_near_miss_tables(document, path)
     if path.name == "pyproject.toml":
         return {}
     return document
+
+
+def _is_near_miss(name: str) -> bool:
+    normal = name.lower().replace("_", "-").replace(".", "-")
+    return name != "onnx-gate" and (normal in ("onnx-gate", "onnxgate") or bool(
+        difflib.get_close_matches(normal, ["onnx-gate"], n=1, cutoff=0.8)
+    ))  # fmt: skip
+
+
+def _refuse_near_miss_tables(document: Mapping[str, Any], path: Path) -> None:
+    """``[tool.onnx_gate]`` and the like would otherwise be ignored without a word, and the gate
+    would check some other model than the one the table describes."""
+    tool = document.get("tool", {})
+    for name in tool if isinstance(tool, dict) else ():
+        if _is_near_miss(name):
+            raise ConfigError(f"{path.name} has a [tool.{name}] table. Did you mean [tool.onnx-gate]?")
+    for name in document:
+        if name.lower().replace("_", "-") in ("onnx-gate", "onnxgate", "tool-onnx-gate"):
+            raise ConfigError(
+                f"{path.name} has a [{name}] table. Did you mean [tool.onnx-gate], or the keys at the top level?"
+            )
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -502,37 +524,109 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# Settings of the gate run rather than of a model: the only keys a layer describing one model
+# may lend to a session gating another.
+SESSION_KEYS = {"report_dir"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of settings, in precedence order: pyproject.toml < --gate-config file <
+    command line < Python API."""
+
+    source: str
+    section: Mapping[str, Any]
+    base_dir: Path
+    from_file: bool = True
+    must_name_model: bool = False
+
+    @property
+    def model(self) -> str | None:
+        return self.section.get("model")
+
+
+def _display(path: Path, invocation_dir: Path) -> str:
+    """A path as a user reads it, relative to where they ran the gate when it lies below: reports
+    and MLflow params carry no absolute path of the build machine."""
+    try:
+        return str(path.resolve().relative_to(invocation_dir.resolve()))
+    except ValueError:
+        return path.name
+
+
+def _file_layers(invocation_dir: Path, config_file: Path | None) -> list[Layer]:
+    layers = []
+    pyproject = find_pyproject(invocation_dir)
+    if pyproject:
+        layers.append(Layer(
+            f"{_display(pyproject, invocation_dir)} [tool.onnx-gate]", read_toml_section(pyproject), pyproject.parent,
+        ))  # fmt: skip
+    if config_file is not None:
+        config_file = config_file if config_file.is_absolute() else invocation_dir / config_file
+        if config_file.is_dir():
+            raise ConfigError(f"--gate-config {str(config_file)!r} is a folder; give the TOML file in it")
+        layers.append(Layer(
+            _display(config_file, invocation_dir), read_toml_section(config_file), config_file.parent,
+            must_name_model=True,
+        ))  # fmt: skip
+    return layers
+
+
 def load(
     *,
     invocation_dir: Path,
     config_file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    api_overrides: Mapping[str, Any] | None = None,
+    model_object: bool = False,
 ) -> GateConfig:
-    """Merge defaults, pyproject.toml, ``config_file`` and ``overrides`` into a GateConfig.
+    """Layer pyproject.toml, ``config_file``, ``overrides`` (the command line) and
+    ``api_overrides`` (the Python API), later ones winning, into a GateConfig.
 
-    Paths in a file resolve against that file's folder; paths in ``overrides`` against
-    ``invocation_dir``.
+    A model's description never crosses to another model: a layer that names a model other than
+    the one the highest model-naming layer names lends only the run's own settings (report_dir).
+    A config file given with --gate-config must name its model; so must pyproject.toml's table
+    unless a later layer does. With no layer at all, the built-in LocalizationNet is gated.
+    Paths in a file resolve against that file's folder; paths in overrides against
+    ``invocation_dir``. ``model_object``: the Python API was handed the model itself.
     """
-    layers: list[tuple[dict[str, Any], Path, str]] = []
-    pyproject = find_pyproject(invocation_dir)
-    if pyproject:
-        layers.append((read_toml_section(pyproject), pyproject.parent, f"{pyproject} [tool.onnx-gate]"))
-    if config_file is not None:
-        config_file = config_file if config_file.is_absolute() else invocation_dir / config_file
-        layers.append((read_toml_section(config_file), config_file.parent, str(config_file)))
+    layers = _file_layers(invocation_dir, config_file)
     if overrides:
-        layers.append((dict(overrides), invocation_dir, "command line"))
+        layers.append(Layer("command line", dict(overrides), invocation_dir, from_file=False))
+    if api_overrides:
+        layers.append(Layer("Python API", dict(api_overrides), invocation_dir, from_file=False))
+    for layer in layers:
+        where = f"[tool.onnx-gate] of {layer.source}" if "[tool" in layer.source else layer.source
+        _check_keys(layer.section, TOP_KEYS, where)
+        if layer.must_name_model and not layer.model:
+            raise ConfigError(
+                f"config file {layer.source!r} names no model; add model = \"package.module:callable\" "
+                f"(the gate would otherwise check its built-in LocalizationNet, not yours)"
+            )
 
+    naming = [index for index, layer in enumerate(layers) if layer.model]
+    model = layers[naming[-1]].model if naming else None
+    files = [layer for layer in layers if layer.from_file]
+    if model is None and files and not model_object:
+        raise ConfigError(
+            f"{files[0].source} names no model; add model = \"package.module:callable\" "
+            f"(the gate would otherwise check its built-in LocalizationNet, not yours)"
+        )
     merged: dict[str, Any] = {}
-    for section, base_dir, _ in layers:
-        _check_keys(section, TOP_KEYS, "[tool.onnx-gate]")
+    for index, layer in enumerate(layers):
+        section = dict(layer.section)
+        # A file below the layer that names the model describes its own model, or none: only the
+        # run's settings cross over. Options given above it refine the named model.
+        below = bool(naming) and index < naming[-1]
+        if (layer.model is not None and layer.model != model) or (below and layer.from_file and layer.model != model):
+            section = {k: v for k, v in section.items() if k in SESSION_KEYS}
         # Relative paths are anchored where they were written, before layers mix.
         for key in ("checkpoint", "onnx", "report_dir"):
             if section.get(key):
-                section = {**section, key: str(_resolve_path(section[key], base_dir, key))}
+                section[key] = str(_resolve_path(section[key], layer.base_dir, key))
         merged = _merge(merged, section)
     if merged.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:
         merged = _merge(LOCALIZATION_NET_SECTION, merged)
-    sources = tuple(source for _, _, source in layers) or ("built-in defaults",)
-    search_dirs = tuple(dict.fromkeys([*(base for _, base, _ in layers), invocation_dir]))
+    sources = tuple(layer.source for layer in layers) or ("built-in defaults",)
+    search_dirs = tuple(dict.fromkeys([*(layer.base_dir for layer in layers), invocation_dir]))
     return parse(merged, invocation_dir, sources, search_dirs)

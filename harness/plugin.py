@@ -144,7 +144,9 @@ def pytest_configure(config: pytest.Config) -> None:
         loaded = gate_config.load(
             invocation_dir=config.invocation_params.dir,
             config_file=Path(config_file) if config_file else None,
-            overrides={**_overrides(config), **(api.overrides if api else {})},
+            overrides=_overrides(config),
+            api_overrides=api.overrides if api else None,
+            model_object=bool(api and api.model is not None),
         )
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
@@ -177,6 +179,23 @@ def _import_in_background(*modules: str) -> None:
                 return
 
     threading.Thread(target=load, name="onnx-gate-warm-imports", daemon=True).start()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """Which model this gate checks, first thing: a gate that quietly checks another model than
+    the user meant is the worst failure a release gate can have."""
+    gate = _gate(config)
+    if gate is None:
+        return None
+    loaded = gate.config
+    if loaded.sources == ("built-in defaults",):
+        origin = "the built-in default, Heimdall's LocalizationNet: no config names a model"
+    elif gate.model_given:
+        origin = "the model object handed to the Python API"
+    else:
+        origin = "from " + "; ".join(loaded.sources)
+    kwargs = f" {dict(loaded.model_kwargs)}" if loaded.model_kwargs else ""
+    return [f"onnx-gate: gating {loaded.model}{kwargs}, {origin}"]
 
 
 def _gate(config: pytest.Config) -> GateSession | None:

@@ -146,6 +146,7 @@ class GateSession:
         self.fp64_unavailable: str | None = None
         self.extra: dict[str, Any] = {}
         self._model = model
+        self.model_given = model is not None  # by the Python API, rather than built from the config
         # Benchmarks (filled only when the session runs benchmarks/).
         self.bench_plan = BenchPlan.full()
         self.latency: list[LatencyRecord] = []

@@ -15,9 +15,10 @@ def test_without_any_config_it_gates_the_default_localization_net(tmp_path):
 
 
 def test_a_config_file_overrides_pyproject_and_the_command_line_overrides_both(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[tool.onnx-gate]\nexporter = "torchscript"\nopset = 17\ncheckpoint = "a.pt"\n')
+    default = f'model = "{config.DEFAULT_MODEL}"\n'
+    (tmp_path / "pyproject.toml").write_text(f'[tool.onnx-gate]\n{default}exporter = "torchscript"\nopset = 17\ncheckpoint = "a.pt"\n')
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "gate.toml").write_text("opset = 18\n")
+    (tmp_path / "sub" / "gate.toml").write_text(f"{default}opset = 18\n")
     loaded = config.load(invocation_dir=tmp_path, config_file=Path("sub/gate.toml"), overrides={"exporter": "dynamo"})
     assert (loaded.exporter, loaded.opset) == ("dynamo", 18)
     # Relative paths resolve against the file that wrote them.
