@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.onnx-gate-installed
+TEST_STAMP := $(VENV)/.onnx-gate-test-installed
 PYTEST_ARGS ?=
 
 .PHONY: gate test install clean
@@ -25,7 +26,11 @@ gate: $(STAMP)
 		$(BIN)/onnx-gate run --gate-publish $(PYTEST_ARGS); \
 	fi
 
-test: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 clean:
