@@ -21,6 +21,8 @@ EXPORTERS = ("dynamo", "torchscript")
 OPSET_RANGES = {"dynamo": range(18, 24), "torchscript": range(7, 21)}
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
 DEFAULT_TRACE_SIZE = 2
+# The PyTorch GPU paths an ONNX Runtime GPU runner is measured against: eager, and a CUDA graph.
+GPU_BASELINES = ("pytorch", "pytorch-cuda-graph")
 
 # The default model's description, used whole when no other model is configured.
 LOCALIZATION_NET_SECTION: dict[str, Any] = {
@@ -134,9 +136,17 @@ class BudgetConfig:
     # {"cpu": {1: 30.0}, "cuda": {1: 5.0}}: p95 latency ceilings in ms, per device and batch.
     max_latency_ms: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
     default_speedup_set: bool = False  # the config named min_speedup for every batch
+    # Best ONNX Runtime GPU runner vs a PyTorch GPU baseline (GPU_BASELINES), per batch; the key
+    # None holds the floor for every measured batch. No built-in default: GPU ratios depend on
+    # the GPU, so a floor exists only where the config sets one.
+    min_gpu_speedup: Mapping[str, Mapping[int | None, float]] = field(default_factory=dict)
 
     def min_speedup(self, batch: int) -> float:
         return self.per_batch_speedup.get(batch, self.default_speedup)
+
+    def gpu_speedup_floor(self, baseline: str, batch: int) -> float | None:
+        floors = self.min_gpu_speedup.get(baseline, {})
+        return floors.get(batch, floors.get(None))
 
     def speedup_source(self, batch: int) -> str:
         user_set = batch in self.per_batch_speedup or self.default_speedup_set
@@ -215,7 +225,7 @@ TOLERANCE_SWITCHES = {"block_on_unstable", "allow_non_finite"}
 TOLERANCE_KEYS = TOLERANCE_NUMBERS | TOLERANCE_SWITCHES
 INVARIANT_KEYS = {"output", "min", "max"}
 BENCH_KEYS = {"batches", "threads", "max_ratio_regression"}
-BUDGET_KEYS = {"min_speedup", "max_latency_ms"}
+BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup"}
 PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias"}
 
 
@@ -388,21 +398,51 @@ def _parse_budget(raw: Mapping[str, Any]) -> BudgetConfig:
                 raise ConfigError(f"budget.max_latency_ms.{device} keys must be batch sizes, got {batch!r}")
             ceilings[device][int(batch)] = _number(ms, f"budget.max_latency_ms.{device}.{batch}")
     raw_speedup = raw.get("min_speedup", BudgetConfig.default_speedup)
-    per_batch: dict[int, float] = {}
-    default = BudgetConfig.default_speedup
     if isinstance(raw_speedup, dict):
-        for batch, ratio in raw_speedup.items():
-            if batch == "default":
-                default = _number(ratio, "budget.min_speedup.default")
-            elif str(batch).isdigit():
-                per_batch[int(batch)] = _number(ratio, f"budget.min_speedup.{batch}")
-            else:
-                raise ConfigError(f"budget.min_speedup keys must be batch sizes or 'default', got {batch!r}")
+        floors = _ratio_floors(raw_speedup, "budget.min_speedup")
+        per_batch = {batch: ratio for batch, ratio in floors.items() if batch is not None}
+        default = floors.get(None, BudgetConfig.default_speedup)
     else:
-        default = _number(raw_speedup, "budget.min_speedup")
+        per_batch, default = {}, _number(raw_speedup, "budget.min_speedup")
     default_set = "min_speedup" in raw and (not isinstance(raw_speedup, dict) or "default" in raw_speedup)
     return BudgetConfig(default_speedup=default, per_batch_speedup=per_batch, max_latency_ms=ceilings,
-                        default_speedup_set=default_set)
+                        default_speedup_set=default_set, min_gpu_speedup=_parse_gpu_speedup(raw))
+
+
+def _ratio_floors(raw: Mapping[str, Any], where: str) -> dict[int | None, float]:
+    """``{1 = 1.5, default = 0.9}`` -> {1: 1.5, None: 0.9}."""
+    floors: dict[int | None, float] = {}
+    for batch, ratio in raw.items():
+        if batch == "default":
+            floors[None] = _number(ratio, f"{where}.default")
+        elif str(batch).isdigit():
+            floors[int(batch)] = _number(ratio, f"{where}.{batch}")
+        else:
+            raise ConfigError(f"{where} keys must be batch sizes or 'default', got {batch!r}")
+    return floors
+
+
+def _parse_gpu_speedup(raw: Mapping[str, Any]) -> dict[str, dict[int | None, float]]:
+    """``min_gpu_speedup = { pytorch-cuda-graph = 1.0, pytorch = { 1 = 2.0 } }``: per PyTorch
+    baseline, a floor for every batch or per batch, in min_speedup's syntax."""
+    where = "budget.min_gpu_speedup"
+    table = raw.get("min_gpu_speedup", {})
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"{where} must be a table naming the PyTorch GPU baseline, e.g. "
+            f"{{ pytorch-cuda-graph = {table!r} }}; valid baselines: {', '.join(GPU_BASELINES)}"
+        )
+    floors: dict[str, dict[int | None, float]] = {}
+    for baseline, value in table.items():
+        if baseline not in GPU_BASELINES:
+            close = difflib.get_close_matches(baseline, GPU_BASELINES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where} baseline {baseline!r} is not one of {', '.join(GPU_BASELINES)}.{hint}")
+        if isinstance(value, dict):
+            floors[baseline] = _ratio_floors(value, f"{where}.{baseline}")
+        else:
+            floors[baseline] = {None: _number(value, f"{where}.{baseline}")}
+    return floors
 
 
 def _parse_bench(raw: Mapping[str, Any]) -> BenchConfig:
