@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from harness.config import GPU_BASELINES
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -25,7 +27,22 @@ DESIGN_CLAIMS = {
     ("pytorch", "cpu"): "40-50 ms",
     ("speedup", "cpu"): "1.5-2.5x",
     ("onnxruntime", "cuda"): "< 5 ms",
+    ("onnxruntime-cudagraph", "cuda"): "< 5 ms",
 }
+
+# How the report names each runner.
+BACKEND_NAMES = {
+    ("pytorch", "cpu"): "PyTorch CPU",
+    ("onnxruntime", "cpu"): "ONNX Runtime CPU",
+    ("pytorch", "cuda"): "PyTorch eager",
+    ("pytorch-cuda-graph", "cuda"): "PyTorch CUDA graph",
+    ("onnxruntime", "cuda"): "ONNX Runtime CUDA",
+    ("onnxruntime-cudagraph", "cuda"): "ONNX Runtime CUDA graph",
+}
+
+
+def backend_name(backend: str, device: str) -> str:
+    return BACKEND_NAMES.get((backend, device), f"{backend} on {device}")
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -41,7 +58,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 class LatencyRecord:
     """One benchmark: a backend on a device at a batch size, in seconds per call."""
 
-    backend: str  # "pytorch", "onnxruntime", "onnxruntime-cudagraph"
+    backend: str  # "pytorch", "pytorch-cuda-graph", "onnxruntime", "onnxruntime-cudagraph"
     device: str  # "cpu" or "cuda"
     batch: int
     rounds: int
@@ -51,7 +68,7 @@ class LatencyRecord:
     min: float
     mean: float
     flops: float = 0.0  # per call
-    peak_flops: float = 0.0  # per second, sgemm on this machine
+    peak_flops: float = 0.0  # per second: sgemm on this CPU, or fp32 matmul (TF32 off) on this GPU
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -185,15 +202,85 @@ def check_budgets(records: Sequence[LatencyRecord], budget: BudgetConfig, cpu_ba
         line = (f"min_speedup {wanted:g}x at batch {batch}: ONNX Runtime CPU is {ratios[batch]:.2f}x PyTorch "
                 f"({budget.speedup_source(batch)})")
         (misses if ratios[batch] < wanted else checked).append(line)
-    for device, ceilings in budget.max_latency_ms.items():
-        for batch, ceiling in sorted(ceilings.items()):
-            measured = [r for r in records if r.device == device and r.batch == batch and r.backend.startswith("onnxruntime")]
-            if not measured:
-                if device == "cpu":
-                    misses.append(f"max_latency_ms {ceiling:g} on cpu at batch {batch}: not measured")
+    _check_ceilings(records, budget, "cpu", misses, checked)
+    return BudgetResult(tuple(misses), tuple(checked))
+
+
+def _check_ceilings(records: Sequence[LatencyRecord], budget: BudgetConfig, device: str, misses: list[str],
+                    checked: list[str]) -> None:
+    """``max_latency_ms`` on ``device``: the p95 of the best ONNX Runtime runner per batch."""
+    for batch, ceiling in sorted(budget.max_latency_ms.get(device, {}).items()):
+        measured = [r for r in records if r.device == device and r.batch == batch and r.backend.startswith("onnxruntime")]
+        if not measured:
+            misses.append(f"max_latency_ms {ceiling:g} on {device} at batch {batch}: not measured")
+            continue
+        best = min(measured, key=lambda r: r.p95)
+        line = (f"max_latency_ms {ceiling:g} on {device} at batch {batch}: p95 {best.p95 * 1e3:.2f} ms "
+                f"({best.backend}; limit set in config)")  # latency ceilings have no default
+        (misses if best.p95 * 1e3 > ceiling else checked).append(line)
+
+
+# --- GPU: ONNX Runtime against the PyTorch paths a GPU user would pick instead ----------------
+
+
+@dataclass(frozen=True)
+class GpuSpeedup:
+    """An ONNX Runtime GPU runner against a PyTorch GPU baseline at one batch size."""
+
+    runner: str  # "onnxruntime" or "onnxruntime-cudagraph"
+    baseline: str  # one of GPU_BASELINES
+    batch: int
+    ratio: float  # baseline median / runner median: above 1, ONNX Runtime is faster
+
+    @property
+    def verdict(self) -> str:
+        shown = round(self.ratio, 2)  # the verdict agrees with the printed ratio
+        return "faster" if shown > 1 else "slower" if shown < 1 else "as fast"
+
+    @property
+    def sentence(self) -> str:
+        return (f"{backend_name(self.runner, 'cuda')} is {self.ratio:.2f}x "
+                f"{backend_name(self.baseline, 'cuda')}: {self.verdict}")
+
+    def __str__(self) -> str:
+        return f"batch {self.batch}: {self.sentence}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict, "sentence": str(self)}
+
+
+def gpu_speedups(records: Sequence[LatencyRecord]) -> list[GpuSpeedup]:
+    """Every ONNX Runtime GPU runner against every PyTorch GPU baseline measured at its batch."""
+    by_key = {(r.backend, r.batch): r for r in records if r.device == "cuda"}
+    return [
+        GpuSpeedup(runner.backend, baseline, runner.batch, by_key[(baseline, runner.batch)].median / runner.median)
+        for runner in sorted(by_key.values(), key=lambda r: (r.batch, r.backend))
+        if runner.backend.startswith("onnxruntime")
+        for baseline in GPU_BASELINES
+        if (baseline, runner.batch) in by_key
+    ]
+
+
+def check_gpu_budgets(records: Sequence[LatencyRecord], budget: BudgetConfig) -> BudgetResult:
+    """``min_gpu_speedup`` (the best ONNX Runtime GPU runner per batch and baseline) and
+    ``max_latency_ms.cuda``. Every GPU limit is set in config: GPU ratios depend on the GPU."""
+    misses: list[str] = []
+    checked: list[str] = []
+    ratios = gpu_speedups(records)
+    measured = {r.batch for r in records if r.device == "cuda"}
+    for baseline in GPU_BASELINES:
+        floors = budget.min_gpu_speedup.get(baseline, {})
+        batches = {b for b in floors if b is not None} | (measured if None in floors else set())
+        for batch in sorted(batches):
+            wanted = budget.gpu_speedup_floor(baseline, batch)
+            assert wanted is not None
+            head = f"min_gpu_speedup {wanted:g}x vs {baseline} at batch {batch}"
+            candidates = [s for s in ratios if s.baseline == baseline and s.batch == batch]
+            if not candidates:
+                misses.append(f"{head}: not measured")
                 continue
-            best = min(measured, key=lambda r: r.p95)
-            line = (f"max_latency_ms {ceiling:g} on {device} at batch {batch}: p95 {best.p95 * 1e3:.2f} ms "
-                    f"({best.backend}; limit set in config)")  # latency ceilings have no default
-            (misses if best.p95 * 1e3 > ceiling else checked).append(line)
+            best = max(candidates, key=lambda s: s.ratio)
+            line = f"{head}: {best.sentence} (best ONNX Runtime GPU runner; limit set in config)"
+            (misses if best.ratio < wanted else checked).append(line)
+    _check_ceilings(records, budget, "cuda", misses, checked)
     return BudgetResult(tuple(misses), tuple(checked))
