@@ -261,6 +261,21 @@ def gpu_speedups(records: Sequence[LatencyRecord]) -> list[GpuSpeedup]:
     ]
 
 
+def best_against_best(records: Sequence[LatencyRecord]) -> list[GpuSpeedup]:
+    """Per batch, the fastest ONNX Runtime GPU runner against the fastest PyTorch GPU baseline."""
+    medians = {(r.backend, r.batch): r.median for r in records if r.device == "cuda"}
+    by_batch: dict[int, list[GpuSpeedup]] = {}
+    for pair in gpu_speedups(records):
+        by_batch.setdefault(pair.batch, []).append(pair)
+    return [_best_pair(pairs, medians, batch) for batch, pairs in sorted(by_batch.items())]
+
+
+def _best_pair(pairs: list[GpuSpeedup], medians: Mapping[tuple[str, int], float], batch: int) -> GpuSpeedup:
+    runner = min({s.runner for s in pairs}, key=lambda backend: medians[(backend, batch)])
+    baseline = min({s.baseline for s in pairs}, key=lambda backend: medians[(backend, batch)])
+    return next(s for s in pairs if s.runner == runner and s.baseline == baseline)
+
+
 def check_gpu_budgets(records: Sequence[LatencyRecord], budget: BudgetConfig) -> BudgetResult:
     """``min_gpu_speedup`` (the best ONNX Runtime GPU runner per batch and baseline) and
     ``max_latency_ms.cuda``. Every GPU limit is set in config: GPU ratios depend on the GPU."""

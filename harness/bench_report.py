@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.bench import DESIGN_CLAIMS, machine_info, speedups
+from harness.bench import (
+    DESIGN_CLAIMS, BudgetResult, LatencyRecord, best_against_best, gpu_speedups, machine_info, speedups,
+)
 from harness.errors import GateError
 
 if TYPE_CHECKING:
@@ -36,9 +38,57 @@ def gate_bench_section(gate: GateSession) -> dict[str, Any]:
         "budget": str(gate.budget_result) if gate.budget_result is not None else None,
         "budget_lines": gate.budget_result.lines() if gate.budget_result is not None else [],
         "gpu_parity": str(gate.gpu_parity).splitlines()[0] if gate.gpu_parity is not None else None,
+        "gpu": gpu_section(records, unavailable=gate.gpu_unavailable, budget=gate.gpu_budget_result,
+                           budget_set=gate.config.budget.has_gpu_limits),
         "machine": machine_info(),
         "plan": gate.bench_plan.__dict__,
     }
+
+
+def gpu_section(records: Sequence[LatencyRecord], *, unavailable: str | None, budget: BudgetResult | None,
+                budget_set: bool) -> dict[str, Any]:
+    """What the GPU run showed: each ONNX Runtime GPU runner against each PyTorch GPU baseline,
+    the matmul peak the efficiency column divides by, the GPU budgets; or why nothing ran."""
+    peaks = {r.peak_flops for r in records if r.device == "cuda" and r.peak_flops}
+    return {
+        "unavailable": unavailable,
+        "matmul_peak_tflops": max(peaks) / 1e12 if peaks else None,
+        "speedups": [s.to_dict() for s in gpu_speedups(records)],
+        "best_against_best": [s.to_dict() for s in best_against_best(records)],
+        "budget": str(budget) if budget is not None else None,
+        "budget_lines": budget.lines() if budget is not None else [],
+        "budget_set": budget_set,
+    }
+
+
+def gpu_markdown(gpu: dict[str, Any]) -> list[str]:
+    """The GPU paragraph of summary.md: ratios in words, ONNX Runtime's losses said plainly."""
+    if gpu.get("unavailable"):
+        lines = [f"GPU: not measured: {gpu['unavailable']}."]
+        if gpu.get("budget_set"):
+            lines[0] += " The GPU budgets set in config were not judged."
+        return lines
+    if not gpu.get("speedups"):
+        return []
+    lines = ["GPU, ONNX Runtime against the PyTorch paths a GPU user would pick instead (median / median, "
+             "same inputs, TF32 off in both frameworks):", ""]
+    lines += [f"- {s['sentence']}" for s in gpu["speedups"]]
+    lines += ["", "Best against best, per batch: the fastest ONNX Runtime GPU runner against the fastest PyTorch "
+              "GPU path; where it says slower, shipping ONNX costs a GPU user latency.", ""]
+    lines += [f"- {s['sentence']}" for s in gpu.get("best_against_best", [])]
+    if gpu.get("budget_lines"):
+        lines += ["", "GPU budgets (every GPU limit is set in config: GPU ratios depend on the GPU):", ""]
+        lines += [f"- {line}" for line in gpu["budget_lines"]]
+    return lines
+
+
+def _speedup_cell(record: dict[str, Any], cpu_ratio: float | None, gpu: dict[str, Any]) -> str:
+    if record["device"] != "cuda":
+        return "" if cpu_ratio is None else f"{cpu_ratio:.2f}x"
+    short = {"pytorch": "eager", "pytorch-cuda-graph": "graph"}
+    cells = [f"{s['ratio']:.2f}x {short.get(s['baseline'], s['baseline'])}" for s in gpu.get("speedups", [])
+             if s["runner"] == record["backend"] and s["batch"] == record["batch"]]
+    return ", ".join(cells)
 
 
 def archive_benchmark_json(gate: GateSession) -> Path | None:
@@ -56,24 +106,29 @@ def archive_benchmark_json(gate: GateSession) -> Path | None:
 def latency_markdown(section: dict[str, Any]) -> str:
     records = section["records"]
     ratios = section["speedups"]
+    gpu = section.get("gpu") or {}
     lines = [
         "## Latency", "",
         f"Threads: {section['threads']} (both frameworks); ONNX Runtime graph optimisation: "
         f"{section['ort_graph_optimization']}; sgemm peak measured now: {section['sgemm_peak_gflops']:.1f} GFLOP/s; "
         f"machine: {section['machine']['cpu']} ({section['machine']['cores_available']} cores"
-        + (f", GPU {section['machine']['gpu']}" if section["machine"].get("gpu") else "") + ").", "",
+        + (f", GPU {section['machine']['gpu']}" if section["machine"].get("gpu") else "") + ")"
+        + (f"; GPU fp32 matmul peak (TF32 off) measured now: {gpu['matmul_peak_tflops']:.1f} TFLOP/s"
+           if gpu.get("matmul_peak_tflops") else "") + ".", "",
+        "Efficiency: the model's FLOPs per second at the median, over that device's peak.", "",
         "| device | backend | batch | median ms | p95 ms | min ms | samples/s | speedup vs PyTorch | efficiency | original claim |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     for r in records:
         speedup = ratios.get(r["device"], {}).get(str(r["batch"])) if r["backend"] == "onnxruntime" else None
+        speedup_cell = _speedup_cell(r, speedup, gpu)
         claim = DESIGN_CLAIMS.get((r["backend"], r["device"]), "") if r["batch"] == 1 else ""
         if speedup is not None and r["batch"] == 1 and r["device"] == "cpu":
             claim += f" (speedup claim {DESIGN_CLAIMS[('speedup', 'cpu')]})"
         efficiency = r["efficiency"]
         lines.append(
             f"| {r['device']} | {r['backend']} | {r['batch']} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | "
-            f"{r['min'] * 1e3:.2f} | {r['throughput_per_s']:.0f} | {'' if speedup is None else f'{speedup:.2f}x'} | "
+            f"{r['min'] * 1e3:.2f} | {r['throughput_per_s']:.0f} | {speedup_cell} | "
             f"{'' if efficiency is None or math.isnan(efficiency) else f'{efficiency:.0%}'} | {claim} |"
         )
     if section.get("budget_lines"):
@@ -84,6 +139,9 @@ def latency_markdown(section: dict[str, Any]) -> str:
         lines += ["", f"Budgets: {section['budget']}"]
     if section.get("gpu_parity"):
         lines += ["", f"GPU parity: {section['gpu_parity']}"]
+    gpu_lines = gpu_markdown(gpu)
+    if gpu_lines:
+        lines += [""] + gpu_lines
     lines += ["", "![latency](latency.png)"]
     return "\n".join(lines)
 

@@ -144,6 +144,10 @@ class BudgetConfig:
     def min_speedup(self, batch: int) -> float:
         return self.per_batch_speedup.get(batch, self.default_speedup)
 
+    @property
+    def has_gpu_limits(self) -> bool:
+        return bool(self.min_gpu_speedup or self.max_latency_ms.get("cuda"))
+
     def gpu_speedup_floor(self, baseline: str, batch: int) -> float | None:
         floors = self.min_gpu_speedup.get(baseline, {})
         return floors.get(batch, floors.get(None))

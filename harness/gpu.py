@@ -1,5 +1,7 @@
-"""GPU measurement: PyTorch eager on CUDA and ONNX Runtime's CUDA execution provider driven
-through IOBinding, with and without CUDA graphs.
+"""GPU measurement: ONNX Runtime's CUDA execution provider driven through IOBinding, with and
+without a CUDA graph, against the two PyTorch paths a GPU user would pick instead of ONNX:
+eager CUDA and a captured ``torch.cuda.CUDAGraph``. Every runner gets the same inputs, TF32 off,
+and the same timing (a synchronising call, timed by pytest-benchmark).
 
 GPU tolerance profile: ONNX Runtime CUDA is compared with the CPU fp32 PyTorch reference at
 atol 1e-4, rtol 1e-3, with TF32 switched off in both frameworks. TF32 rounds matmul inputs to a
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from harness.compare import ParityResult, compare_outputs
@@ -24,6 +27,49 @@ if TYPE_CHECKING:
 
 GPU_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3, mae=1e-5, noise_factor=0.0)
 CUDA_PROVIDER = "CUDAExecutionProvider"
+# The GPU benchmark backends, PyTorch baselines first (their names are config.GPU_BASELINES).
+GPU_BACKENDS = ("pytorch", "pytorch-cuda-graph", "onnxruntime", "onnxruntime-cudagraph")
+GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture: cuDNN picks its algorithms
+
+
+@contextlib.contextmanager
+def tf32_off() -> Iterator[None]:
+    """PyTorch matmuls and cuDNN convolutions in full fp32 inside, the previous flags restored
+    after. Kernels are chosen at launch (eager) or at capture (CUDA graph): both happen inside."""
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def matmul_peak_flops(size: int = 4096, repeats: int = 20) -> float:
+    """Best fp32 matrix-multiply rate of GPU 0 with TF32 off (CUDA events around each call): the
+    GPU's counterpart of bench.sgemm_peak_flops, the yardstick of the efficiency column."""
+    import torch
+
+    with tf32_off():
+        a, b = (torch.randn(size, size, device="cuda") for _ in range(2))
+        out = torch.empty(size, size, device="cuda")
+        for _ in range(3):
+            torch.mm(a, b, out=out)
+        torch.cuda.synchronize()
+        best = math.inf
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            torch.mm(a, b, out=out)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)  # elapsed_time is in ms
+        del a, b, out
+        torch.cuda.empty_cache()
+    return 2 * size**3 / best
 
 
 def unavailable_reason() -> str | None:
@@ -104,27 +150,80 @@ def check_gpu_parity(gate: GateSession) -> ParityResult:
 @contextlib.contextmanager
 def timed_call(gate: GateSession, backend: str, feeds: Mapping[str, np.ndarray]) -> Iterator[Callable[[], Any]]:
     """A synchronising call of ``backend`` on the GPU: each call's time is the real GPU time."""
+    if backend not in GPU_BACKENDS:
+        raise ValueError(f"unknown GPU backend {backend!r}; valid: {', '.join(GPU_BACKENDS)}")
+    with tf32_off():
+        if backend.startswith("pytorch"):
+            with _torch_call(gate, feeds, cuda_graph=backend == "pytorch-cuda-graph") as call:
+                yield call
+        else:
+            yield _ort_call(gate, feeds, cuda_graph=backend == "onnxruntime-cudagraph")
+
+
+@contextlib.contextmanager
+def _torch_call(gate: GateSession, feeds: Mapping[str, np.ndarray], *, cuda_graph: bool) -> Iterator[Callable[[], Any]]:
     import torch
 
-    if backend == "pytorch":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        model = copy.deepcopy(gate.model).cuda().eval()
-        tensors = [torch.from_numpy(feeds[s.name]).cuda() for s in gate.config.inputs]
-
-        def call() -> None:
-            with torch.inference_mode():
-                model(*tensors)
+    model = copy.deepcopy(gate.model).cuda().eval()
+    tensors = [torch.from_numpy(feeds[s.name]).cuda() for s in gate.config.inputs]
+    graph = None
+    try:
+        if cuda_graph:
+            graph, outputs = _capture(model, tensors)
+            graph.replay()
             torch.cuda.synchronize()
+            _check_graph_outputs(gate, feeds, outputs)
 
-        try:
-            yield call
-        finally:
-            del model, tensors
-            torch.cuda.empty_cache()
-        return
+            def call() -> None:
+                graph.replay()
+                torch.cuda.synchronize()
 
-    cuda_graph = backend == "onnxruntime-cudagraph"
+        else:
+
+            def call() -> None:
+                with torch.inference_mode():
+                    model(*tensors)
+                torch.cuda.synchronize()
+
+        yield call
+    finally:
+        del model, tensors, graph
+        torch.cuda.empty_cache()
+
+
+def _capture(model: Any, tensors: list[Any]) -> tuple[Any, Any]:
+    """One forward pass captured into a ``torch.cuda.CUDAGraph``, the documented way: warm-up
+    on a side stream, then capture; replay reads ``tensors`` and rewrites the returned outputs."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():
+        for _ in range(GRAPH_WARMUP_CALLS):
+            model(*tensors)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        outputs = model(*tensors)
+    return graph, outputs
+
+
+def _check_graph_outputs(gate: GateSession, feeds: Mapping[str, np.ndarray], outputs: Any) -> None:
+    """A replayed graph must compute what the CPU fp32 reference computes, or its time is moot."""
+    from harness.errors import GateError
+    from harness.runners import output_list
+
+    actual = {n: t.detach().cpu().numpy() for n, t in zip(gate.config.outputs, output_list(outputs, gate.config.outputs))}
+    result = compare_outputs(
+        actual, gate.torch_runner.infer(feeds), gate.config, candidate="torch-cuda-graph (tf32 off)",
+        reference="torch-cpu-float32", context="benchmark inputs",
+        tolerances={n: GPU_TOLERANCE for n in gate.config.outputs},
+    )  # fmt: skip
+    if not result:
+        raise GateError(f"PyTorch CUDA graph replay differs from PyTorch on the CPU: {str(result).splitlines()[0]}")
+
+
+def _ort_call(gate: GateSession, feeds: Mapping[str, np.ndarray], *, cuda_graph: bool) -> Callable[[], Any]:
     session = _cuda_session(gate, cuda_graph=cuda_graph)
     shapes = {name: value.shape for name, value in gate.ort_runner.infer(feeds).items()} if cuda_graph else None
     binding = _bound(session, feeds, shapes)
@@ -135,4 +234,4 @@ def timed_call(gate: GateSession, backend: str, feeds: Mapping[str, np.ndarray])
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
-    yield call
+    return call

@@ -152,6 +152,8 @@ class GateSession:
         self.latency: list[LatencyRecord] = []
         self.budget_result: BudgetResult | None = None
         self.gpu_parity: ParityResult | None = None
+        self.gpu_unavailable: str | None = None  # why the GPU benchmarks skipped, when they did
+        self.gpu_budget_result: BudgetResult | None = None
         self.benchmarks_collected = False
         self.owns_benchmark_json = False
         self._flops: dict[int, float] = {}
