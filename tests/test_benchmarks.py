@@ -46,15 +46,29 @@ def test_a_met_budget_passes_and_the_report_has_the_latency_table_and_chart(proj
     assert (project.path / "reports" / "history" / f"{run.document['run_id']}.json").is_file()
 
 
-def test_gpu_benchmarks_skip_and_say_why_on_a_cpu_only_machine(project):
+def test_gpu_benchmarks_skip_and_say_why_on_a_cpu_only_machine_and_the_report_is_still_written(project):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA; the skip path is for CPU-only machines")
-    project.write_config(extra=QUICK_BENCH)
-    run = project.run("--gate-bench-quick", "-rs", paths=(BENCHMARKS + "/test_gpu_latency.py",))
+    project.write_config(extra=QUICK_BENCH + "\n[budget]\nmin_speedup = 0\nmin_gpu_speedup = { pytorch-cuda-graph = 1.0 }\n")
+    run = project.run("--gate-bench-quick", "-rs", paths=(BENCHMARKS,))
     outcomes = run.result.parseoutcomes()
-    assert outcomes.get("skipped", 0) >= 1 and "passed" not in outcomes
-    run.result.stdout.fnmatch_lines(["*SKIPPED*no GPU benchmark: no CUDA device*"])
+    assert outcomes.get("passed", 0) >= 5, run.result.stdout.str()  # 4 CPU latencies and the CPU budget
+    assert outcomes.get("skipped") == 10  # GPU parity, 4 backends x 2 batches, the GPU budget
+    run.result.stdout.fnmatch_lines([  # -rs groups the skips by reason and line
+        "*SKIPPED [[]1[]]*test_gpu_latency.py:*: no GPU benchmark: no CUDA device (torch.cuda.is_available() is False)",
+        "*SKIPPED [[]8[]]*test_gpu_latency.py:*: no GPU benchmark: no CUDA device*",
+        "*SKIPPED [[]1[]]*test_gpu_latency.py:*: no GPU benchmark: no CUDA device*",
+    ])  # fmt: skip
+    for check in ("gpu_parity", "latency_gpu", "latency_gpu_budget"):
+        assert run.status(check) == "skipped" and check not in run.document["required_checks"]
+    folder = project.path / "reports" / run.document["run_id"]
+    summary = (folder / "summary.md").read_text()
+    assert "GPU: not measured: no CUDA device (torch.cuda.is_available() is False). " \
+           "The GPU budgets set in config were not judged." in summary
+    assert "| cpu | onnxruntime | 1 |" in summary and "| cuda |" not in summary
+    gpu = json.loads((folder / "benchmark.json").read_text())["onnx_gate"]["gpu"]
+    assert gpu["unavailable"].startswith("no CUDA device") and gpu["speedups"] == [] and gpu["budget_set"]
 
 
 def _history_file(folder, run_id, speedup_batch1, ort_ms=10.0):
