@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Generator
 
 import pytest
 
+from harness import distributed
 from harness.errors import ConfigError, GateError
 from harness.ledger import BENCH_CHECKS
 
@@ -150,12 +151,24 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
+    if api and api.model is not None and distributed.is_distributed(config):
+        raise pytest.UsageError(
+            "onnx-gate: export_and_register_model() cannot hand a model object to pytest-xdist workers "
+            "(they build the model from the config); drop -n/--dist from pytest_args, or gate a model "
+            "named in the config with `onnx-gate run -n N`"
+        )
     gate = GateSession(loaded, model=api.model if api else None)
     if api:
         gate.publish_tags = dict(api.publish_tags)
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
     config.stash[GATE_KEY] = gate
+    if distributed.is_worker(config):
+        distributed.configure_worker(config, gate)
+    else:
+        config.pluginmanager.register(LedgerFeed(gate), "onnx-gate-ledger")
+        if distributed.is_controller(config):
+            config.pluginmanager.register(distributed.XdistHooks(gate), XDIST_HOOKS)
     # Without --benchmark-json, benchmark.json goes into the run's folder once benchmarks are
     # collected (pytest_collection_modifyitems).
     gate.owns_benchmark_json = hasattr(config.option, "benchmark_json") and config.option.benchmark_json is None
@@ -202,6 +215,34 @@ def _gate(config: pytest.Config) -> GateSession | None:
     return config.stash.get(GATE_KEY, None)
 
 
+XDIST_HOOKS = "onnx-gate-xdist"
+
+
+class LedgerFeed:
+    """Feeds the ledger and the parity statistics from the test reports this process receives:
+    its own tests' in a single process, every worker's on the xdist controller. Not on workers."""
+
+    def __init__(self, gate: GateSession) -> None:
+        self.gate = gate
+        self.unlabelled: list[tuple[str, str, str]] = []
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml writes user_properties
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        check, parity = distributed.unlabel(report)
+        if parity:
+            distributed.merge_parity_delta(self.gate, parity)
+        if check:
+            self.gate.ledger.reported(check, report.nodeid, report.outcome, _first_line(report))
+        elif report.failed:  # e.g. xdist's report for a crashed worker: resolved once all collected
+            self.unlabelled.append((report.nodeid, report.outcome, _first_line(report)))
+
+    def resolve_unlabelled(self) -> None:
+        checks = {nodeid: r.name for r in self.gate.ledger.records.values() for nodeid in r.collected}
+        for nodeid, outcome, message in self.unlabelled:
+            if nodeid in checks:
+                self.gate.ledger.reported(checks[nodeid], nodeid, outcome, message)
+
+
 def _check_name(item: pytest.Item) -> str | None:
     marker = item.get_closest_marker("gate_check")
     return marker.args[0] if marker and marker.args else None
@@ -232,6 +273,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         check = _check_name(item)
         if check:
             gate.ledger.collected(check, item.nodeid)
+    if distributed.is_worker(config):
+        distributed.skip_benchmarks(items, _check_name)
     gate.benchmarks_collected = any(_check_name(item) in BENCH_CHECKS for item in items)
     if gate.benchmarks_collected:
         _check_benchmark_plugin()
@@ -261,7 +304,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     gate.work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
     try:
-        gate.prepare()
+        if distributed.is_worker(session.config):
+            distributed.adopt_artifact(session.config, gate)  # the controller exported it
+        else:
+            gate.prepare()
+            gate.extra["execution"] = distributed.execution_summary(session.config, gate)
     except GateError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
 
@@ -282,15 +329,29 @@ def pytest_runtest_makereport(
     # A GateError already says what is wrong in one line; its traceback would bury that.
     if call.excinfo is not None and call.excinfo.errisinstance(GateError) and report.failed:
         report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
-    gate, check = _gate(item.config), _check_name(item)
-    if gate is not None and check:
-        gate.ledger.reported(check, item.nodeid, report.outcome, _first_line(report))
+    gate = _gate(item.config)
+    if gate is not None:
+        # The ledger is fed from pytest_runtest_logreport (LedgerFeed), where the xdist controller
+        # sees every worker's reports; a worker's parity statistics travel with its reports.
+        parity = distributed.take_worker_parity(item.config, gate) if distributed.is_worker(item.config) else None
+        distributed.label(report, _check_name(item), parity)
     return report
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = _gate(session.config)
-    if gate is None or session.config.option.collectonly or not gate.ledger.ran_anything:
+    if gate is not None and distributed.is_worker(session.config):
+        distributed.worker_finished(session.config, gate)  # the controller reports, workers do not
+        return
+    if gate is None or session.config.option.collectonly:
+        return
+    feed = session.config.pluginmanager.get_plugin("onnx-gate-ledger")
+    if feed is not None:
+        feed.resolve_unlabelled()
+    hooks = session.config.pluginmanager.get_plugin(XDIST_HOOKS)
+    if hooks is not None:
+        hooks.finish()
+    if not gate.ledger.ran_anything:
         return
     from hypothesis import settings
 

@@ -136,7 +136,18 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "- from: " + "; ".join(config["sources"]),
         f"- duration: {document['duration_s']} s",
     ]  # fmt: skip
+    if document.get("execution"):
+        lines.append(_execution_line(document["execution"]))
     return "\n".join(lines) + "\n"
+
+
+def _execution_line(execution: dict[str, Any]) -> str:
+    exports = f"exported {execution['exports']} time(s)" if execution["exports"] else "given, not exported"
+    if not execution["workers"]:
+        return f"- execution: one process, {execution['threads_per_worker']} threads; {exports}"
+    per_worker = ", ".join(f"{w} {n}" for w, n in execution.get("parity_examples_per_worker", {}).items())
+    return (f"- execution: {execution['workers']} pytest-xdist workers x {execution['threads_per_worker']} "
+            f"threads; {exports}, by the controller; parity examples per worker: {per_worker or '-'}")
 
 
 def _absolute_paths_line(count: int) -> str:

@@ -20,9 +20,19 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+_THREADS_OVERRIDE: int | None = None
+
+
 def default_threads() -> int:
-    """Threads both frameworks use: the cores this process may run on."""
-    return max(1, len(os.sched_getaffinity(0)))
+    """Threads both frameworks use: the cores this process may run on, or its share of them when
+    several gate processes (xdist workers) run side by side (set_default_threads)."""
+    return _THREADS_OVERRIDE or max(1, len(os.sched_getaffinity(0)))
+
+
+def set_default_threads(threads: int | None) -> None:
+    """This process's share of the cores; None goes back to all of them."""
+    global _THREADS_OVERRIDE
+    _THREADS_OVERRIDE = threads
 
 
 def named_outputs(result: Any) -> dict[str, Any] | None:

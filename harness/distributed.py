@@ -1,0 +1,298 @@
+"""One gate over pytest-xdist workers: one export, one ledger, one report, one publish.
+
+The controller exports (or validates the given file) before any worker starts and hands the path
+and sha256 to the workers through ``workerinput``; a worker hashes the file again and never exports.
+Each test report carries, as plain values in ``user_properties``, the check it belongs to and the
+parity statistics its test added; the controller feeds its ledger and its parity statistics from
+the reports it receives, so gate.json and summary.md hold what a single-process run would.
+
+Benchmarks skip on workers: latency measured while other workers load the cores is wrong, and a
+session whose latency checks skipped cannot pass or publish. Nothing here imports torch at module
+level; the xdist hooks live on :class:`XdistHooks`, registered only where xdist is installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from harness.ledger import BENCH_CHECKS
+
+if TYPE_CHECKING:
+    from harness.session import GateSession
+
+INPUT_KEY = "onnx_gate"  # in workerinput and workeroutput
+CHECK_PROPERTY = "onnx_gate_check"
+PARITY_PROPERTY = "onnx_gate_parity"
+LATENCY_CHECKS = (*BENCH_CHECKS, "latency_gpu")
+BENCHMARKS_SKIP_REASON = (
+    "benchmarks do not run under pytest-xdist (-n): latency measured while other workers load the "
+    "cores is wrong, so this session cannot pass or publish. Run `onnx-gate run` without -n for a "
+    "release, or `onnx-gate run -n N conformance` for the checks alone"
+)
+
+
+def is_distributed(config: pytest.Config) -> bool:
+    """Whether xdist spreads this session over workers (on the controller and on each worker)."""
+    return config.pluginmanager.hasplugin("xdist") and (config.getoption("dist", "no") or "no") != "no"
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def is_controller(config: pytest.Config) -> bool:
+    return is_distributed(config) and not is_worker(config)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """About C/N threads for each of N workers on C cores, at least one."""
+    cores = cores or len(os.sched_getaffinity(0))
+    return max(1, cores // max(1, workers))
+
+
+# --- the ledger's input: which check a report belongs to ---------------------------------------
+
+
+def label(report: pytest.TestReport, check: str | None, parity: dict[str, Any] | None) -> None:
+    """Attach, as plain values, what the controller needs from this report."""
+    if check:
+        report.user_properties.append((CHECK_PROPERTY, check))
+    if parity:
+        report.user_properties.append((PARITY_PROPERTY, parity))
+
+
+def unlabel(report: pytest.TestReport) -> tuple[str | None, dict[str, Any] | None]:
+    """Take the gate's values off a report (so junit.xml does not carry them) and return them."""
+    check, parity, kept = None, None, []
+    for item in report.user_properties:
+        name, value = item
+        if name == CHECK_PROPERTY:
+            check = value
+        elif name == PARITY_PROPERTY:
+            parity = value
+        else:
+            kept.append(item)
+    report.user_properties = kept
+    return check, parity
+
+
+# --- parity statistics as per-test deltas -------------------------------------------------------
+
+
+def take_parity_delta(gate: GateSession) -> dict[str, Any] | None:
+    """What the parity checks recorded since the last call, as plain values; resets it (workers only:
+    a worker's own totals are never reported, the controller's are)."""
+    from harness.session import OutputErrors
+
+    if not gate.parity_examples and gate.parity_failure_case is None and not gate.fp64_seconds:
+        return None
+    case = gate.parity_failure_case
+    delta = {
+        "examples": gate.parity_examples,
+        "out_of_range": gate.parity_examples_out_of_range,
+        "outputs": {name: dataclasses.asdict(errors) for name, errors in gate.parity_errors.items()},
+        "findings": [dataclasses.asdict(record) for record in gate.findings.values()],
+        "failures": list(gate.parity_failures),
+        "failure_case": {**vars(case), "sizes": dict(case.sizes)} if case is not None else None,
+        "fp64_seconds": gate.fp64_seconds,
+        "fp64_unavailable": gate.fp64_unavailable,
+    }
+    gate.parity_examples = gate.parity_examples_out_of_range = 0
+    gate.parity_errors = {name: OutputErrors() for name in gate.parity_errors}
+    gate.findings, gate.parity_failures, gate.parity_failure_case = {}, [], None
+    gate.fp64_seconds = 0.0
+    return delta
+
+
+def merge_parity_delta(gate: GateSession, delta: dict[str, Any]) -> None:
+    """Add a worker's delta to the controller's parity statistics."""
+    from harness.session import FindingRecord, OutputErrors
+    from harness.strategies import InputCase
+
+    gate.parity_examples += delta["examples"]
+    gate.parity_examples_out_of_range += delta["out_of_range"]
+    for name, values in delta["outputs"].items():
+        errors = gate.parity_errors.setdefault(name, OutputErrors())
+        for key, value in values.items():
+            if isinstance(value, list):
+                getattr(errors, key).extend(value)
+            else:
+                setattr(errors, key, getattr(errors, key) + value)
+    for values in delta["findings"]:
+        record = gate.findings.setdefault(
+            (values["kind"], values["output"]), FindingRecord(values["kind"], values["output"], values["blocking"])
+        )
+        record.count += values["count"]
+        record.in_range += values["in_range"]
+        record.blocking = record.blocking or values["blocking"]
+        if values["worst_value"] > record.worst_value:
+            record.worst_value, record.worst = values["worst_value"], values["worst"]
+    gate.parity_failures.extend(delta["failures"][: max(0, 20 - len(gate.parity_failures))])
+    if gate.parity_failure_case is None and delta["failure_case"] is not None:
+        gate.parity_failure_case = InputCase(**delta["failure_case"])
+    gate.fp64_seconds += delta["fp64_seconds"]
+    gate.fp64_unavailable = gate.fp64_unavailable or delta["fp64_unavailable"]
+
+
+# --- the worker's side ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class WorkerState:
+    workers: int
+    threads: int
+    parity_examples: int = 0  # what this worker ran, for the controller's cross-check
+
+
+WORKER_KEY = pytest.StashKey[WorkerState]()
+
+
+def configure_worker(config: pytest.Config, gate: GateSession) -> None:
+    """Share the cores: this worker's PyTorch and ONNX Runtime threads default to C/N."""
+    from harness import runners
+
+    workers = int(config.workerinput["workercount"])  # type: ignore[attr-defined]
+    threads = threads_per_worker(workers)
+    runners.set_default_threads(threads)
+    config.stash[WORKER_KEY] = WorkerState(workers=workers, threads=threads)
+    handed = config.workerinput.get(INPUT_KEY)  # type: ignore[attr-defined]
+    if handed:
+        gate.run_id = handed["run_id"]
+        gate.report_dir = Path(handed["report_dir"])
+
+
+def adopt_artifact(config: pytest.Config, gate: GateSession) -> None:
+    """Build the model once and take the controller's artifact: hash it again, never export."""
+    import torch
+
+    from harness.export import ArtifactInfo, file_sha256
+
+    torch.set_num_threads(config.stash[WORKER_KEY].threads)
+    gate.model  # built once per worker: parity needs PyTorch here
+    handed = config.workerinput.get(INPUT_KEY)  # type: ignore[attr-defined]
+    if not handed:  # the controller is not a gate session (cannot happen with the same arguments)
+        gate.prepare()
+        return
+    if handed["artifact"] is None:
+        gate.artifact, gate.artifact_error = None, handed["artifact_error"]
+        return
+    info = ArtifactInfo(**{**handed["artifact"], "path": Path(handed["artifact"]["path"])})
+    try:
+        found = file_sha256(info.path)
+    except OSError as exc:
+        gate.artifact, gate.artifact_error = None, (
+            f"worker {config.workerinput['workerid']} cannot read the controller's ONNX file "  # type: ignore[attr-defined]
+            f"{str(info.path)!r} ({type(exc).__name__}: {exc}); xdist workers on other hosts need a shared folder"
+        )
+        return
+    if found != info.sha256:
+        gate.artifact, gate.artifact_error = None, (
+            f"the ONNX file {str(info.path)!r} changed after the controller checked it: sha256 "
+            f"{info.sha256} expected, {found} found by worker {config.workerinput['workerid']}"  # type: ignore[attr-defined]
+        )
+        return
+    gate.artifact = info
+
+
+def take_worker_parity(config: pytest.Config, gate: GateSession) -> dict[str, Any] | None:
+    delta = take_parity_delta(gate)
+    if delta is not None:
+        config.stash[WORKER_KEY].parity_examples += delta["examples"]
+    return delta
+
+
+def skip_benchmarks(items: list[pytest.Item], check_of: Any) -> None:
+    for item in items:
+        if check_of(item) in LATENCY_CHECKS:
+            item.add_marker(pytest.mark.skip(reason=BENCHMARKS_SKIP_REASON))
+
+
+def worker_finished(config: pytest.Config, gate: GateSession) -> None:
+    """What only the worker knows, for the controller: the checks' tests and its own counts."""
+    state = config.stash[WORKER_KEY]
+    config.workeroutput[INPUT_KEY] = {  # type: ignore[attr-defined]
+        "collected": {name: sorted(record.collected) for name, record in gate.ledger.records.items()},
+        "parity_examples": state.parity_examples,
+        "threads": state.threads,
+    }
+
+
+# --- the controller's side -----------------------------------------------------------------------
+
+
+class XdistHooks:
+    """xdist's own hooks; registered only when xdist is present, since their specs come with it."""
+
+    def __init__(self, gate: GateSession) -> None:
+        self.gate = gate
+        self.workers: dict[str, dict[str, Any]] = {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Export before xdist's own sessionstart starts the workers."""
+        from harness.errors import GateError
+
+        config = session.config
+        if not is_controller(config) or config.option.collectonly:
+            return
+        self.gate.work_dir = config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
+        try:
+            self.gate.prepare()
+        except GateError as exc:
+            raise pytest.UsageError(f"onnx-gate: {exc}") from None
+        self.gate.extra["execution"] = execution_summary(config, self.gate)
+
+    def pytest_configure_node(self, node: Any) -> None:
+        gate = self.gate
+        if gate.work_dir is None:  # --collect-only: nothing was exported
+            return
+        node.workerinput[INPUT_KEY] = {
+            "run_id": gate.run_id,
+            "report_dir": str(gate.report_dir),
+            # JSON-plain: execnet sends only builtins (torch.__version__ is a str subclass).
+            "artifact": json.loads(json.dumps(gate.artifact.to_dict(), default=str)) if gate.artifact else None,
+            "artifact_error": gate.artifact_error,
+        }
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", {}).get(INPUT_KEY)
+        if output is None:
+            return
+        self.workers[node.gateway.id] = output
+        for check, nodeids in output["collected"].items():
+            for nodeid in nodeids:
+                self.gate.ledger.collected(check, nodeid)
+        self.gate.benchmarks_collected = self.gate.benchmarks_collected or any(
+            output["collected"].get(check) for check in BENCH_CHECKS
+        )
+
+    def finish(self) -> None:
+        """Before the verdict: what the workers said about themselves."""
+        execution = self.gate.extra.setdefault("execution", {})
+        execution["parity_examples_per_worker"] = {
+            worker: output["parity_examples"] for worker, output in sorted(self.workers.items())
+        }
+        if self.workers:
+            execution["threads_per_worker"] = max(output["threads"] for output in self.workers.values())
+
+
+def execution_summary(config: pytest.Config, gate: GateSession) -> dict[str, Any]:
+    """How the session ran: workers, threads, and how many times the artifact was exported."""
+    from harness.runners import default_threads
+
+    exports = int(gate.artifact is not None and gate.artifact.origin != "given")
+    if is_controller(config):
+        workers = len(getattr(config.option, "tx", None) or [])
+        return {
+            "workers": workers,
+            "threads_per_worker": threads_per_worker(workers),
+            "exports": exports,
+            "benchmarks": "skipped on workers: they never share the CPU with parity",
+        }
+    return {"workers": 0, "threads_per_worker": default_threads(), "exports": exports}
