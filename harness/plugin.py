@@ -65,6 +65,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="when, and only when, every required check ran and passed, upload the ONNX file "
                     "to S3 and register it in MLflow (env: MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL, "
                     "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Default: %(default)r")
+    group.addoption("--gate-no-cache", action="store_true", default=False,
+                    help="export the model even when an identical export is cached (the fresh export then "
+                    "replaces the cached one; cache folder: $ONNX_GATE_CACHE_DIR, else "
+                    "$XDG_CACHE_HOME/onnx-gate, else ~/.cache/onnx-gate). Default: %(default)r")
     group.addoption("--gate-bench-quick", action="store_true", default=False,
                     help="fewer benchmark rounds, for CI smoke runs; `onnx-gate run` measures fully. "
                     "Default: %(default)r")
@@ -125,6 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
         gate.publish_tags = dict(api.publish_tags)
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
+    gate.use_export_cache = not config.getoption("gate_no_cache")
     config.stash[GATE_KEY] = gate
     if getattr(config.option, "benchmark_json", None) is None and hasattr(config.option, "benchmark_json"):
         # pytest-benchmark opens this in its own (trylast) pytest_configure; unset again below

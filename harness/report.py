@@ -23,7 +23,10 @@ def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         "reasons": list(verdict.reasons),
         "required_checks": list(gate.required_checks),
         "checks": gate.ledger.to_dict(),
-        "artifact": gate.artifact.to_dict() if gate.artifact else None,
+        "artifact": (
+            {**gate.artifact.to_dict(), "cache": gate.artifact_cache.to_dict() if gate.artifact_cache else None}
+            if gate.artifact else None
+        ),
         "artifact_error": gate.artifact_error,
         "parity": gate.parity_summary(),
         "parity_failures": gate.parity_failures,
@@ -121,6 +124,11 @@ def summary_markdown(document: dict[str, Any]) -> str:
             f"export {artifact['export_seconds']} s",
             "- versions: " + ", ".join(f"{k} {v}" for k, v in artifact["versions"].items()),
         ]
+        if artifact.get("cache"):
+            cache = artifact["cache"]
+            lines.append(f"- from the export cache: {'yes' if cache['from_cache'] else 'no'} ({cache['status']}"
+                         + (f", key `{cache['key']}`" if cache["key"] else "")
+                         + (f"; {cache['reason']}" if cache["reason"] else "") + ")")
     else:
         lines.append(f"- invalid: {document['artifact_error']}")
     config = document["config"]

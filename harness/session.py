@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
+from harness.cache import CacheOutcome, cached_export
 from harness.compare import Finding, ParityResult, compare_outputs
 from harness.config import GateConfig
 from harness.errors import ArtifactError
@@ -136,6 +137,8 @@ class GateSession:
         self.publish_tags: dict[str, str] = {}  # extra tags on the registered version
         self.artifact: ArtifactInfo | None = None
         self.artifact_error: str | None = None
+        self.use_export_cache = True  # --gate-no-cache turns it off
+        self.artifact_cache: CacheOutcome | None = None
         self.parity_errors: dict[str, OutputErrors] = {name: OutputErrors() for name in config.outputs}
         self.parity_examples = 0
         self.parity_examples_out_of_range = 0
@@ -179,7 +182,9 @@ class GateSession:
                     raise ArtifactError("no working folder to export into")
                 self.work_dir.mkdir(parents=True, exist_ok=True)
                 path = self.work_dir / "model.onnx"
-                seconds = export_onnx(model, self.config, path)
+                seconds, self.artifact_cache = cached_export(
+                    model, self.config, path, export_onnx, use_cache=self.use_export_cache
+                )
                 self.artifact = inspect_onnx(path, self.config.exporter, seconds)
         except ArtifactError as exc:
             self.artifact_error = str(exc)
