@@ -206,9 +206,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     gate.work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
     try:
-        gate.prepare()
+        with gate.timing.measure("build_and_export"):
+            gate.prepare()
     except GateError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    gate = _gate(item.config)
+    if gate is None:
+        return (yield)
+    check = _check_name(item)
+    part = "parity" if check == "parity" else "benchmarks" if check in BENCH_CHECKS else "other"
+    with gate.timing.measure(f"tests:{part}"):
+        return (yield)
 
 
 def _first_line(report: pytest.TestReport) -> str:
@@ -247,21 +259,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         archive_benchmark_json(gate)
     profile = settings._current_profile or "default"  # type: ignore[attr-defined]
-    write_reports(gate, gate.verdict, hypothesis_profile=profile)
+    with gate.timing.measure("reports"):
+        write_reports(gate, gate.verdict, hypothesis_profile=profile)
     # Publish only from the controller: an xdist worker sees a fraction of the session.
     if session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput"):
         from harness.publish.flow import publish_gate
 
-        gate.release_runners()
-        outcome = publish_gate(
-            gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
-            extra_tags=gate.publish_tags,
-        )  # fmt: skip
+        with gate.timing.measure("publish"):
+            gate.release_runners()
+            outcome = publish_gate(
+                gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
+                extra_tags=gate.publish_tags,
+            )  # fmt: skip
         gate.publish_outcome = outcome
         gate.extra["publish"] = outcome.to_dict()
-        write_reports(gate, gate.verdict, hypothesis_profile=profile, plots=False)
+        with gate.timing.measure("reports"):
+            write_reports(gate, gate.verdict, hypothesis_profile=profile, plots=False)
         if outcome.run_id:
-            _replace_run_reports(gate, outcome)
+            with gate.timing.measure("publish"):
+                _replace_run_reports(gate, outcome)
         if not outcome and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

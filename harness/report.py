@@ -104,6 +104,10 @@ def summary_markdown(document: dict[str, Any]) -> str:
                   f"({parity['fp64_unavailable']}); parity used the fixed tolerance only."]
     for section in document.get("sections_markdown", []):
         lines += ["", section]
+    if document.get("timing"):
+        from harness.timing import breakdown_markdown
+
+        lines += ["", breakdown_markdown(document["timing"])]
     publish = document.get("publish")
     if publish:
         lines += ["", "## Publish", "", f"- status: **{publish['status']}**"]
@@ -187,6 +191,8 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
     document["sections_markdown"] = sections
     if plots:
         plot_parity(gate, directory / "parity.png")
+    # Last, so that it counts the plots above (the files below take milliseconds).
+    document["timing"] = gate.timing.breakdown()
     _write_atomic(directory / "summary.md", summary_markdown(document))
     document.pop("sections_markdown", None)
     document["files"] = sorted({p.name for p in directory.iterdir()} | {"gate.json", "summary.md"})

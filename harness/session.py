@@ -21,6 +21,7 @@ from harness.export import ArtifactInfo, export_onnx, inspect_onnx
 from harness.ledger import BENCH_CHECKS, CHECKS, Ledger, Verdict
 from harness.runners import OrtRunner, TorchRunner, default_threads
 from harness.strategies import InputCase
+from harness.timing import Stopwatch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,6 +132,7 @@ class GateSession:
         self.run_id = run_id or new_run_id()
         self.report_dir = config.report_dir / self.run_id
         self.started = time.time()
+        self.timing = Stopwatch()
         self.ledger = Ledger()
         self.verdict: Verdict | None = None
         self.publish_outcome: Any = None
@@ -322,10 +324,10 @@ class GateSession:
     def check_parity(self, case: InputCase) -> ParityResult:
         feeds = case.materialize(self.config.inputs)
         in_range = inputs_in_range(self.config, feeds)
-        expected = self.torch_runner.infer(feeds)
-        actual = self.ort_runner.infer(feeds)
+        expected = self.timing.call("torch_fp32", self.torch_runner.infer, feeds)
+        actual = self.timing.call("onnxruntime", self.ort_runner.infer, feeds)
         factors = self._noise_factors()
-        exact = self._fp64_reference(feeds)
+        exact = self.timing.call("torch_fp64", self._fp64_reference, feeds)
         tolerances = {name: self.config.tolerance_for(name) for name in self.config.outputs}
         if not in_range:
             tolerances = {name: tol.for_inputs_outside_range() for name, tol in tolerances.items()}
