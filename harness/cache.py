@@ -40,6 +40,8 @@ FILE_NAME = "model.onnx"
 HARNESS = Path(__file__).resolve().parent
 # The harness code that decides the exported bytes, besides the model's own source.
 EXPORT_CODE = ("export.py", "provenance.py", "runners.py", "models")
+# The config parts the export reads (config.summary() keys); tolerances, invariants do not enter it.
+EXPORT_CONFIG = ("model", "model_kwargs", "inputs", "outputs", "dims", "exporter", "opset")
 
 
 def cache_dir() -> Path:
@@ -67,8 +69,12 @@ class CacheOutcome:
         return {**asdict(self), "from_cache": self.from_cache}
 
     def __str__(self) -> str:
-        text = {"hit": "reused from the export cache", "miss": "exported (not cached before; now cached)",
-                "refreshed": "exported (--gate-no-cache; cache entry refreshed)", "off": "exported (cache off)"}[self.status]  # fmt: skip
+        text = {
+            "hit": "reused from the export cache",
+            "miss": "exported (not cached before; now cached)",
+            "refreshed": "exported (--gate-no-cache; cache entry refreshed)",
+            "off": "exported (cache off)",
+        }[self.status]
         return text + (f": {self.reason}" if self.reason else "")
 
 
@@ -128,7 +134,7 @@ def export_key(model: nn.Module, config: GateConfig) -> tuple[str, dict[str, Any
     sources = _source_files(model, config)
     material = {
         "format": CACHE_FORMAT,
-        "config": {k: summary[k] for k in ("model", "model_kwargs", "inputs", "outputs", "dims", "exporter", "opset")},
+        "config": {k: summary[k] for k in EXPORT_CONFIG},
         "versions": _versions(),
         "weights": _weights_digest(model),
         "sources": {str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in sources},
@@ -170,7 +176,8 @@ class ExportCache:
         try:
             shutil.copyfile(source, staging / FILE_NAME)
             (staging / f"{FILE_NAME}.sha256").write_text(f"{file_sha256(staging / FILE_NAME)}  {FILE_NAME}\n")
-            (staging / "entry.json").write_text(json.dumps({**info, "stored": time.time()}, indent=2, default=str))
+            entry = json.dumps({**info, "stored": time.time()}, indent=2, default=str)
+            (staging / "entry.json").write_text(entry)
             self._discard(self.root / key)
             staging.rename(self.root / key)
         except OSError:
@@ -214,6 +221,7 @@ def cached_export(
     seconds = export(model, config, path)
     extra = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path)
     if extra:  # external data files: the cache holds single-file models only
-        return seconds, CacheOutcome("off", key, reason=f"the export wrote more than one file ({', '.join(extra)})")
+        reason = f"the export wrote more than one file ({', '.join(extra)})"
+        return seconds, CacheOutcome("off", key, reason=reason)
     cache.store(key, path, {"key": key, "export_seconds": round(seconds, 3), "material": material})
     return seconds, CacheOutcome("miss" if use_cache else "refreshed", key, reason)

@@ -167,7 +167,8 @@ def _patch_matmul(conv: Any) -> Any:
             super().__init__()
             out_channels, kh, kw = source.out_channels, *source.kernel_size
             # (kh*kw*C, O), rows in the order the patches are flattened below.
-            weight = source.weight.detach().permute(2, 3, 1, 0).reshape(kh * kw * source.in_channels, out_channels)
+            weight = source.weight.detach().permute(2, 3, 1, 0)
+            weight = weight.reshape(kh * kw * source.in_channels, out_channels)
             self.register_buffer("weight", weight.contiguous())
             self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
             self.kernel_size = (kh, kw)
@@ -193,7 +194,8 @@ def _fast_fp64_stand_in(child: Any) -> Any | None:
         and child.padding_mode == "zeros" and isinstance(child.padding, tuple)
     ):  # fmt: skip
         return None
-    if child.groups > 1 and child.groups == child.in_channels == child.out_channels and child.stride == (1, 1):
+    depthwise = child.groups > 1 and child.groups == child.in_channels == child.out_channels
+    if depthwise and child.stride == (1, 1):
         return _shifted_depthwise(child)
     if child.groups == 1 and child.stride == child.kernel_size and child.padding == (0, 0):
         return _patch_matmul(child)

@@ -17,12 +17,14 @@ from tests.conftest import CONFORMANCE, HERE, SMALL_LOCALIZATION_NET
 ARTIFACT_CHECK = (CONFORMANCE + "/test_artifact.py",)
 
 
-def _prepared(tmp_path: Path, *, model: torch.nn.Module | None = None, change: tuple[str, str] = ("", ""), use_cache: bool = True) -> GateSession:
+def _prepared(
+    tmp_path: Path, *, model: torch.nn.Module | None = None, change: tuple[str, str] = ("", "")
+) -> GateSession:
     template = SMALL_LOCALIZATION_NET.replace(*change) if change[0] else SMALL_LOCALIZATION_NET
     section = tomllib.loads(template % {"exporter": "torchscript"})
     work = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
-    session = GateSession(gate_config.parse(section, tmp_path, search_dirs=(HERE,)), work_dir=work, model=model)
-    session.use_export_cache = use_cache
+    loaded = gate_config.parse(section, tmp_path, search_dirs=(HERE,))
+    session = GateSession(loaded, work_dir=work, model=model)
     session.prepare()
     assert session.artifact is not None, session.artifact_error
     return session
@@ -35,7 +37,8 @@ def test_a_rerun_of_an_unchanged_model_reuses_the_export_and_ships_the_same_byte
     forced = project.run("--gate-no-cache", paths=ARTIFACT_CHECK)
     statuses = [run.document["artifact"]["cache"]["status"] for run in (first, second, forced)]
     assert statuses == ["miss", "hit", "refreshed"], statuses
-    assert [run.document["artifact"]["cache"]["from_cache"] for run in (first, second, forced)] == [False, True, False]
+    from_cache = [run.document["artifact"]["cache"]["from_cache"] for run in (first, second, forced)]
+    assert from_cache == [False, True, False]
     assert len({run.document["artifact"]["sha256"] for run in (first, second, forced)}) == 1
     summary = (project.path / "reports" / second.document["run_id"] / "summary.md").read_text()
     assert "- from the export cache: yes (hit" in summary
@@ -73,7 +76,8 @@ def test_changed_weights_export_again(tmp_path):
     with torch.no_grad():
         model.backbone.stem[0].weight[0, 0, 0, 0] += 1e-6
     changed = _prepared(tmp_path, model=model)
-    assert (first.artifact_cache.status, again.artifact_cache.status, changed.artifact_cache.status) == ("miss", "hit", "miss")
+    statuses = [session.artifact_cache.status for session in (first, again, changed)]
+    assert statuses == ["miss", "hit", "miss"]
     assert changed.artifact.sha256 != first.artifact.sha256
 
 
