@@ -91,6 +91,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="when, and only when, every required check ran and passed, upload the ONNX file "
                     "to S3 and register it in MLflow (env: MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL, "
                     "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Default: %(default)r")
+    group.addoption("--gate-no-cache", action="store_true", default=False,
+                    help="export the model even when an identical export is cached (the fresh export then "
+                    "replaces the cached one; cache folder: $ONNX_GATE_CACHE_DIR, else "
+                    "$XDG_CACHE_HOME/onnx-gate, else ~/.cache/onnx-gate). Default: %(default)r")
     group.addoption("--gate-bench-quick", action="store_true", default=False,
                     help="fewer benchmark rounds, for CI smoke runs; `onnx-gate run` measures fully. "
                     "Default: %(default)r")
@@ -162,6 +166,7 @@ def pytest_configure(config: pytest.Config) -> None:
         gate.publish_tags = dict(api.publish_tags)
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
+    gate.use_export_cache = not config.getoption("gate_no_cache")
     config.stash[GATE_KEY] = gate
     if distributed.is_worker(config):
         distributed.configure_worker(config, gate)
@@ -304,13 +309,25 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     gate.work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
     try:
-        if distributed.is_worker(session.config):
-            distributed.adopt_artifact(session.config, gate)  # the controller exported it
-        else:
-            gate.prepare()
-            gate.extra["execution"] = distributed.execution_summary(session.config, gate)
+        with gate.timing.measure("build_and_export"):
+            if distributed.is_worker(session.config):
+                distributed.adopt_artifact(session.config, gate)  # the controller exported it
+            else:
+                gate.prepare()
+                gate.extra["execution"] = distributed.execution_summary(session.config, gate)
     except GateError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    gate = _gate(item.config)
+    if gate is None:
+        return (yield)
+    check = _check_name(item)
+    part = "parity" if check == "parity" else "benchmarks" if check in BENCH_CHECKS else "other"
+    with gate.timing.measure(f"tests:{part}"):
+        return (yield)
 
 
 def _first_line(report: pytest.TestReport) -> str:
@@ -363,25 +380,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         archive_benchmark_json(gate)
     profile = settings._current_profile or "default"  # type: ignore[attr-defined]
-    if gate.parity_failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
-        from harness.debug.in_gate import where_it_diverges  # bounded, and never raises
+    with gate.timing.measure("reports"):  # the divergence analysis reports its own cost as well
+        if gate.parity_failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
+            from harness.debug.in_gate import where_it_diverges  # bounded, and never raises
 
-        gate.extra["divergence"] = where_it_diverges(gate, root=session.config.invocation_params.dir)
-    write_reports(gate, gate.verdict, hypothesis_profile=profile)
+            gate.extra["divergence"] = where_it_diverges(gate, root=session.config.invocation_params.dir)
+        write_reports(gate, gate.verdict, hypothesis_profile=profile)
     # Publish only from the controller: an xdist worker sees a fraction of the session.
     if session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput"):
         from harness.publish.flow import publish_gate
 
-        gate.release_runners()
-        outcome = publish_gate(
-            gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
-            extra_tags=gate.publish_tags,
-        )  # fmt: skip
+        with gate.timing.measure("publish"):
+            gate.release_runners()
+            outcome = publish_gate(
+                gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
+                extra_tags=gate.publish_tags,
+            )  # fmt: skip
         gate.publish_outcome = outcome
         gate.extra["publish"] = outcome.to_dict()
-        write_reports(gate, gate.verdict, hypothesis_profile=profile, plots=False)
+        with gate.timing.measure("reports"):
+            write_reports(gate, gate.verdict, hypothesis_profile=profile, plots=False)
         if outcome.run_id:
-            _replace_run_reports(gate, outcome)
+            with gate.timing.measure("publish"):
+                _replace_run_reports(gate, outcome)
         if not outcome and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

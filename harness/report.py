@@ -23,7 +23,10 @@ def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         "reasons": list(verdict.reasons),
         "required_checks": list(gate.required_checks),
         "checks": gate.ledger.to_dict(),
-        "artifact": gate.artifact.to_dict() if gate.artifact else None,
+        "artifact": (
+            {**gate.artifact.to_dict(), "cache": gate.artifact_cache.to_dict() if gate.artifact_cache else None}
+            if gate.artifact else None
+        ),
         "artifact_error": gate.artifact_error,
         "parity": gate.parity_summary(),
         "parity_failures": gate.parity_failures,
@@ -105,6 +108,10 @@ def summary_markdown(document: dict[str, Any]) -> str:
         lines += ["", summary_section(document["divergence"], document["run_id"])]
     for section in document.get("sections_markdown", []):
         lines += ["", section]
+    if document.get("timing"):
+        from harness.timing import breakdown_markdown
+
+        lines += ["", breakdown_markdown(document["timing"])]
     publish = document.get("publish")
     if publish:
         lines += ["", "## Publish", "", f"- status: **{publish['status']}**"]
@@ -126,6 +133,11 @@ def summary_markdown(document: dict[str, Any]) -> str:
             "- versions: " + ", ".join(f"{k} {v}" for k, v in artifact["versions"].items()),
             _absolute_paths_line(artifact.get("absolute_paths", 0)),
         ]
+        if artifact.get("cache"):
+            cache = artifact["cache"]
+            lines.append(f"- from the export cache: {'yes' if cache['from_cache'] else 'no'} ({cache['status']}"
+                         + (f", key `{cache['key']}`" if cache["key"] else "")
+                         + (f"; {cache['reason']}" if cache["reason"] else "") + ")")
     else:
         lines.append(f"- invalid: {document['artifact_error']}")
     config = document["config"]
@@ -203,6 +215,8 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
     document["sections_markdown"] = sections
     if plots:
         plot_parity(gate, directory / "parity.png")
+    # Last, so that it counts the plots above (the files below take milliseconds).
+    document["timing"] = gate.timing.breakdown()
     _write_atomic(directory / "summary.md", summary_markdown(document))
     document.pop("sections_markdown", None)
     document["files"] = sorted({p.name for p in directory.iterdir()} | {"gate.json", "summary.md"})

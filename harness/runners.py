@@ -122,46 +122,101 @@ class Runner(ABC):
 
 
 def _shifted_depthwise(conv: Any) -> Any:
-    """A float64 stand-in for a depthwise Conv2d: the same sum, as k*k shifted multiply-adds.
+    """A float64 stand-in for a depthwise Conv2d: the same sum, as k*k shifted multiply-adds on
+    channels-last memory.
 
     PyTorch has no fast float64 kernel for grouped convolutions and loops over the groups
-    (ConvNeXt's 7x7 depthwise convs made 60% of a 6x slower fp64 pass). The result is the same
-    function; only the fp64 summation order differs, ~1e-16 relative, far below fp32 noise.
+    (ConvNeXt's 7x7 depthwise convs made 60% of a 6x slower fp64 pass). Here each tap is one
+    fused ``addcmul_`` over rows of W*C contiguous values, with no temporaries; the output is
+    channels-last memory seen as NCHW, so the ``permute(0, 2, 3, 1)`` ConvNeXt applies next
+    is free. The result is the same function; only the fp64 summation order differs,
+    ~1e-16 relative, far below fp32 noise.
     """
     import torch
     from torch import nn
-    from torch.nn import functional as F
 
     class ShiftedDepthwise(nn.Module):
         def __init__(self, source: nn.Conv2d) -> None:
             super().__init__()
-            self.weight, self.bias, self.padding = source.weight, source.bias, source.padding
+            # (kh, kw, C): one contiguous row of per-channel weights per tap.
+            self.register_buffer("taps", source.weight.detach()[:, 0].permute(1, 2, 0).contiguous())
+            self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
+            self.padding = source.padding
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            kh, kw = self.weight.shape[-2:]
+            n, c, h, w = x.shape
+            kh, kw = self.taps.shape[:2]
             ph, pw = self.padding
-            padded = F.pad(x, (pw, pw, ph, ph))
-            height, width = padded.shape[-2] - kh + 1, padded.shape[-1] - kw + 1
-            out = torch.zeros(x.shape[0], x.shape[1], height, width, dtype=x.dtype, device=x.device)
+            padded = x.new_zeros(n, h + 2 * ph, w + 2 * pw, c)
+            padded[:, ph:ph + h, pw:pw + w] = x.permute(0, 2, 3, 1)
+            height, width = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+            if self.bias is None:
+                out = padded[:, :height, :width] * self.taps[0, 0]
+            else:
+                out = torch.addcmul(self.bias, padded[:, :height, :width], self.taps[0, 0])
             for i in range(kh):
                 for j in range(kw):
-                    out += self.weight[:, 0, i, j].view(1, -1, 1, 1) * padded[..., i:i + height, j:j + width]
-            return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+                    if i or j:
+                        out.addcmul_(padded[:, i:i + height, j:j + width], self.taps[i, j])
+            return out.permute(0, 3, 1, 2)
 
     return ShiftedDepthwise(conv)
 
 
-def _with_fast_fp64_convolutions(model: Any) -> Any:
+def _patch_matmul(conv: Any) -> Any:
+    """A float64 stand-in for a Conv2d whose stride equals its kernel (patchify stems, ConvNeXt's
+    downsampling, ViT patch embeddings): non-overlapping patches, so the convolution is exactly one
+    dgemm of the (N*H'*W', kh*kw*C) patch matrix by the weights, with no im2col duplication. Reads
+    channels-last memory without a copy and writes it, so the next ``permute(0, 2, 3, 1)`` is free.
+    The same function; only the fp64 summation order differs."""
+    import torch
     from torch import nn
 
+    class PatchMatmul(nn.Module):
+        def __init__(self, source: nn.Conv2d) -> None:
+            super().__init__()
+            out_channels, kh, kw = source.out_channels, *source.kernel_size
+            # (kh*kw*C, O), rows in the order the patches are flattened below.
+            weight = source.weight.detach().permute(2, 3, 1, 0)
+            weight = weight.reshape(kh * kw * source.in_channels, out_channels)
+            self.register_buffer("weight", weight.contiguous())
+            self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
+            self.kernel_size = (kh, kw)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n, c, h, w = x.shape
+            kh, kw = self.kernel_size
+            height, width = h // kh, w // kw
+            patches = x.permute(0, 2, 3, 1)[:, :height * kh, :width * kw]
+            patches = patches.reshape(n, height, kh, width, kw, c).transpose(2, 3).reshape(-1, kh * kw * c)
+            out = patches @ self.weight if self.bias is None else torch.addmm(self.bias, patches, self.weight)
+            return out.view(n, height, width, -1).permute(0, 3, 1, 2)
+
+    return PatchMatmul(conv)
+
+
+def _fast_fp64_stand_in(child: Any) -> Any | None:
+    """The faster float64 module computing what ``child`` computes, if there is one."""
+    from torch import nn
+
+    if not (
+        type(child) is nn.Conv2d and child.dilation == (1, 1)
+        and child.padding_mode == "zeros" and isinstance(child.padding, tuple)
+    ):  # fmt: skip
+        return None
+    depthwise = child.groups > 1 and child.groups == child.in_channels == child.out_channels
+    if depthwise and child.stride == (1, 1):
+        return _shifted_depthwise(child)
+    if child.groups == 1 and child.stride == child.kernel_size and child.padding == (0, 0):
+        return _patch_matmul(child)
+    return None
+
+
+def _with_fast_fp64_convolutions(model: Any) -> Any:
     for name, child in list(model.named_children()):
-        if (
-            isinstance(child, nn.Conv2d) and child.groups > 1
-            and child.groups == child.in_channels == child.out_channels
-            and child.stride == (1, 1) and child.dilation == (1, 1)
-            and child.padding_mode == "zeros" and isinstance(child.padding, tuple)
-        ):  # fmt: skip
-            setattr(model, name, _shifted_depthwise(child))
+        stand_in = _fast_fp64_stand_in(child)
+        if stand_in is not None:
+            setattr(model, name, stand_in)
         else:
             _with_fast_fp64_convolutions(child)
     return model

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
+from harness.cache import CacheOutcome, cached_export
 from harness.compare import Finding, ParityResult, compare_outputs
 from harness.config import GateConfig
 from harness.errors import ArtifactError
@@ -20,6 +21,7 @@ from harness.export import ArtifactInfo, export_onnx, inspect_onnx
 from harness.ledger import BENCH_CHECKS, CHECKS, Ledger, Verdict
 from harness.runners import OrtRunner, TorchRunner, default_threads
 from harness.strategies import InputCase
+from harness.timing import Stopwatch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,12 +132,15 @@ class GateSession:
         self.run_id = run_id or new_run_id()
         self.report_dir = config.report_dir / self.run_id
         self.started = time.time()
+        self.timing = Stopwatch()
         self.ledger = Ledger()
         self.verdict: Verdict | None = None
         self.publish_outcome: Any = None
         self.publish_tags: dict[str, str] = {}  # extra tags on the registered version
         self.artifact: ArtifactInfo | None = None
         self.artifact_error: str | None = None
+        self.use_export_cache = True  # --gate-no-cache turns it off
+        self.artifact_cache: CacheOutcome | None = None
         self.parity_errors: dict[str, OutputErrors] = {name: OutputErrors() for name in config.outputs}
         self.parity_examples = 0
         self.parity_examples_out_of_range = 0
@@ -182,7 +187,9 @@ class GateSession:
                     raise ArtifactError("no working folder to export into")
                 self.work_dir.mkdir(parents=True, exist_ok=True)
                 path = self.work_dir / "model.onnx"
-                seconds = export_onnx(model, self.config, path)
+                seconds, self.artifact_cache = cached_export(
+                    model, self.config, path, export_onnx, use_cache=self.use_export_cache
+                )
                 self.artifact = inspect_onnx(path, self.config.exporter, seconds)
         except ArtifactError as exc:
             self.artifact_error = str(exc)
@@ -320,10 +327,10 @@ class GateSession:
     def check_parity(self, case: InputCase) -> ParityResult:
         feeds = case.materialize(self.config.inputs)
         in_range = inputs_in_range(self.config, feeds)
-        expected = self.torch_runner.infer(feeds)
-        actual = self.ort_runner.infer(feeds)
+        expected = self.timing.call("torch_fp32", self.torch_runner.infer, feeds)
+        actual = self.timing.call("onnxruntime", self.ort_runner.infer, feeds)
         factors = self._noise_factors()
-        exact = self._fp64_reference(feeds)
+        exact = self.timing.call("torch_fp64", self._fp64_reference, feeds)
         tolerances = {name: self.config.tolerance_for(name) for name in self.config.outputs}
         if not in_range:
             tolerances = {name: tol.for_inputs_outside_range() for name, tol in tolerances.items()}

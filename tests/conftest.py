@@ -104,6 +104,16 @@ class GateProject:
         return GateRun(result, document)
 
 
+@pytest.fixture(autouse=True)
+def export_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own, empty export cache: none reads or fills the user's ~/.cache."""
+    from harness.cache import CACHE_DIR_ENV
+
+    folder = tmp_path_factory.mktemp("export-cache")
+    monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
+    return folder
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> GateProject:
     return GateProject(pytester)

@@ -1,0 +1,105 @@
+"""The float64 reference's faster stand-ins compute what the modules they replace compute."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harness.runners import TorchRunner, _fast_fp64_stand_in, _with_fast_fp64_convolutions
+
+
+def _double_conv(seed: int, *args, **kwargs) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    return nn.Conv2d(*args, **kwargs).double().eval()
+
+
+def _inputs(shape: tuple[int, ...], channels_last: bool) -> torch.Tensor:
+    x = torch.from_numpy(np.random.default_rng(7).normal(size=shape))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+DEPTHWISE = {
+    "convnext-7x7": dict(kernel_size=7, padding=3),
+    "3x3": dict(kernel_size=3, padding=1),
+    "5x3-no-padding": dict(kernel_size=(5, 3), padding=0),
+    "7x7-no-bias": dict(kernel_size=7, padding=3, bias=False),
+    "3x3-wider-padding": dict(kernel_size=3, padding=2),
+}
+PATCH = {
+    "convnext-stem-4x4": dict(kernel_size=4, stride=4),
+    "convnext-downsample-2x2": dict(kernel_size=2, stride=2),
+    "3x2-no-bias": dict(kernel_size=(3, 2), stride=(3, 2), bias=False),
+}
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
+@pytest.mark.parametrize("kind", DEPTHWISE)
+def test_the_shifted_depthwise_stand_in_computes_the_depthwise_convolution(kind, channels_last):
+    conv = _double_conv(1, 12, 12, groups=12, **DEPTHWISE[kind])
+    stand_in = _fast_fp64_stand_in(conv)
+    assert type(stand_in).__name__ == "ShiftedDepthwise"
+    x = _inputs((3, 12, 17, 9), channels_last)
+    with torch.inference_mode():
+        expected, actual = conv(x), stand_in(x)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
+@pytest.mark.parametrize("kind", PATCH)
+def test_the_patch_matmul_stand_in_computes_the_strided_convolution(kind, channels_last):
+    conv = _double_conv(2, 6, 10, **PATCH[kind])
+    stand_in = _fast_fp64_stand_in(conv)
+    assert type(stand_in).__name__ == "PatchMatmul"
+    x = _inputs((2, 6, 17, 13), channels_last)  # sizes the kernel does not divide: conv drops the rest
+    with torch.inference_mode():
+        expected, actual = conv(x), stand_in(x)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(4, 4, 3, padding=1, groups=4, stride=2),  # strided depthwise
+        nn.Conv2d(4, 8, 3, padding=1),  # dense 3x3: PyTorch's own im2col + dgemm
+        nn.Conv2d(4, 8, 2, stride=2, padding=1),  # padded patches overlap the border
+        nn.Conv2d(4, 8, 2, stride=2, dilation=2),
+        nn.Conv2d(4, 8, 2, stride=2, padding_mode="reflect"),
+        nn.Conv2d(4, 4, 3, padding="same", groups=4),
+    ],
+    ids=["strided-depthwise", "dense-3x3", "padded-patches", "dilated", "reflect-padding", "same-padding"],
+)
+def test_convolutions_without_an_exact_stand_in_are_left_as_they_are(conv):
+    assert _fast_fp64_stand_in(conv) is None
+    model = nn.Sequential(conv)
+    assert _with_fast_fp64_convolutions(model)[0] is conv
+
+
+def test_a_conv2d_subclass_with_its_own_forward_is_left_as_it_is():
+    class Scaled(nn.Conv2d):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    assert _fast_fp64_stand_in(Scaled(4, 4, 7, padding=3, groups=4)) is None
+
+
+@pytest.mark.parametrize("size", ["test", "atto"])
+def test_the_fast_float64_localization_net_computes_the_plain_double_model(size):
+    from harness.models import localization_net
+
+    model = localization_net(size)
+    runner = TorchRunner(model, ["mel_spectrogram"], ["positions", "uncertainties"], dtype="float64")
+    used = {type(m).__name__ for m in runner.model.modules()}
+    assert {"ShiftedDepthwise", "PatchMatmul"} <= used and "Conv2d" not in used
+    feeds = {"mel_spectrogram": np.random.default_rng(3).normal(size=(3, 3, 128, 32)).astype(np.float32)}
+    fast = runner.infer(feeds)
+    with torch.inference_mode():
+        plain = copy.deepcopy(model).double()(torch.from_numpy(feeds["mel_spectrogram"]).double())
+    for name, expected in zip(["positions", "uncertainties"], plain):
+        assert fast[name].dtype == np.float64
+        np.testing.assert_allclose(fast[name], expected.numpy(), rtol=0, atol=1e-12)
