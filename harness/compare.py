@@ -47,6 +47,8 @@ class OutputComparison:
     reason: str = ""
     # Values the fixed bound could not judge because PyTorch fp32 itself is too far from float64.
     excused: int = 0
+    # max |actual - expected| / (atol + rtol*|expected|): above 1, some value exceeds the bound.
+    bound_ratio: float = 0.0
 
     def __bool__(self) -> bool:
         return self.passed
@@ -284,8 +286,9 @@ def judge_output(
     if mae_over:
         reasons.append(f"mean abs error {mean_abs:.3g} >= {mae_bound:.3g}")
     comparison = OutputComparison(
-        output, not reasons, max_abs, mean_abs, max_rel, tolerance, "; ".join(reasons), excused
-    )
+        output, not reasons, max_abs, mean_abs, max_rel, tolerance, "; ".join(reasons), excused,
+        float((diff / bound).max()),
+    )  # fmt: skip
     return OutputJudgement(comparison, noise, tuple(findings))
 
 

@@ -68,6 +68,7 @@ class OutputErrors:
     # Examples on which the fixed bound could not judge this output (PyTorch fp32 itself too far
     # from fp64): the noise floor alone judged them.
     noise_only: int = 0
+    bound_ratios: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int | str]:
         if not self.max_abs:
@@ -78,6 +79,8 @@ class OutputErrors:
             "mean_abs": _finite_or_text(sum(self.mean_abs) / len(self.mean_abs)),
             "worst_example_mean_abs": _finite_or_text(max(self.mean_abs)),
             "examples_judged_by_noise_only": self.noise_only,
+            # Worst |ONNX - PyTorch| / (atol + rtol*|PyTorch|): above 1, the fixed bound alone would block.
+            "fixed_bound_ratio_worst": _finite_or_text(max(self.bound_ratios, default=0.0)),
         }
         if self.ratios:
             floor, candidate = max(self.floor_max), max(self.candidate_max)
@@ -353,6 +356,7 @@ class GateSession:
             errors.max_abs.append(comparison.max_abs)
             errors.mean_abs.append(comparison.mean_abs)
             errors.noise_only += comparison.excused > 0
+            errors.bound_ratios.append(comparison.bound_ratio)
         for noise in result.noise:
             errors = self.parity_errors[noise.output]
             errors.floor_max.append(noise.floor_max)

@@ -52,7 +52,7 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
         "blocked": blocked, "examples": summary["examples"],
         "out_of_range": summary["examples_out_of_range"],
         "worst_noise_ratio": max(o.get("noise_ratio_worst", 0.0) for o in summary["outputs"].values()),
-        "worst_fixed_bound_excess": max(o.get("max_abs", 0.0) for o in summary["outputs"].values()),
+        "worst_fixed_bound_ratio": max(o.get("fixed_bound_ratio_worst", 0.0) for o in summary["outputs"].values()),
         "findings": [f["worst"] for f in summary["findings"]],
     }  # fmt: skip
 
