@@ -5,6 +5,7 @@ the modules beside it. Nothing heavy is imported at module level, so ``pytest --
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generator
 
@@ -131,15 +132,20 @@ def pytest_configure(config: pytest.Config) -> None:
         # when the session collects no benchmark.
         config.option.benchmark_json = gate.report_dir / "benchmark.json"
         gate.owns_benchmark_json = True
-    if config.getoption("gate_publish") and not hasattr(config, "workerinput"):
-        _import_in_background("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3")
     if not config.option.xmlpath:
         # junitxml reads this in its own pytest_configure, which runs after this tryfirst hook.
         config.option.xmlpath = str(gate.report_dir / "junit.xml")
 
 
-def _import_in_background(*modules: str) -> None:
-    """Import the publish step's heavy modules while the checks run: mlflow alone takes seconds."""
+@contextmanager
+def _imports_alongside(*modules: str) -> Generator[None, None, None]:
+    """Import the publish step's heavy modules (mlflow alone takes seconds) while the body runs.
+
+    The thread must be finished before the body returns: importing mlflow and boto3 creates
+    loggers, and pytest's logging plugin iterates the logger dict without logging's lock each
+    time a test phase starts ("dictionary changed size during iteration"). Within one hook no
+    phase starts, and the export overlaps most of the import.
+    """
     import importlib
     import threading
 
@@ -150,7 +156,12 @@ def _import_in_background(*modules: str) -> None:
             except Exception:  # the publish step reports a missing module in its own words
                 return
 
-    threading.Thread(target=load, name="onnx-gate-warm-imports", daemon=True).start()
+    thread = threading.Thread(target=load, name="onnx-gate-warm-imports", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def _gate(config: pytest.Config) -> GateSession | None:
@@ -200,8 +211,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if gate is None or session.config.option.collectonly or not session.items:
         return
     gate.work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
+    publishing = session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput")
+    warm = _imports_alongside("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3") if publishing else nullcontext()
     try:
-        gate.prepare()
+        with warm:
+            gate.prepare()
     except GateError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
 
@@ -250,7 +264,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         gate.release_runners()
         outcome = publish_gate(
             gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
-            extra_tags=gate.publish_tags,
+            extra_tags=gate.publish_tags, notify=_notifier(session.config),
         )  # fmt: skip
         gate.publish_outcome = outcome
         gate.extra["publish"] = outcome.to_dict()
@@ -259,6 +273,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             _replace_run_reports(gate, outcome)
         if not outcome and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _notifier(config: pytest.Config) -> Any:
+    """Progress lines from the publish step (e.g. whom it waits for), straight to the terminal."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        from harness.publish.flow import _to_stderr
+
+        return _to_stderr
+    return lambda message: reporter.write_line(f"onnx-gate publish: {message}")
 
 
 def _replace_run_reports(gate: GateSession, outcome: Any) -> None:
