@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,6 +98,25 @@ def _dynamic_output_axes(model: nn.Module, config: GateConfig) -> dict[str, dict
     return axes
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_EXPORTER_HINT = ' (if torch.export cannot trace the model, try exporter = "torchscript")'
+
+
+def _first_line(exc: BaseException) -> str:
+    text = ANSI_ESCAPE.sub("", str(exc)).strip()
+    return text.splitlines()[0].strip() if text else ""
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The dynamo exporter wraps the real failure in a generic "Failed to export the model with
+    torch.export. This is step 1/3..." error; the innermost exception says what went wrong."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen and _first_line(inner):
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
 def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
     """Export ``model`` to ``path`` as the config says; returns the seconds it took."""
     import torch
@@ -135,9 +155,10 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
                     dynamic_axes=dynamic_axes, do_constant_folding=True,
                 )  # fmt: skip
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        cause = _root_cause(exc)
         raise ArtifactError(
-            f"the {config.exporter} exporter failed: {type(exc).__name__}: {first_line}"
+            f"the {config.exporter} exporter failed: {type(cause).__name__}: {_first_line(cause)}"
+            + (_EXPORTER_HINT if config.exporter == "dynamo" else "")
         ) from exc
     return time.perf_counter() - started
 

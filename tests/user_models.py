@@ -59,3 +59,21 @@ class Float32OnlyNet(TwoInputNet):
 def float32_only_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return Float32OnlyNet().eval()
+
+
+class DataDependentNet(nn.Module):
+    """Branches on a tensor's value, which torch.export cannot trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, receivers: torch.Tensor) -> torch.Tensor:
+        if receivers.sum() > 0:
+            return self.fc(receivers)
+        return -self.fc(receivers)
+
+
+def data_dependent_net() -> nn.Module:
+    torch.manual_seed(0)
+    return DataDependentNet().eval()
