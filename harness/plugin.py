@@ -17,10 +17,12 @@ from harness.ledger import BENCH_CHECKS
 if TYPE_CHECKING:
     from harness.config import GateConfig
     from harness.export import ArtifactInfo
+    from harness.failures import Failures
     from harness.runners import OrtRunner, TorchRunner
     from harness.session import GateSession
 
 GATE_KEY = pytest.StashKey["GateSession"]()
+FAILURES_KEY = pytest.StashKey["Failures"]()
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 GATE_TEST_DIRS = (PACKAGE_ROOT / "conformance", PACKAGE_ROOT / "benchmarks")
 OPTION_TO_KEY = {
@@ -114,11 +116,13 @@ def pytest_configure(config: pytest.Config) -> None:
     api = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, ApiRequest)), None)
     config_file = config.getoption("gate_config")
     try:
+        _check_paths(config)
         loaded = gate_config.load(
             invocation_dir=config.invocation_params.dir,
             config_file=Path(config_file) if config_file else None,
             overrides={**_overrides(config), **(api.overrides if api else {})},
         )
+        _check_report_dir(loaded.report_dir)
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
     gate = GateSession(loaded, model=api.model if api else None)
@@ -127,6 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
     config.stash[GATE_KEY] = gate
+    _brief_failures(config)
     if getattr(config.option, "benchmark_json", None) is None and hasattr(config.option, "benchmark_json"):
         # pytest-benchmark opens this in its own (trylast) pytest_configure; unset again below
         # when the session collects no benchmark.
@@ -135,6 +140,33 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.option.xmlpath:
         # junitxml reads this in its own pytest_configure, which runs after this tryfirst hook.
         config.option.xmlpath = str(gate.report_dir / "junit.xml")
+
+
+def _brief_failures(config: pytest.Config) -> None:
+    """Unless asked for detail (-v, --tb, -r), failed checks print one line each; see failures.py."""
+    from _pytest.terminal import _REPORTCHARS_DEFAULT
+
+    from harness.failures import Failures
+
+    brief = config.option.tbstyle == "auto" and config.option.verbose <= 0
+    config.stash[FAILURES_KEY] = Failures(brief)
+    if brief and config.option.reportchars == _REPORTCHARS_DEFAULT:
+        config.option.reportchars = _REPORTCHARS_DEFAULT.replace("f", "").replace("E", "") or "N"
+
+
+def _check_paths(config: pytest.Config) -> None:
+    config_file = config.getoption("gate_config")
+    if config_file and (config.invocation_params.dir / config_file).is_dir():
+        raise ConfigError(f"--gate-config {config_file!r} is a folder; give the TOML file itself, e.g. {config_file}/pyproject.toml")
+
+
+def _check_report_dir(report_dir: Path) -> None:
+    for path in (report_dir, *report_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"report folder {str(report_dir)!r} cannot be created: {str(path)!r} is a file; "
+                              "give a folder with --gate-report-dir or report_dir")
+        if path.is_dir():
+            return
 
 
 @contextmanager
@@ -217,7 +249,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         with warm:
             gate.prepare()
     except GateError as exc:
+        _junit_records_usage_error(session.config, f"onnx-gate: {exc}")
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
+
+
+def _junit_records_usage_error(config: pytest.Config, message: str) -> None:
+    """junitxml writes its file whatever happens; for a gate that could not start, an empty one
+    (tests="0" failures="0") reads as success to a CI dashboard. Record the error in it instead."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    reporter = xml.node_reporter("onnx-gate")
+    reporter.attrs.update(classname="onnx-gate", name="usage error")
+    reporter._add_simple("error", message)
+    xml.stats["error"] += 1  # the suite's errors="1", which is what dashboards count
 
 
 def _first_line(report: pytest.TestReport) -> str:
@@ -239,6 +286,11 @@ def pytest_runtest_makereport(
     gate, check = _gate(item.config), _check_name(item)
     if gate is not None and check:
         gate.ledger.reported(check, item.nodeid, report.outcome, _first_line(report))
+    failures = item.config.stash.get(FAILURES_KEY, None)
+    if failures is not None and report.failed:
+        from harness.failures import Failure
+
+        failures.add(Failure(item.nodeid, check, report.when, _first_line(report), report.longreprtext))
     return report
 
 
@@ -251,6 +303,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from harness.report import write_reports
 
     gate.verdict = gate.ledger.verdict(gate.required_checks, exit_status=int(exitstatus))
+    _write_failures(session, gate)
     if gate.latency:
         from harness.bench_report import archive_benchmark_json
 
@@ -273,6 +326,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             _replace_run_reports(gate, outcome)
         if not outcome and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _write_failures(session: pytest.Session, gate: GateSession) -> None:
+    """Full failure detail into the report; the terminal keeps one line per failed check."""
+    failures = session.config.stash.get(FAILURES_KEY, None)
+    if failures is None or not failures.items:
+        return
+    failures.write(gate.report_dir)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    shown = len(reporter.stats.get("failed", [])) + len(reporter.stats.get("error", [])) if reporter else 0
+    # Brief only when every failure the terminal would show has its line (no collection errors).
+    if failures.brief and shown == len(failures.items):
+        session.config.option.tbstyle = "no"  # the longreprs are made; this only hides them
+    else:
+        failures.brief = False
 
 
 def _notifier(config: pytest.Config) -> Any:
@@ -310,6 +378,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     color = {"green": True} if gate.verdict else {"red": True}
     terminalreporter.write_sep("=", "onnx-gate", **color)
     terminalreporter.write_line(str(gate.verdict), **color)
+    failures = config.stash.get(FAILURES_KEY, None)
+    if failures is not None and failures.items:
+        for line in failures.lines():
+            terminalreporter.write_line(line, red=True)
+        how = "; -v or --tb=short shows them here" if failures.brief else ""
+        terminalreporter.write_line(f"details: {gate.report_dir / 'failures.txt'}{how}")
     outcome = getattr(gate, "publish_outcome", None)
     if outcome is not None:
         terminalreporter.write_line(f"publish: {outcome}", green=bool(outcome), red=not outcome)
