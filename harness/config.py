@@ -315,7 +315,8 @@ def _parse_input(raw: Any, index: int) -> InputSpec:
     dims = raw.get("dims", {})
     if not isinstance(dims, dict):
         raise ConfigError(
-            f"{where}.dims must be a table naming each symbolic dimension, like dims = {{ batch = [1, 8] }}, got {dims!r}"
+            f"{where}.dims must be a table naming each symbolic dimension, "
+            f"like dims = {{ batch = [1, 8] }}, got {dims!r}"
         )
     return InputSpec(name, tuple(shape), dtype, low, high)
 

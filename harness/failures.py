@@ -52,8 +52,9 @@ class Failures:
     def write(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / FILE_NAME
+        rule = "=" * 100
         sections = [
-            f"{'=' * 100}\n{failure.nodeid} ({failure.check or 'no check'}, {failure.when})\n{'=' * 100}\n{failure.detail}\n"
+            f"{rule}\n{failure.nodeid} ({failure.check or 'no check'}, {failure.when})\n{rule}\n{failure.detail}\n"
             for failure in self.items
         ]
         path.write_text("\n".join(sections), encoding="utf-8")

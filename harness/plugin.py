@@ -151,13 +151,17 @@ def _brief_failures(config: pytest.Config) -> None:
     brief = config.option.tbstyle == "auto" and config.option.verbose <= 0
     config.stash[FAILURES_KEY] = Failures(brief)
     if brief and config.option.reportchars == _REPORTCHARS_DEFAULT:
-        config.option.reportchars = _REPORTCHARS_DEFAULT.replace("f", "").replace("E", "") or "N"
+        # pytest's "short test summary" repeats every failed test, cut to the terminal width;
+        # the onnx-gate section lists them instead, one line per check.
+        config.option.reportchars = "N"
 
 
 def _check_paths(config: pytest.Config) -> None:
     config_file = config.getoption("gate_config")
     if config_file and (config.invocation_params.dir / config_file).is_dir():
-        raise ConfigError(f"--gate-config {config_file!r} is a folder; give the TOML file itself, e.g. {config_file}/pyproject.toml")
+        raise ConfigError(
+            f"--gate-config {config_file!r} is a folder; give the TOML file itself, e.g. {config_file}/pyproject.toml"
+        )
 
 
 def _check_report_dir(report_dir: Path) -> None:
@@ -244,7 +248,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     gate.work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
     publishing = session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput")
-    warm = _imports_alongside("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3") if publishing else nullcontext()
+    heavy = ("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3")
+    warm = _imports_alongside(*heavy) if publishing else nullcontext()
     try:
         with warm:
             gate.prepare()
@@ -347,9 +352,9 @@ def _notifier(config: pytest.Config) -> Any:
     """Progress lines from the publish step (e.g. whom it waits for), straight to the terminal."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
-        from harness.publish.flow import _to_stderr
+        from harness.publish.flow import notify_stderr
 
-        return _to_stderr
+        return notify_stderr
     return lambda message: reporter.write_line(f"onnx-gate publish: {message}")
 
 

@@ -38,7 +38,7 @@ CLAIM_NOTICE_S = 30.0
 Notify = Callable[[str], None]
 
 
-def _to_stderr(message: str) -> None:
+def notify_stderr(message: str) -> None:
     print(f"onnx-gate publish: {message}", file=sys.stderr, flush=True)
 
 
@@ -119,7 +119,9 @@ class PublishRequest:
     extra_tags: Mapping[str, str] = field(default_factory=dict)
 
 
-def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = None, *, notify: Notify = _to_stderr) -> PublishOutcome:
+def publish_file(
+    request: PublishRequest, environ: Mapping[str, str] | None = None, *, notify: Notify = notify_stderr
+) -> PublishOutcome:
     """Check the registry, upload, verify, register, alias. Never raises for a publishing failure:
     the outcome says, and where an uploaded object was left unregistered it says that too."""
     env = dict(os.environ if environ is None else environ)
@@ -132,7 +134,9 @@ def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = No
     endpoint = env.get("MLFLOW_S3_ENDPOINT_URL")
     from harness.publish.registry import Registry
 
-    registry = Registry(tracking_uri, model_name=settings.model_name, experiment=settings.experiment, alias=settings.alias)
+    registry = Registry(
+        tracking_uri, model_name=settings.model_name, experiment=settings.experiment, alias=settings.alias
+    )
     try:
         started = time.perf_counter()
         registry.check_reachable()
@@ -205,7 +209,8 @@ def _refreshing(store: ArtifactStore, key: str, owner: str) -> Generator[None, N
 
 
 def _register_once(
-    store: ArtifactStore, registry: Any, request: PublishRequest, tags: Mapping[str, str], notify: Notify = _to_stderr
+    store: ArtifactStore, registry: Any, request: PublishRequest, tags: Mapping[str, str],
+    notify: Notify = notify_stderr,
 ) -> tuple[Any, bool]:
     """Exactly one version per sha256, even with publishers racing: a conditional-put claim in
     the bucket elects one registrant; the others wait for its READY version, saying for whom."""
@@ -301,7 +306,7 @@ def portable_summary(gate: GateSession, base: Path) -> dict[str, Any]:
 
 def publish_gate(
     gate: GateSession, exit_status: int, *, invocation_dir: Path, extra_tags: Mapping[str, str] | None = None,
-    notify: Notify = _to_stderr,
+    notify: Notify = notify_stderr,
 ) -> PublishOutcome:
     reason = refusal(gate, exit_status)
     if reason is not None:
