@@ -47,7 +47,7 @@ def run(pytest_args: Sequence[str]) -> int:
 
     from harness.profiles import GATE_RUN_PROFILE
 
-    args = list(pytest_args)
+    args = [_installed_suite_path(a) for a in pytest_args]
     if not any(a == "--hypothesis-profile" or a.startswith("--hypothesis-profile=") for a in args):
         args.append(f"--hypothesis-profile={GATE_RUN_PROFILE}")
     # Paths the user names replace the whole gate (e.g. one conformance file while debugging).
@@ -56,6 +56,16 @@ def run(pytest_args: Sequence[str]) -> int:
         if not a.startswith("-") and (Path(a).is_dir() or a.split("::")[0].endswith(".py"))
     ]  # fmt: skip
     return int(pytest.main([*([] if named_paths else gate_test_paths()), *args]))
+
+
+def _installed_suite_path(argument: str) -> str:
+    """``conformance/test_parity.py`` names the installed suite's file when the user's folder has
+    no such path: the README's debugging commands work from any project."""
+    path, sep, rest = argument.partition("::")
+    if argument.startswith("-") or Path(path).parts[:1] not in [(d,) for d in GATE_DIRS] or Path(path).exists():
+        return argument
+    installed = PACKAGE_ROOT / path
+    return f"{installed}{sep}{rest}" if installed.exists() else argument
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -366,12 +366,18 @@ def _parse_input(raw: Any, index: int) -> InputSpec:
     dtype = raw.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ConfigError(f"{where}.dtype {dtype!r} is not supported; valid: {', '.join(DTYPES)}")
-    low, high = raw.get("range", [-1.0, 1.0])
-    low, high = _number(low, f"{where}.range", minimum=-math.inf), _number(
-        high, f"{where}.range", minimum=-math.inf
-    )
+    value_range = raw.get("range", [-1.0, 1.0])
+    if not isinstance(value_range, list) or len(value_range) != 2:
+        raise ConfigError(f"{where}.range must be [low, high], two numbers, got {value_range!r}")
+    low, high = (_number(v, f"{where}.range", minimum=-math.inf) for v in value_range)
     if low > high:
         raise ConfigError(f"{where}.range must be [low, high] with low <= high, got {[low, high]}")
+    dims = raw.get("dims", {})
+    if not isinstance(dims, dict):
+        raise ConfigError(
+            f"{where}.dims must be a table naming each symbolic dimension, "
+            f"like dims = {{ batch = [1, 8] }}, got {dims!r}"
+        )
     return InputSpec(name, tuple(shape), dtype, low, high)
 
 
@@ -467,6 +473,21 @@ def _parse_bench(raw: Mapping[str, Any]) -> BenchConfig:
     )
 
 
+def _check_bench_batches(bench: BenchConfig, dims: Mapping[str, DimSpec], inputs: tuple[InputSpec, ...]) -> None:
+    """Given benchmark batches must lie in the batch dimension's declared range: timing a size the
+    gate never verified would publish numbers for a model nobody checked at that size."""
+    batch = next((d for spec in inputs for d in spec.symbolic_dims), None)
+    if batch is None:
+        return
+    dim = dims[batch]
+    outside = [b for b in bench.batches if not dim.low <= b <= dim.high]
+    if outside:
+        raise ConfigError(
+            f"bench.batches {outside} lie outside the declared range of {batch!r}, [{dim.low}, {dim.high}]; "
+            f"benchmark sizes within it, or widen dims.{batch}"
+        )
+
+
 def _parse_publish(raw: Mapping[str, Any]) -> PublishConfig:
     _check_keys(raw, PUBLISH_KEYS, "publish")
     values = {k: _expect(v, str, f"publish.{k}") for k, v in raw.items()}
@@ -534,14 +555,23 @@ def parse(
         bounds = {k: _number(raw[k], f"invariants[{i}].{k}", minimum=-math.inf) for k in ("min", "max") if k in raw}
         if not bounds:
             raise ConfigError(f"invariants[{i}] needs 'min' or 'max'")
+        if bounds.keys() == {"min", "max"} and bounds["min"] > bounds["max"]:
+            raise ConfigError(
+                f"invariants[{i}] for {raw['output']!r} has min {bounds['min']:g} > max {bounds['max']:g}: "
+                "no value could satisfy it; swap them"
+            )
         invariants.append(Invariant(raw["output"], bounds.get("min"), bounds.get("max")))
 
+    dims = _parse_dims(raw_inputs)
+    bench = _parse_bench(_expect(section.get("bench", {}), dict, "bench"))
+    if "batches" in section.get("bench", {}):  # the defaults are not the user's claim
+        _check_bench_batches(bench, dims, inputs)
     return GateConfig(
         model=model,
         model_kwargs=dict(_expect(section.get("model_kwargs", {}), dict, "model_kwargs")),
         inputs=inputs,
         outputs=outputs,
-        dims=_parse_dims(raw_inputs),
+        dims=dims,
         checkpoint=_resolve_path(section.get("checkpoint"), base_dir, "checkpoint"),
         onnx=_resolve_path(section.get("onnx"), base_dir, "onnx"),
         exporter=exporter,
@@ -550,7 +580,7 @@ def parse(
         per_output=per_output,
         invariants=tuple(invariants),
         report_dir=_resolve_path(section.get("report_dir", "reports"), base_dir, "report_dir") or Path("reports"),
-        bench=_parse_bench(_expect(section.get("bench", {}), dict, "bench")),
+        bench=bench,
         budget=_parse_budget(_expect(section.get("budget", {}), dict, "budget")),
         publish=_parse_publish(_expect(section.get("publish", {}), dict, "publish")),
         sources=sources,

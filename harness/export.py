@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,7 +165,9 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
                     dynamic_axes=dynamic_axes, do_constant_folding=True,
                 )  # fmt: skip
     except Exception as exc:
-        raise ArtifactError(f"the {config.exporter} exporter failed: {export_failure_reason(exc)}") from exc
+        reason = export_failure_reason(exc)
+        hint = ' (if torch.export cannot trace the model, try exporter = "torchscript")' if config.exporter == "dynamo" else ""
+        raise ArtifactError(f"the {config.exporter} exporter failed: {reason}{hint}") from exc
     make_reproducible(path, config.search_dirs)  # no build-machine paths: same bytes in any folder
     return time.perf_counter() - started
 
@@ -172,8 +175,6 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
 def export_failure_reason(exc: BaseException) -> str:
     """One line saying why an export failed: the innermost cause, not the exporter's generic
     "Failed to export the model with torch.export. This is step 1/3..." wrapper text."""
-    import re
-
     while exc.__cause__ is not None:
         exc = exc.__cause__
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]

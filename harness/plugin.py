@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Generator
 
@@ -18,10 +19,12 @@ from harness.ledger import BENCH_CHECKS
 if TYPE_CHECKING:
     from harness.config import GateConfig
     from harness.export import ArtifactInfo
+    from harness.failures import Failures
     from harness.runners import OrtRunner, TorchRunner
     from harness.session import GateSession
 
 GATE_KEY = pytest.StashKey["GateSession"]()
+FAILURES_KEY = pytest.StashKey["Failures"]()
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 GATE_TEST_DIRS = (PACKAGE_ROOT / "conformance", PACKAGE_ROOT / "benchmarks")
 OPTION_TO_KEY = {
@@ -146,6 +149,7 @@ def pytest_configure(config: pytest.Config) -> None:
     api = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, ApiRequest)), None)
     config_file = config.getoption("gate_config")
     try:
+        _check_paths(config)
         loaded = gate_config.load(
             invocation_dir=config.invocation_params.dir,
             config_file=Path(config_file) if config_file else None,
@@ -153,6 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
             api_overrides=api.overrides if api else None,
             model_object=bool(api and api.model is not None),
         )
+        _check_report_dir(loaded.report_dir)
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
     if api and api.model is not None and distributed.is_distributed(config):
@@ -168,24 +173,61 @@ def pytest_configure(config: pytest.Config) -> None:
         gate.bench_plan = BenchPlan.quick()
     gate.use_export_cache = not config.getoption("gate_no_cache")
     config.stash[GATE_KEY] = gate
+    _brief_failures(config)
     if distributed.is_worker(config):
         distributed.configure_worker(config, gate)
     else:
-        config.pluginmanager.register(LedgerFeed(gate), "onnx-gate-ledger")
+        config.pluginmanager.register(LedgerFeed(gate, config), "onnx-gate-ledger")
         if distributed.is_controller(config):
             config.pluginmanager.register(distributed.XdistHooks(gate), XDIST_HOOKS)
     # Without --benchmark-json, benchmark.json goes into the run's folder once benchmarks are
     # collected (pytest_collection_modifyitems).
     gate.owns_benchmark_json = hasattr(config.option, "benchmark_json") and config.option.benchmark_json is None
-    if config.getoption("gate_publish") and not hasattr(config, "workerinput"):
-        _import_in_background("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3")
     if not config.option.xmlpath:
         # junitxml reads this in its own pytest_configure, which runs after this tryfirst hook.
         config.option.xmlpath = str(gate.report_dir / "junit.xml")
 
 
-def _import_in_background(*modules: str) -> None:
-    """Import the publish step's heavy modules while the checks run: mlflow alone takes seconds."""
+def _brief_failures(config: pytest.Config) -> None:
+    """Unless asked for detail (-v, --tb, -r), failed checks print one line each; see failures.py."""
+    from _pytest.terminal import _REPORTCHARS_DEFAULT
+
+    from harness.failures import Failures
+
+    brief = config.option.tbstyle == "auto" and config.option.verbose <= 0
+    config.stash[FAILURES_KEY] = Failures(brief)
+    if brief and config.option.reportchars == _REPORTCHARS_DEFAULT:
+        # pytest's "short test summary" repeats every failed test, cut to the terminal width;
+        # the onnx-gate section lists them instead, one line per check.
+        config.option.reportchars = "N"
+
+
+def _check_paths(config: pytest.Config) -> None:
+    config_file = config.getoption("gate_config")
+    if config_file and (config.invocation_params.dir / config_file).is_dir():
+        raise ConfigError(
+            f"--gate-config {config_file!r} is a folder; give the TOML file itself, e.g. {config_file}/pyproject.toml"
+        )
+
+
+def _check_report_dir(report_dir: Path) -> None:
+    for path in (report_dir, *report_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"report folder {str(report_dir)!r} cannot be created: {str(path)!r} is a file; "
+                              "give a folder with --gate-report-dir or report_dir")
+        if path.is_dir():
+            return
+
+
+@contextmanager
+def _imports_alongside(*modules: str) -> Generator[None, None, None]:
+    """Import the publish step's heavy modules (mlflow alone takes seconds) while the body runs.
+
+    The thread must be finished before the body returns: importing mlflow and boto3 creates
+    loggers, and pytest's logging plugin iterates the logger dict without logging's lock each
+    time a test phase starts ("dictionary changed size during iteration"). Within one hook no
+    phase starts, and the export overlaps most of the import.
+    """
     import importlib
     import threading
 
@@ -196,7 +238,12 @@ def _import_in_background(*modules: str) -> None:
             except Exception:  # the publish step reports a missing module in its own words
                 return
 
-    threading.Thread(target=load, name="onnx-gate-warm-imports", daemon=True).start()
+    thread = threading.Thread(target=load, name="onnx-gate-warm-imports", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -227,8 +274,8 @@ class LedgerFeed:
     """Feeds the ledger and the parity statistics from the test reports this process receives:
     its own tests' in a single process, every worker's on the xdist controller. Not on workers."""
 
-    def __init__(self, gate: GateSession) -> None:
-        self.gate = gate
+    def __init__(self, gate: GateSession, config: pytest.Config) -> None:
+        self.gate, self.config = gate, config
         self.unlabelled: list[tuple[str, str, str]] = []
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml writes user_properties
@@ -240,6 +287,11 @@ class LedgerFeed:
             self.gate.ledger.reported(check, report.nodeid, report.outcome, _first_line(report))
         elif report.failed:  # e.g. xdist's report for a crashed worker: resolved once all collected
             self.unlabelled.append((report.nodeid, report.outcome, _first_line(report)))
+        failures = self.config.stash.get(FAILURES_KEY, None)
+        if failures is not None and report.failed:
+            from harness.failures import Failure
+
+            failures.add(Failure(report.nodeid, check, report.when, _first_line(report), report.longreprtext))
 
     def resolve_unlabelled(self) -> None:
         checks = {nodeid: r.name for r in self.gate.ledger.records.values() for nodeid in r.collected}
@@ -308,15 +360,33 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if gate is None or session.config.option.collectonly or not session.items:
         return
     gate.work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
+    publishing = session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput")
+    heavy = ("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3")
+    warm = _imports_alongside(*heavy) if publishing else nullcontext()
     try:
-        with gate.timing.measure("build_and_export"):
+        with gate.timing.measure("build_and_export"), warm:
             if distributed.is_worker(session.config):
                 distributed.adopt_artifact(session.config, gate)  # the controller exported it
             else:
                 gate.prepare()
                 gate.extra["execution"] = distributed.execution_summary(session.config, gate)
     except GateError as exc:
+        _junit_records_usage_error(session.config, f"onnx-gate: {exc}")
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
+
+
+def _junit_records_usage_error(config: pytest.Config, message: str) -> None:
+    """junitxml writes its file whatever happens; for a gate that could not start, an empty one
+    (tests="0" failures="0") reads as success to a CI dashboard. Record the error in it instead."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    reporter = xml.node_reporter("onnx-gate")
+    reporter.attrs.update(classname="onnx-gate", name="usage error")
+    reporter._add_simple("error", message)
+    xml.stats["error"] += 1  # the suite's errors="1", which is what dashboards count
 
 
 @pytest.hookimpl(wrapper=True)
@@ -346,12 +416,12 @@ def pytest_runtest_makereport(
     # A GateError already says what is wrong in one line; its traceback would bury that.
     if call.excinfo is not None and call.excinfo.errisinstance(GateError) and report.failed:
         report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
-    gate = _gate(item.config)
+    gate, check = _gate(item.config), _check_name(item)
     if gate is not None:
         # The ledger is fed from pytest_runtest_logreport (LedgerFeed), where the xdist controller
         # sees every worker's reports; a worker's parity statistics travel with its reports.
         parity = distributed.take_worker_parity(item.config, gate) if distributed.is_worker(item.config) else None
-        distributed.label(report, _check_name(item), parity)
+        distributed.label(report, check, parity)
     return report
 
 
@@ -375,6 +445,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from harness.report import write_reports
 
     gate.verdict = gate.ledger.verdict(gate.required_checks, exit_status=int(exitstatus))
+    _write_failures(session, gate)
     if gate.latency:
         from harness.bench_report import archive_benchmark_json
 
@@ -394,7 +465,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             gate.release_runners()
             outcome = publish_gate(
                 gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
-                extra_tags=gate.publish_tags,
+                extra_tags=gate.publish_tags, notify=_notifier(session.config),
             )  # fmt: skip
         gate.publish_outcome = outcome
         gate.extra["publish"] = outcome.to_dict()
@@ -405,6 +476,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 _replace_run_reports(gate, outcome)
         if not outcome and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _write_failures(session: pytest.Session, gate: GateSession) -> None:
+    """Full failure detail into the report; the terminal keeps one line per failed check."""
+    failures = session.config.stash.get(FAILURES_KEY, None)
+    if failures is None or not failures.items:
+        return
+    failures.write(gate.report_dir)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    shown = len(reporter.stats.get("failed", [])) + len(reporter.stats.get("error", [])) if reporter else 0
+    # Brief only when every failure the terminal would show has its line (no collection errors).
+    if failures.brief and shown == len(failures.items):
+        session.config.option.tbstyle = "no"  # the longreprs are made; this only hides them
+    else:
+        failures.brief = False
+
+
+def _notifier(config: pytest.Config) -> Any:
+    """Progress lines from the publish step (e.g. whom it waits for), straight to the terminal."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        from harness.publish.flow import notify_stderr
+
+        return notify_stderr
+    return lambda message: reporter.write_line(f"onnx-gate publish: {message}")
 
 
 def _replace_run_reports(gate: GateSession, outcome: Any) -> None:
@@ -432,6 +528,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     color = {"green": True} if gate.verdict else {"red": True}
     terminalreporter.write_sep("=", "onnx-gate", **color)
     terminalreporter.write_line(str(gate.verdict), **color)
+    failures = config.stash.get(FAILURES_KEY, None)
+    if failures is not None and failures.items:
+        for line in failures.lines():
+            terminalreporter.write_line(line, red=True)
+        how = "; -v or --tb=short shows them here" if failures.brief else ""
+        terminalreporter.write_line(f"details: {gate.report_dir / 'failures.txt'}{how}")
     outcome = getattr(gate, "publish_outcome", None)
     if outcome is not None:
         terminalreporter.write_line(f"publish: {outcome}", green=bool(outcome), red=not outcome)

@@ -70,6 +70,10 @@ dims = { batch = [1, 4], time = [3, 24] }
 class GateRun:
     result: pytest.RunResult
     document: dict[str, Any] | None
+    details: str = ""  # failures.txt: the tracebacks the terminal leaves out
+
+    def details_match(self, patterns: list[str]) -> None:
+        pytest.LineMatcher(self.details.splitlines()).fnmatch_lines(patterns)
 
     def status(self, check: str) -> str:
         assert self.document is not None, self.result.stdout.str()
@@ -101,7 +105,9 @@ class GateProject:
         result = self.pytester.runpytest_subprocess(*paths, *options, *args)
         reports = sorted((self.path / "reports").glob("*/gate.json"))
         document = json.loads(reports[-1].read_text()) if reports else None
-        return GateRun(result, document)
+        failures = reports[-1].parent / "failures.txt" if reports else None
+        details = failures.read_text() if failures and failures.is_file() else ""
+        return GateRun(result, document, details)
 
 
 @pytest.fixture(autouse=True)

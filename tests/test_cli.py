@@ -1,5 +1,8 @@
+import json
 import subprocess
 import sys
+
+from tests.conftest import TWO_INPUT_NET
 
 
 def test_help_documents_the_run_command():
@@ -19,3 +22,15 @@ def test_the_plugin_module_imports_nothing_heavy():
     code = "import sys, harness.plugin; print(sorted(m for m in ('torch', 'onnxruntime', 'boto3', 'mlflow', 'onnx') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_run_with_a_suite_path_from_the_readme_works_from_a_users_own_folder(project):
+    project.write_config(TWO_INPUT_NET)
+    result = project.pytester.run(
+        sys.executable, "-m", "harness.cli", "run", "conformance/test_parity.py",
+        "--gate-config", "gate.toml", "--hypothesis-profile=smoke",
+    )  # fmt: skip
+    assert result.parseoutcomes() == {"passed": 4}, result.stdout.str()
+    document = json.loads(next((project.path / "reports").glob("*/gate.json")).read_text())
+    assert document["checks"]["parity"]["status"] == "passed"
+    assert document["checks"]["contract"]["status"] == "not run"

@@ -54,8 +54,9 @@ def test_it_blocks_weights_rounded_through_fp16(project, good_onnx, tmp_path):
     run = _run_on(project, defects.round_weights_through_fp16(good_onnx, tmp_path / "fp16.onnx"))
     assert "parity" in run.failed_checks()
     assert run.status("contract") == "passed"
-    # The failure names the case and the worst element with its absolute and relative error.
-    run.result.stdout.fnmatch_lines([
+    # The terminal names the case; the report adds the worst element with its absolute and relative error.
+    run.result.stdout.fnmatch_lines(["  parity: *FAILED | onnxruntime-cpu vs torch-cpu-float32 on * inputs (batch=*, seed=*)*"])
+    run.details_match([
         "*FAILED | onnxruntime-cpu vs torch-cpu-float32 on * inputs (batch=*, seed=*)*",
         "*worst at (*): * vs reference * (abs error *, rel error *)*",
     ])  # fmt: skip
@@ -74,3 +75,25 @@ def test_it_blocks_a_graph_containing_a_random_op(project, good_onnx, tmp_path):
     run = _run_on(project, defects.add_random_op(good_onnx, tmp_path / "random.onnx"))
     assert run.status("contract") == "failed"
     assert "RandomUniformLike" in " ".join(run.document["checks"]["contract"]["messages"])
+
+
+def test_a_blocked_gate_prints_one_line_per_failed_check_and_the_details_in_the_report(project, tmp_path):
+    run = _run_on(project, defects.export(tmp_path / "static.onnx", dynamic=False))
+    output = run.result.stdout.str()
+    assert "Traceback" not in output and "= FAILURES =" not in output and "= ERRORS =" not in output
+    section = output.split("= onnx-gate =", 1)[1].splitlines()[1:]
+    details_at = next(i for i, line in enumerate(section) if line.startswith("details: "))
+    assert section[0].startswith("FAILED | ")
+    assert sorted(line.split(":")[0].strip() for line in section[1:details_at]) == sorted(run.failed_checks())
+    assert section[details_at].endswith("failures.txt; -v or --tb=short shows them here")
+    run.details_match(["*test_contract.py::*", "*fixed to 2*"])
+    assert "failures.txt" in run.document["files"]
+
+
+def test_verbose_or_an_explicit_tb_restores_the_tracebacks(project, tmp_path):
+    static = defects.export(tmp_path / "static.onnx", dynamic=False)
+    project.write_config()
+    for option in ("-v", "--tb=short"):
+        run = project.run("--gate-onnx", str(static), option, "-k", "contract")
+        assert run.result.ret == 1
+        run.result.stdout.fnmatch_lines(["*= FAILURES =*", "*fixed to 2*"])

@@ -71,7 +71,7 @@ def test_the_gate_blocks_each_small_defect_with_the_noise_ratio_in_its_message(d
     assert run.result.ret == 1
     assert run.status("parity") == "failed"
     assert run.status("contract") == "passed"
-    run.result.stdout.fnmatch_lines(["*FAILED | *: ONNX error is *x PyTorch's own fp32 noise (max * vs *"])
+    run.details_match(["*FAILED | *: ONNX error is *x PyTorch's own fp32 noise (max * vs *"])
 
 
 def test_without_the_noise_floor_the_fixed_tolerance_alone_lets_a_defect_through(project, good_onnx, tmp_path):

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -18,9 +24,11 @@ from harness.config import PublishConfig
 from harness.export import file_sha256
 from harness.models import localization_net
 from harness.publish import flow
+from harness.publish.claim import ClaimOwner, machine_id
+from harness.publish.registry import Registry
 from harness.publish.s3 import ArtifactStore, s3_client
 from tests import defects
-from tests.conftest import BENCHMARKS, CONFORMANCE
+from tests.conftest import BENCHMARKS, CONFORMANCE, TWO_INPUT_NET
 
 PUBLISHABLE = "\n[bench]\nbatches = [1, 2]\n[budget]\nmin_speedup = 0\n[publish]\nmodel_name = \"%s\"\nprefix = \"models/%s\"\n"
 
@@ -180,12 +188,30 @@ def test_s3_unreachable_fails_clearly_and_registers_nothing(stack, tmp_path):
     _assert_no_secret(env, outcome.reason)
 
 
-def test_mlflow_unreachable_keeps_the_upload_and_a_rerun_registers_without_uploading(stack, tmp_path):
+def test_mlflow_unreachable_stops_the_publish_before_anything_is_uploaded(stack, tmp_path):
     _, env = stack
     request = _request(_artifact(tmp_path, 2), _unique("no-mlflow"))
     outcome = flow.publish_file(request, {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
-    assert outcome.status == "failed" and outcome.uploaded
+    assert outcome.status == "failed" and not outcome.uploaded and outcome.s3_uri is None
     assert "MLflow tracking server at http://127.0.0.1:9 is unreachable" in outcome.reason
+    assert _key(request) not in _store(env).list_keys()
+    assert _versions(env, request.settings.model_name) == []
+
+
+def test_mlflow_failing_after_the_upload_says_what_was_left_and_a_rerun_completes_it(stack, tmp_path, monkeypatch):
+    _, env = stack
+    request = _request(_artifact(tmp_path, 6), _unique("mlflow-dies"))
+    # The one fake: a registry that passes the up-front check and dies right after the upload
+    # cannot be produced on demand from a real server.
+    def registry_gone(*args, **kwargs):
+        raise ConnectionError("Connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Registry, "register", registry_gone)
+        outcome = flow.publish_file(request, env, notify=lambda message: None)
+    assert outcome.status == "failed" and outcome.uploaded
+    assert f"{outcome.s3_uri} is uploaded and verified but not registered" in outcome.reason
+    assert "the next --gate-publish run of this artifact registers it without uploading again" in outcome.reason
     assert _key(request) in _store(env).list_keys()
     assert _versions(env, request.settings.model_name) == []
     rerun = flow.publish_file(request, env)
@@ -247,3 +273,98 @@ def test_4_different_artifacts_published_at_once_give_4_versions(stack, tmp_path
     assert len(versions) == 4
     assert {v.tags["sha256"] for v in versions} == {r.sha256 for r in requests}
     _assert_no_secret_in_mlflow(env)
+
+
+# --- a registration claim left behind by a publisher that was killed --------------------------
+
+
+def _claim_key(request: flow.PublishRequest) -> str:
+    return f"{request.settings.prefix}/{request.settings.model_name}/{request.sha256}.registering"
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()  # reaped: its pid names no process now
+    return process.pid
+
+
+def test_a_claim_left_by_a_killed_publisher_on_this_machine_is_named_and_cleared_at_once(stack, tmp_path):
+    _, env = stack
+    request = _request(_artifact(tmp_path, 20), _unique("stale-local"))
+    dead = ClaimOwner(socket.gethostname(), machine_id(), _dead_pid(), "killed-run")
+    assert _store(env).claim(_claim_key(request), dead.encode())
+    messages: list[str] = []
+    started = time.monotonic()
+    outcome = flow.publish_file(request, env, notify=messages.append)
+    assert outcome.status == "published" and outcome.created_version, outcome.reason
+    assert time.monotonic() - started < 60
+    assert messages == [
+        f"cleared the registration claim s3://heimdall-models/{_claim_key(request)}: its owner, "
+        f"pid {dead.pid} on {dead.host} (gate run killed-run), no longer runs"
+    ]
+    assert _claim_key(request) not in _store(env).list_keys()
+
+
+def test_a_claim_held_elsewhere_is_named_while_waiting_and_cleared_once_stale(stack, tmp_path, monkeypatch):
+    _, env = stack
+    request = _request(_artifact(tmp_path, 21), _unique("stale-remote"))
+    elsewhere = ClaimOwner("ci-runner-7", "ci-runner-7/other-boot/1", 4242, "remote-run")
+    assert _store(env).claim(_claim_key(request), elsewhere.encode())
+    monkeypatch.setattr(flow, "CLAIM_STALE_S", 3.0)  # a setting: how long a silent claim is trusted
+    messages: list[str] = []
+    outcome = flow.publish_file(request, env, notify=messages.append)
+    assert outcome.status == "published" and outcome.created_version, outcome.reason
+    claim = f"s3://heimdall-models/{_claim_key(request)}"
+    assert messages[0].startswith(f"waiting for pid 4242 on ci-runner-7 (gate run remote-run), which holds the registration claim {claim}")
+    assert "or delete that object to clear it by hand" in messages[0]
+    assert messages[-1].startswith(f"cleared the registration claim {claim}: its owner, pid 4242 on ci-runner-7 (gate run remote-run), has not refreshed it for")
+
+
+def test_waiting_for_a_live_claim_gives_up_naming_it_and_how_to_clear_it(stack, tmp_path, monkeypatch):
+    _, env = stack
+    request = _request(_artifact(tmp_path, 22), _unique("held"))
+    alive = ClaimOwner(socket.gethostname(), machine_id(), os.getpid(), "live-run")  # this very process
+    assert _store(env).claim(_claim_key(request), alive.encode())
+    monkeypatch.setattr(flow, "CLAIM_WAIT_S", 2.0)
+    outcome = flow.publish_file(request, env, notify=lambda message: None)
+    assert outcome.status == "failed"
+    claim = f"s3://heimdall-models/{_claim_key(request)}"
+    assert f"gave up after 2 s waiting for pid {os.getpid()}" in outcome.reason
+    assert f"which holds the registration claim {claim}; if that publisher is not running, delete the claim object" in outcome.reason
+    assert "is uploaded and verified but not registered" in outcome.reason
+    _store(env).release(_claim_key(request))
+
+
+# --- what is printed, stored and published -----------------------------------------------------
+
+
+def _publish_two_input_net(project, env, monkeypatch):
+    name = _unique("small")
+    project.write_config(TWO_INPUT_NET, extra=PUBLISHABLE % (name, name))
+    return _run_gate(project, env, monkeypatch), name
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed_stored_or_published(project, stack, monkeypatch):
+    _, env = stack
+    password = "pw-" + uuid.uuid4().hex
+    uri = env["MLFLOW_TRACKING_URI"].replace("http://", f"http://gate-user:{password}@")
+    run, name = _publish_two_input_net(project, {**env, "MLFLOW_TRACKING_URI": uri}, monkeypatch)
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.document["publish"]["run_url"].startswith(env["MLFLOW_TRACKING_URI"] + "/#/experiments/")
+    folder = project.path / "reports" / run.document["run_id"]
+    texts = [run.result.stdout.str(), run.result.stderr.str()] + [p.read_text(errors="replace") for p in folder.iterdir() if p.is_file()]
+    client = _client(env)
+    published = client.get_run(run.document["publish"]["run_id"]).data
+    texts += [json.dumps(published.params), json.dumps(published.tags), json.dumps(_versions(env, name)[0].tags)]
+    assert not [text for text in texts if password in text]
+
+
+def test_published_params_and_tags_carry_no_absolute_path(project, stack, monkeypatch):
+    _, env = stack
+    run, name = _publish_two_input_net(project, env, monkeypatch)
+    assert run.result.ret == 0, run.result.stdout.str()
+    published = _client(env).get_run(run.document["publish"]["run_id"]).data
+    values = {**published.params, **published.tags, **_versions(env, name)[0].tags}
+    absolute = {key: value for key, value in values.items() if re.search(r"(^|[\s'\"\[(=])/[\w.-]+/", value)}
+    assert absolute == {}
+    assert published.params["config.sources"] == '["gate.toml"]'

@@ -70,21 +70,3 @@ def test_a_correct_export_of_a_real_architecture_is_never_blocked(name, exporter
     assert not outcome["blocked"], outcome["blocked"][0]
     assert outcome["worst_noise_ratio"] < gate_config.Tolerance().noise_factor, outcome
 
-
-def test_a_model_the_exporter_cannot_export_blocks_the_gate_in_one_line(project):
-    project.write_config("""
-model = "user_models:data_dependent_net"
-exporter = "%(exporter)s"
-outputs = ["y"]
-report_dir = "reports"
-[[inputs]]
-name = "x"
-shape = ["batch", 4]
-dims = { batch = [1, 4] }
-""", exporter="dynamo")  # fmt: skip
-    run = project.run()
-    assert run.result.ret == 1
-    assert run.status("artifact") == "failed"
-    error = run.document["artifact_error"]
-    assert error.startswith("the dynamo exporter failed: ") and "\n" not in error and "\x1b" not in error
-    assert "INTERNALERROR" not in run.result.stdout.str()

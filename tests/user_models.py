@@ -127,19 +127,18 @@ def saturating_net(seed: int = 0, clamp: bool = True) -> nn.Module:
 
 
 class DataDependentNet(nn.Module):
-    """Python control flow on a tensor's value: torch.export cannot capture it as one graph."""
+    """Branches on a tensor's value, which torch.export cannot trace."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.fc = nn.Linear(4, 1)
+        self.fc = nn.Linear(6, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc(x)
-        if y.sum() > 0:
-            return y
-        return -y
+    def forward(self, receivers: torch.Tensor) -> torch.Tensor:
+        if receivers.sum() > 0:
+            return self.fc(receivers)
+        return -self.fc(receivers)
 
 
-def data_dependent_net(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
+def data_dependent_net() -> nn.Module:
+    torch.manual_seed(0)
     return DataDependentNet().eval()

@@ -39,10 +39,30 @@ def import_callable(target: str, search_dirs: Sequence[Path] = ()) -> Any:
     return factory
 
 
+def _check_checkpoint_format(path: Path) -> None:
+    """torch.save writes a zip archive (a pickle before torch 1.6); anything else makes torch.load
+    fail with a pickle opcode as a KeyError, e.g. 'KeyError: 101' for a text file."""
+    import zipfile
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except FileNotFoundError:
+        raise GateError(f"checkpoint {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise GateError(f"checkpoint {str(path)!r} cannot be read: {exc.strerror}") from None
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        raise GateError(
+            f"checkpoint {str(path)!r} is not a file torch.save wrote (it starts with {head[:12]!r}); "
+            "give the file of torch.save(model.state_dict(), PATH)"
+        )
+
+
 def load_checkpoint(model: nn.Module, path: Path) -> None:
     """Load a state_dict strictly, explaining a mismatch in one line instead of torch's essay."""
     import torch
 
+    _check_checkpoint_format(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

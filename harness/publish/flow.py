@@ -1,31 +1,45 @@
 """Publishing, only after a gate session passed in full: verified upload, then registration.
 
-Order matters: no registry version may exist before its bytes are uploaded and verified. If
-registration fails, the content-addressed object stays (harmless) and a later run registers it
-without uploading again.
+Order matters: no registry version may exist before its bytes are uploaded and verified. The
+registry is asked first whether it answers and accepts the credentials, so a registry that is down
+stops the publish before any upload. If registration still fails afterwards, the content-addressed
+object stays (harmless), the outcome says so, and a later run registers it without uploading again.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
 
 from harness.config import PublishConfig
 from harness.errors import GateError
+from harness.publish.claim import ClaimOwner
 from harness.publish.s3 import ArtifactStore, PublishError, s3_client
 from harness.publish.secrets import redact
 
 if TYPE_CHECKING:
     from harness.session import GateSession
 
-CLAIM_STALE_S = 600.0
+# A claim's owner rewrites it every CLAIM_REFRESH_S while it registers; a claim not rewritten for
+# CLAIM_STALE_S is abandoned (an owner on this machine that no longer runs is detected at once).
+CLAIM_REFRESH_S = 10.0
+CLAIM_STALE_S = 120.0
 CLAIM_WAIT_S = 300.0
+CLAIM_NOTICE_S = 30.0
+
+Notify = Callable[[str], None]
+
+
+def notify_stderr(message: str) -> None:
+    print(f"onnx-gate publish: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -105,8 +119,11 @@ class PublishRequest:
     extra_tags: Mapping[str, str] = field(default_factory=dict)
 
 
-def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = None) -> PublishOutcome:
-    """Upload, verify, register, alias. Never raises for a publishing failure: the outcome says."""
+def publish_file(
+    request: PublishRequest, environ: Mapping[str, str] | None = None, *, notify: Notify = notify_stderr
+) -> PublishOutcome:
+    """Check the registry, upload, verify, register, alias. Never raises for a publishing failure:
+    the outcome says, and where an uploaded object was left unregistered it says that too."""
     env = dict(os.environ if environ is None else environ)
     settings = request.settings
     outcome = PublishOutcome("failed", sha256=request.sha256, registered_name=settings.model_name)
@@ -115,7 +132,15 @@ def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = No
         return PublishOutcome("refused", "MLFLOW_TRACKING_URI is not set: run `onnx-gate stack up` for a local "
                               "registry, or point it at your MLflow server", sha256=request.sha256)
     endpoint = env.get("MLFLOW_S3_ENDPOINT_URL")
+    from harness.publish.registry import Registry
+
+    registry = Registry(
+        tracking_uri, model_name=settings.model_name, experiment=settings.experiment, alias=settings.alias
+    )
     try:
+        started = time.perf_counter()
+        registry.check_reachable()
+        registry.check_access()
         store = ArtifactStore(
             s3_client(endpoint, env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")),
             endpoint=endpoint or "AWS S3", bucket=settings.bucket, prefix=settings.prefix,
@@ -124,15 +149,10 @@ def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = No
             "model-type": request.model_type, "export-date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "format": "onnx", "git-commit": request.git_commit, "gate-run-id": request.gate_run_id,
         }  # fmt: skip
-        started = time.perf_counter()
         upload = store.upload(request.path, sha256=request.sha256, metadata=metadata, model_name=settings.model_name)
         outcome.s3_uri, outcome.uploaded = upload.uri, not upload.reused
         outcome.extra["upload_seconds"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        from harness.publish.registry import Registry
-
-        registry = Registry(tracking_uri, model_name=settings.model_name, experiment=settings.experiment, alias=settings.alias)
-        registry.check_reachable()
         run_id = registry.start_run(f"gate-{request.gate_run_id}", request.params, request.metrics)
         outcome.run_id, outcome.run_url = run_id, registry.run_url(run_id)
         try:
@@ -142,7 +162,7 @@ def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = No
                 "s3_uri": upload.uri, "sha256": request.sha256, "size": str(upload.size),
                 "gate_run_id": request.gate_run_id, "git_commit": request.git_commit, **request.extra_tags,
             }  # fmt: skip
-            version, created = _register_once(store, registry, request, tags)
+            version, created = _register_once(store, registry, request, tags, notify)
             registry.set_alias(version.version)  # only READY versions come back from _register_once
             outcome.status, outcome.version, outcome.created_version, outcome.alias = (
                 "published", str(version.version), created, settings.alias,
@@ -153,43 +173,92 @@ def publish_file(request: PublishRequest, environ: Mapping[str, str] | None = No
             registry.end_run("FAILED")
             raise
     except PublishError as exc:
-        outcome.reason = str(exc)
+        outcome.reason = redact(str(exc))
     except GateError as exc:
         outcome.reason = redact(str(exc))
     except Exception as exc:  # MLflow and network errors: one safe line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        where = f"MLflow at {tracking_uri}" if outcome.s3_uri else "publishing"
+        where = f"MLflow at {registry.display_uri}" if outcome.s3_uri else "publishing"
         outcome.reason = redact(f"{where} failed: {type(exc).__name__}: {first}"[:500])
+    if outcome.status != "published" and outcome.s3_uri:
+        # The one half-state left: bytes in the bucket, no version. Harmless, and said out loud.
+        outcome.reason += (f"; {outcome.s3_uri} is uploaded and verified but not registered: the next "
+                           "--gate-publish run of this artifact registers it without uploading again")
     return outcome
 
 
-def _register_once(store: ArtifactStore, registry: Any, request: PublishRequest, tags: Mapping[str, str]) -> tuple[Any, bool]:
+@contextmanager
+def _refreshing(store: ArtifactStore, key: str, owner: str) -> Generator[None, None, None]:
+    """Keep the claim fresh while its owner registers, so waiters can tell a slow owner from a dead one."""
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(CLAIM_REFRESH_S):
+            try:
+                store.refresh_claim(key, owner)
+            except Exception:  # a missed refresh only risks being judged stale later
+                pass
+
+    thread = threading.Thread(target=refresh, name="onnx-gate-claim-refresh", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _register_once(
+    store: ArtifactStore, registry: Any, request: PublishRequest, tags: Mapping[str, str],
+    notify: Notify = notify_stderr,
+) -> tuple[Any, bool]:
     """Exactly one version per sha256, even with publishers racing: a conditional-put claim in
-    the bucket elects one registrant; the others wait for its READY version."""
+    the bucket elects one registrant; the others wait for its READY version, saying for whom."""
     existing = registry.find_version(request.sha256)
     if existing is not None:
         return registry.wait_ready(existing.version), False
     claim_key = f"{request.settings.prefix.strip('/')}/{request.settings.model_name}/{request.sha256}.registering"
-    owner = f"{socket.gethostname()}:{os.getpid()}:{request.gate_run_id}"
+    claim_uri = f"s3://{store.bucket}/{claim_key}"
+    owner = ClaimOwner.current(request.gate_run_id).encode()
     deadline = time.monotonic() + CLAIM_WAIT_S
+    next_notice = 0.0
     while True:
         if store.claim(claim_key, owner):
             try:
-                existing = registry.find_version(request.sha256)
-                if existing is not None:
-                    return registry.wait_ready(existing.version), False
-                return registry.register(request.path, request.example, request.outputs, tags), True
+                with _refreshing(store, claim_key, owner):
+                    existing = registry.find_version(request.sha256)
+                    if existing is not None:
+                        return registry.wait_ready(existing.version), False
+                    return registry.register(request.path, request.example, request.outputs, tags), True
             finally:
                 store.release(claim_key)
         existing = registry.find_version(request.sha256)
         if existing is not None and existing.status == "READY":
             return existing, False
-        age = store.claim_age_s(claim_key)
-        if age is not None and age > CLAIM_STALE_S:
-            store.release(claim_key)  # its owner died mid-registration
+        state = store.read_claim(claim_key)
+        if state is None:
+            continue  # released meanwhile: try to claim it
+        text, age = state
+        holder = ClaimOwner.decode(text)
+        who = holder.describe() if holder else f"an unknown owner ({text[:60]!r})"
+        gone = holder is not None and holder.is_gone()
+        if gone or age > CLAIM_STALE_S:
+            why = "no longer runs" if gone else f"has not refreshed it for {age:.0f} s"
+            if store.release_if(claim_key, text):
+                notify(f"cleared the registration claim {claim_uri}: its owner, {who}, {why}")
             continue
         if time.monotonic() > deadline:
-            raise PublishError(f"gave up after {CLAIM_WAIT_S:.0f} s waiting for another publisher of sha256 {request.sha256[:12]}…")
+            raise PublishError(
+                f"gave up after {CLAIM_WAIT_S:.0f} s waiting for {who}, which holds the registration claim "
+                f"{claim_uri}; if that publisher is not running, delete the claim object and publish again"
+            )
+        if time.monotonic() >= next_notice:
+            notify(
+                f"waiting for {who}, which holds the registration claim {claim_uri} (refreshed {age:.0f} s ago); "
+                f"it is cleared once its owner is gone or after {CLAIM_STALE_S:.0f} s without a refresh, "
+                "or delete that object to clear it by hand"
+            )
+            next_notice = time.monotonic() + CLAIM_NOTICE_S
         time.sleep(0.5)
 
 
@@ -210,7 +279,35 @@ def _metrics(gate: GateSession) -> dict[str, float]:
     return metrics
 
 
-def publish_gate(gate: GateSession, exit_status: int, *, invocation_dir: Path, extra_tags: Mapping[str, str] | None = None) -> PublishOutcome:
+def _portable(path: str, base: Path) -> str:
+    """A path as the build machine's folder layout does not matter: relative to the invocation
+    folder when inside it, else the file name alone."""
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        return path
+    try:
+        return candidate.relative_to(base).as_posix()
+    except ValueError:
+        return candidate.name
+
+
+def portable_summary(gate: GateSession, base: Path) -> dict[str, Any]:
+    """The config summary as published: the same values, no absolute path of this machine."""
+    summary = gate.config.summary()
+    for key in ("checkpoint", "onnx"):
+        if summary.get(key):
+            summary[key] = _portable(summary[key], base)
+    # Sources read "PATH" or "PATH [tool.onnx-gate]".
+    summary["sources"] = [
+        " [".join([_portable(path, base), *rest]) for path, *rest in (s.split(" [", 1) for s in summary["sources"])
+    ]
+    return summary
+
+
+def publish_gate(
+    gate: GateSession, exit_status: int, *, invocation_dir: Path, extra_tags: Mapping[str, str] | None = None,
+    notify: Notify = notify_stderr,
+) -> PublishOutcome:
     reason = refusal(gate, exit_status)
     if reason is not None:
         return PublishOutcome("refused", reason)
@@ -221,9 +318,9 @@ def publish_gate(gate: GateSession, exit_status: int, *, invocation_dir: Path, e
     request = PublishRequest(
         path=gate.artifact.path, sha256=gate.artifact.sha256, settings=gate.config.publish,
         gate_run_id=gate.run_id, model_type=gate.config.model, git_commit=git_commit(invocation_dir),
-        params={"config": gate.config.summary(), "exporter": gate.config.exporter, "opset": gate.config.opset,
+        params={"config": portable_summary(gate, invocation_dir), "exporter": gate.config.exporter, "opset": gate.config.opset,
                 "versions": gate.artifact.versions, "artifact_sha256": gate.artifact.sha256},
         metrics=_metrics(gate), example=example, outputs=gate.torch_runner.infer(example),
         report_dir=gate.report_dir, extra_tags=dict(extra_tags or {}),
     )  # fmt: skip
-    return publish_file(request)
+    return publish_file(request, notify=notify)

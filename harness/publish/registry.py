@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.publish.s3 import PublishError
-from harness.publish.secrets import redact
+from harness.publish.secrets import redact, split_userinfo
 
 # Fail in seconds, not after MLflow's default minutes of retries, when the server is down.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -33,16 +33,46 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
 class Registry:
     def __init__(self, tracking_uri: str, *, model_name: str, experiment: str, alias: str) -> None:
         self.tracking_uri = tracking_uri.rstrip("/")
+        # MLflow itself prints the URI it is given ("View run at ..."), so it gets the URI without
+        # its user:password@ part, and the credentials by its own variables, which redact() knows.
+        self.display_uri, self._userinfo = split_userinfo(self.tracking_uri)
+        if self._userinfo is not None:
+            os.environ.setdefault("MLFLOW_TRACKING_USERNAME", self._userinfo[0])
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", self._userinfo[1])
+            self.tracking_uri = self.display_uri
         self.model_name, self.experiment, self.alias = model_name, experiment, alias
 
     def check_reachable(self) -> None:
+        """The server answers /health; urllib takes no userinfo in a URL, so it goes in a header."""
+        import base64
+
+        request = urllib.request.Request(f"{self.display_uri}/health")
+        if self._userinfo is not None:
+            token = base64.b64encode(":".join(self._userinfo).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 if response.status == 200:
                     return
-        except OSError as exc:
-            raise PublishError(redact(f"MLflow tracking server at {self.tracking_uri} is unreachable ({type(exc).__name__})")) from None
-        raise PublishError(f"MLflow tracking server at {self.tracking_uri} is not healthy")
+        except (OSError, ValueError) as exc:
+            raise PublishError(redact(f"MLflow tracking server at {self.display_uri} is unreachable ({type(exc).__name__})")) from None
+        raise PublishError(f"MLflow tracking server at {self.display_uri} is not healthy")
+
+    def check_access(self) -> None:
+        """One authenticated read, so a wrong password or token fails before anything is uploaded."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.search_registered_models(max_results=1)
+        except MlflowException as exc:
+            text = str(exc)
+            if any(code in text for code in ("401", "403", "UNAUTHENTICATED", "PERMISSION_DENIED")):
+                raise PublishError(redact(
+                    f"MLflow at {self.display_uri} rejected the credentials: check MLFLOW_TRACKING_USERNAME / "
+                    "MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN or the user:password in MLFLOW_TRACKING_URI"
+                )) from None  # fmt: skip
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            raise PublishError(redact(f"MLflow at {self.display_uri} refused a test request: {first}"[:500])) from None
 
     @property
     def client(self) -> Any:
@@ -70,7 +100,9 @@ class Registry:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         experiment = mlflow.set_experiment(self.experiment)
-        run = mlflow.start_run(run_name=run_name, experiment_id=experiment.experiment_id)
+        # MLflow would tag the run with sys.argv[0], an absolute path of the build machine.
+        run = mlflow.start_run(run_name=run_name, experiment_id=experiment.experiment_id,
+                               tags={"mlflow.source.name": "onnx-gate"})
         flat: dict[str, str] = {}
         _flatten("", params, flat)
         mlflow.log_params(flat)
@@ -79,7 +111,7 @@ class Registry:
 
     def run_url(self, run_id: str) -> str:
         experiment_id = self.client.get_run(run_id).info.experiment_id
-        return f"{self.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{self.display_uri}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def log_reports(self, report_dir: Path) -> None:
         import mlflow

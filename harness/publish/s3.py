@@ -193,13 +193,34 @@ class ArtifactStore:
                 return False
             raise explain(exc, self.endpoint, f"claiming s3://{self.bucket}/{key}") from None
 
-    def claim_age_s(self, key: str) -> float | None:
+    def read_claim(self, key: str) -> tuple[str, float] | None:
+        """The claim's owner text and seconds since it was written (or last refreshed), or None."""
         import datetime as dt
 
-        head = self._head(key)
-        if head is None:
-            return None
-        return (dt.datetime.now(dt.timezone.utc) - head["LastModified"]).total_seconds()
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise explain(exc, self.endpoint, f"reading s3://{self.bucket}/{key}") from None
+        with response["Body"] as body:
+            owner = body.read(4096).decode(errors="replace")
+        return owner, (dt.datetime.now(dt.timezone.utc) - response["LastModified"]).total_seconds()
+
+    def refresh_claim(self, key: str, owner: str) -> None:
+        """Rewrite the claim so its age stays low while its owner works; only while still ours."""
+        state = self.read_claim(key)
+        if state is not None and state[0] == owner:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=owner.encode())
+
+    def release_if(self, key: str, owner: str) -> bool:
+        """Delete a claim only while it still holds ``owner``: two waiters that both judged it stale
+        must not delete the claim the faster one has just taken."""
+        state = self.read_claim(key)
+        if state is None or state[0] != owner:
+            return False
+        self.release(key)
+        return True
 
     def release(self, key: str) -> None:
         try:
