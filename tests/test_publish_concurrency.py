@@ -17,9 +17,9 @@ from mlflow import MlflowClient
 from tests.conftest import BENCHMARKS, CONFORMANCE, TWO_INPUT_NET
 
 GATES = 8
-# Eight distinct models. Seed 4 is left out: its zeros case trips the parity noise floor, a false
-# block of its own (a 2.9e-8 error against a 3.6e-10 floor) that this test is not about.
-SEEDS = [0, 1, 2, 3, 5, 6, 7, 8]
+# Eight distinct models. (Seed 4's zeros case once tripped the noise floor, a 2.9e-8 error against
+# a 3.6e-10 floor; the floor now counts as at least two ulps of the output, and it passes.)
+SEEDS = list(range(GATES))
 PUBLISHABLE = "\n[bench]\nbatches = [1, 2]\nthreads = 1\n[budget]\nmin_speedup = 0\n[publish]\nmodel_name = \"%s\"\nprefix = \"models/%s\"\n"
 
 
