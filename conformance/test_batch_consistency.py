@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.compare import compare_outputs
+from harness.checks.parity import compare_outputs
 from harness.session import describe_case
 from harness.strategies import input_cases
 

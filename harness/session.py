@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
 from harness.cache import CacheOutcome, cached_export
-from harness.compare import Finding, ParityResult, compare_outputs
+from harness.checks.parity import Finding, ParityResult, compare_outputs
 from harness.config import GateConfig
 from harness.errors import ArtifactError
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx

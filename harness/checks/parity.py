@@ -1,4 +1,7 @@
-"""Comparison results are values: truthy when they passed, and they describe themselves.
+"""The parity check: ONNX Runtime's outputs against PyTorch's, judged per output. (Not to be
+confused with `onnx-gate compare`, which compares benchmark runs: harness/bench_report.py.)
+
+Comparison results are values: truthy when they passed, and they describe themselves.
 
 How parity is judged, per output and per input case, when a float64 run of the model exists:
 
