@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
 from harness.cache import CacheOutcome, cached_export
-from harness.checks.parity import Finding, ParityResult, compare_outputs
+from harness.checks.parity import Finding, ParityResult, check_parity
 from harness.config import GateConfig
 from harness.errors import ArtifactError
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx
@@ -328,21 +328,10 @@ class GateSession:
     # --- parity ----------------------------------------------------------------------------------
 
     def check_parity(self, case: InputCase) -> ParityResult:
-        feeds = case.materialize(self.config.inputs)
-        in_range = inputs_in_range(self.config, feeds)
-        expected = self.timing.call("torch_fp32", self.torch_runner.infer, feeds)
-        actual = self.timing.call("onnxruntime", self.ort_runner.infer, feeds)
-        factors = self._noise_factors()
-        exact = self.timing.call("torch_fp64", self._fp64_reference, feeds)
-        tolerances = {name: self.config.tolerance_for(name) for name in self.config.outputs}
-        if not in_range:
-            tolerances = {name: tol.for_inputs_outside_range() for name, tol in tolerances.items()}
-        result = compare_outputs(
-            actual, expected, self.config, candidate=self.ort_runner.name, reference=self.torch_runner.name,
-            context=describe_case(case), tolerances=tolerances, in_range=in_range,
-            # An output whose noise check is off is judged by the fixed bound alone, on every value.
-            exact={name: values for name, values in (exact or {}).items() if factors.get(name)},
-        )  # fmt: skip
+        """The parity check on ``case``, its statistics recorded for the reports."""
+        result = check_parity(
+            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self._fp64_reference, timing=self.timing
+        )
         self._record(result)
         if not result and self.parity_failure_case is None:
             self.parity_failure_case = case
@@ -379,18 +368,4 @@ class GateSession:
             "fp64_reference_seconds": round(self.fp64_seconds, 3),
             "fp64_unavailable": self.fp64_unavailable,
         }
-
-
-def inputs_in_range(config: GateConfig, feeds: dict[str, np.ndarray]) -> bool:
-    """Whether every input value lies inside its declared range: the normal operating region."""
-    for spec in config.inputs:
-        values = feeds[spec.name]
-        if values.size and values.dtype.kind in "fiu" and (values.min() < spec.low or values.max() > spec.high):
-            return False
-    return True
-
-
-def describe_case(case: InputCase) -> str:
-    sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items())
-    return f"{case.family} inputs ({sizes}, seed={case.seed})"
 
