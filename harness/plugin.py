@@ -282,7 +282,7 @@ class LedgerFeed:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         check, parity = distributed.unlabel(report)
         if parity:
-            distributed.merge_parity_delta(self.gate, parity)
+            self.gate.parity.merge_delta(parity)
         if check:
             self.gate.ledger.reported(check, report.nodeid, report.outcome, _first_line(report))
         elif report.failed:  # e.g. xdist's report for a crashed worker: resolved once all collected
@@ -452,7 +452,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         archive_benchmark_json(gate)
     profile = settings._current_profile or "default"  # type: ignore[attr-defined]
     with gate.timing.measure("reports"):  # the divergence analysis reports its own cost as well
-        if gate.parity_failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
+        if gate.parity.failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
             from harness.debug.in_gate import where_it_diverges  # bounded, and never raises
 
             gate.extra["divergence"] = where_it_diverges(gate, root=session.config.invocation_params.dir)

@@ -56,7 +56,7 @@ def _diagnose(gate: GateSession, root: Path) -> dict[str, Any]:
     from harness.debug.report import write_all
     from harness.strategies import describe_case
 
-    case = gate.parity_failure_case
+    case = gate.parity.failure_case
     if case is None:
         return {"status": "skipped", "reason": "no parity case failed"}
     entry: dict[str, Any] = {"case": describe_case(case)}
