@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 if TYPE_CHECKING:
     from torch import nn
 
-    from harness.session import GateSession
-
 
 @dataclass
 class GateResult:
@@ -27,22 +25,6 @@ class GateResult:
     parity: dict[str, Any] = field(default_factory=dict)
     latency: list[dict[str, Any]] = field(default_factory=list)
     report_path: Path | None = None
-
-
-class ApiRequest:
-    """A pytest plugin object that hands the gate a model and config overrides, and takes back
-    the finished session. The gate's plugin looks for it in pytest_configure."""
-
-    def __init__(self, model: nn.Module | None, overrides: Mapping[str, Any], publish_tags: Mapping[str, str]) -> None:
-        self.model = model
-        self.overrides = dict(overrides)
-        self.publish_tags = dict(publish_tags)
-        self.gate: GateSession | None = None
-
-    def pytest_sessionfinish(self, session: Any) -> None:
-        from harness.plugin import GATE_KEY
-
-        self.gate = session.config.stash.get(GATE_KEY, None)
 
 
 def export_and_register_model(
@@ -64,6 +46,7 @@ def export_and_register_model(
     """
     import pytest
 
+    from harness.api_request import ApiRequest
     from harness.cli import gate_test_paths
     from harness.profiles import GATE_RUN_PROFILE
 

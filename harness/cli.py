@@ -190,7 +190,8 @@ def debug(arguments: argparse.Namespace) -> int:
     from harness.debug.report import terminal_text, write_all
     from harness.export import export_onnx
     from harness.models.loader import build_model
-    from harness.session import describe_case, new_run_id
+    from harness.session import new_run_id
+    from harness.strategies import describe_case
 
     keys = [key for key, _ in DEBUG_OVERRIDES.values()]
     overrides = {key: getattr(arguments, key) for key in keys if getattr(arguments, key) is not None}

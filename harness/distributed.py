@@ -3,7 +3,7 @@
 The controller exports (or validates the given file) before any worker starts and hands the path
 and sha256 to the workers through ``workerinput``; a worker hashes the file again and never exports.
 Each test report carries, as plain values in ``user_properties``, the check it belongs to and the
-parity statistics its test added; the controller feeds its ledger and its parity statistics from
+parity statistics its test added (``ParityStats.take_delta``); the controller feeds its ledger and its parity statistics from
 the reports it receives, so gate.json and summary.md hold what a single-process run would.
 
 Benchmarks skip on workers: latency measured while other workers load the cores is wrong, and a
@@ -82,64 +82,6 @@ def unlabel(report: pytest.TestReport) -> tuple[str | None, dict[str, Any] | Non
     return check, parity
 
 
-# --- parity statistics as per-test deltas -------------------------------------------------------
-
-
-def take_parity_delta(gate: GateSession) -> dict[str, Any] | None:
-    """What the parity checks recorded since the last call, as plain values; resets it (workers only:
-    a worker's own totals are never reported, the controller's are)."""
-    from harness.session import OutputErrors
-
-    if not gate.parity_examples and gate.parity_failure_case is None and not gate.fp64_seconds:
-        return None
-    case = gate.parity_failure_case
-    delta = {
-        "examples": gate.parity_examples,
-        "out_of_range": gate.parity_examples_out_of_range,
-        "outputs": {name: dataclasses.asdict(errors) for name, errors in gate.parity_errors.items()},
-        "findings": [dataclasses.asdict(record) for record in gate.findings.values()],
-        "failures": list(gate.parity_failures),
-        "failure_case": {**vars(case), "sizes": dict(case.sizes)} if case is not None else None,
-        "fp64_seconds": gate.fp64_seconds,
-        "fp64_unavailable": gate.fp64_unavailable,
-    }
-    gate.parity_examples = gate.parity_examples_out_of_range = 0
-    gate.parity_errors = {name: OutputErrors() for name in gate.parity_errors}
-    gate.findings, gate.parity_failures, gate.parity_failure_case = {}, [], None
-    gate.fp64_seconds = 0.0
-    return delta
-
-
-def merge_parity_delta(gate: GateSession, delta: dict[str, Any]) -> None:
-    """Add a worker's delta to the controller's parity statistics."""
-    from harness.session import FindingRecord, OutputErrors
-    from harness.strategies import InputCase
-
-    gate.parity_examples += delta["examples"]
-    gate.parity_examples_out_of_range += delta["out_of_range"]
-    for name, values in delta["outputs"].items():
-        errors = gate.parity_errors.setdefault(name, OutputErrors())
-        for key, value in values.items():
-            if isinstance(value, list):
-                getattr(errors, key).extend(value)
-            else:
-                setattr(errors, key, getattr(errors, key) + value)
-    for values in delta["findings"]:
-        record = gate.findings.setdefault(
-            (values["kind"], values["output"]), FindingRecord(values["kind"], values["output"], values["blocking"])
-        )
-        record.count += values["count"]
-        record.in_range += values["in_range"]
-        record.blocking = record.blocking or values["blocking"]
-        if values["worst_value"] > record.worst_value:
-            record.worst_value, record.worst = values["worst_value"], values["worst"]
-    gate.parity_failures.extend(delta["failures"][: max(0, 20 - len(gate.parity_failures))])
-    if gate.parity_failure_case is None and delta["failure_case"] is not None:
-        gate.parity_failure_case = InputCase(**delta["failure_case"])
-    gate.fp64_seconds += delta["fp64_seconds"]
-    gate.fp64_unavailable = gate.fp64_unavailable or delta["fp64_unavailable"]
-
-
 # --- the worker's side ---------------------------------------------------------------------------
 
 
@@ -201,7 +143,7 @@ def adopt_artifact(config: pytest.Config, gate: GateSession) -> None:
 
 
 def take_worker_parity(config: pytest.Config, gate: GateSession) -> dict[str, Any] | None:
-    delta = take_parity_delta(gate)
+    delta = gate.parity.take_delta()
     if delta is not None:
         config.stash[WORKER_KEY].parity_examples += delta["examples"]
     return delta

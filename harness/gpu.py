@@ -16,7 +16,7 @@ import copy
 import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from harness.compare import ParityResult, compare_outputs
+from harness.checks.parity import ParityResult, compare_outputs
 from harness.config import Tolerance
 from harness.strategies import InputCase
 

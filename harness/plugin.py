@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Generator
 import pytest
 
 from harness import distributed
+from harness.api_request import GATE_KEY, api_request
 from harness.errors import ConfigError, GateError
 from harness.ledger import BENCH_CHECKS
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from harness.runners import OrtRunner, TorchRunner
     from harness.session import GateSession
 
-GATE_KEY = pytest.StashKey["GateSession"]()
 FAILURES_KEY = pytest.StashKey["Failures"]()
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 GATE_TEST_DIRS = (PACKAGE_ROOT / "conformance", PACKAGE_ROOT / "benchmarks")
@@ -110,9 +110,7 @@ def _overrides(config: pytest.Config) -> dict[str, Any]:
 
 def _is_gate_session(config: pytest.Config) -> bool:
     """A session that collects the gate's own test folders, or names a --gate-* option."""
-    from harness.api import ApiRequest
-
-    if any(isinstance(p, ApiRequest) for p in config.pluginmanager.get_plugins()):
+    if api_request(config) is not None:
         return True
     if _overrides(config) or config.getoption("gate_config") or config.getoption("gate_publish"):
         return True
@@ -144,9 +142,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(profiles.DEFAULT_PROFILE)
-    from harness.api import ApiRequest
-
-    api = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, ApiRequest)), None)
+    api = api_request(config)
     config_file = config.getoption("gate_config")
     try:
         _check_paths(config)
@@ -282,7 +278,7 @@ class LedgerFeed:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         check, parity = distributed.unlabel(report)
         if parity:
-            distributed.merge_parity_delta(self.gate, parity)
+            self.gate.parity.merge_delta(parity)
         if check:
             self.gate.ledger.reported(check, report.nodeid, report.outcome, _first_line(report))
         elif report.failed:  # e.g. xdist's report for a crashed worker: resolved once all collected
@@ -452,7 +448,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         archive_benchmark_json(gate)
     profile = settings._current_profile or "default"  # type: ignore[attr-defined]
     with gate.timing.measure("reports"):  # the divergence analysis reports its own cost as well
-        if gate.parity_failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
+        if gate.parity.failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
             from harness.debug.in_gate import where_it_diverges  # bounded, and never raises
 
             gate.extra["divergence"] = where_it_diverges(gate, root=session.config.invocation_params.dir)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.checks.parity_stats import case_to_dict
 from harness.ledger import Verdict
 
 if TYPE_CHECKING:
@@ -29,12 +30,8 @@ def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         ),
         "artifact_error": gate.artifact_error,
         "parity": gate.parity_summary(),
-        "parity_failures": gate.parity_failures,
-        # Structured, so that `onnx-gate debug` rebuilds the exact input (families need all fields).
-        "parity_failure_case": (
-            {**vars(gate.parity_failure_case), "sizes": dict(gate.parity_failure_case.sizes)}
-            if gate.parity_failure_case else None
-        ),
+        "parity_failures": gate.parity.failures,
+        "parity_failure_case": case_to_dict(gate.parity.failure_case),
         "hypothesis_profile": hypothesis_profile,
         "config": gate.config.summary(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor()},
@@ -172,7 +169,7 @@ def _absolute_paths_line(count: int) -> str:
 
 def plot_parity(gate: GateSession, path: Path) -> Path | None:
     """Histogram of per-example max abs error per output, on a log axis."""
-    series = {name: errors.max_abs for name, errors in gate.parity_errors.items() if errors.max_abs}
+    series = {name: errors.max_abs for name, errors in gate.parity.errors.items() if errors.max_abs}
     if not series:
         return None
     from harness.plots import saved_figure

@@ -3,10 +3,9 @@ found. Fixtures read from it; reports and publishing consume the same values the
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
 from harness.cache import CacheOutcome, cached_export
-from harness.compare import Finding, ParityResult, compare_outputs
+from harness.checks.parity import ParityResult, check_parity
+from harness.checks.parity_stats import ParityStats
 from harness.config import GateConfig
 from harness.errors import ArtifactError
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx
@@ -50,77 +50,6 @@ class BenchPlan:
         return cls(warmup_rounds=2, budget_s=0.5, min_rounds=5, max_rounds=50)
 
 
-def _finite_or_text(value: float) -> float | str:
-    """JSON has no NaN/Inf: write them as text rather than as invalid JSON."""
-    return value if math.isfinite(value) else str(value)
-
-
-@dataclass
-class OutputErrors:
-    """Parity errors of one output over every example the parity checks ran."""
-
-    max_abs: list[float] = field(default_factory=list)
-    mean_abs: list[float] = field(default_factory=list)
-    # Against the fp64 reference: PyTorch fp32's own error (the floor) and ONNX Runtime's.
-    floor_max: list[float] = field(default_factory=list)
-    candidate_max: list[float] = field(default_factory=list)
-    ratios: list[float] = field(default_factory=list)
-    # Examples on which the fixed bound could not judge this output (PyTorch fp32 itself too far
-    # from fp64): the noise floor alone judged them.
-    noise_only: int = 0
-    bound_ratios: list[float] = field(default_factory=list)
-
-    def summary(self) -> dict[str, float | int | str]:
-        if not self.max_abs:
-            return {"examples": 0}
-        summary: dict[str, float | int | str] = {
-            "examples": len(self.max_abs),
-            "max_abs": _finite_or_text(max(self.max_abs)),
-            "mean_abs": _finite_or_text(sum(self.mean_abs) / len(self.mean_abs)),
-            "worst_example_mean_abs": _finite_or_text(max(self.mean_abs)),
-            "examples_judged_by_noise_only": self.noise_only,
-            # Worst |ONNX - PyTorch| / (atol + rtol*|PyTorch|): above 1, the fixed bound alone would block.
-            "fixed_bound_ratio_worst": _finite_or_text(max(self.bound_ratios, default=0.0)),
-        }
-        if self.ratios:
-            floor, candidate = max(self.floor_max), max(self.candidate_max)
-            summary |= {
-                "noise_floor_max": floor,
-                "onnx_vs_fp64_max": candidate,
-                # Max over examples of ONNX error / PyTorch fp32 error: how close to a block it came.
-                "noise_ratio_worst": _finite_or_text(max(self.ratios)),
-                "noise_ratio_overall": _finite_or_text(candidate / floor if floor > 0 else (0.0 if candidate == 0 else math.inf)),
-            }
-        return summary
-
-
-@dataclass
-class FindingRecord:
-    """Every occurrence of one kind of finding on one output, summarised by its worst case."""
-
-    kind: str
-    output: str
-    blocking: bool
-    count: int = 0
-    in_range: int = 0
-    worst_value: float = -math.inf
-    worst: str = ""
-
-    def add(self, finding: Finding) -> None:
-        self.count += 1
-        self.in_range += finding.in_range
-        self.blocking = self.blocking or finding.blocking
-        if finding.value > self.worst_value:
-            self.worst_value, self.worst = finding.value, str(finding)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind, "output": self.output, "blocking": self.blocking, "examples": self.count,
-            "examples_in_range": self.in_range, "examples_out_of_range": self.count - self.in_range,
-            "worst": self.worst,
-        }  # fmt: skip
-
-
 class GateSession:
     def __init__(
         self,
@@ -144,14 +73,7 @@ class GateSession:
         self.artifact_error: str | None = None
         self.use_export_cache = True  # --gate-no-cache turns it off
         self.artifact_cache: CacheOutcome | None = None
-        self.parity_errors: dict[str, OutputErrors] = {name: OutputErrors() for name in config.outputs}
-        self.parity_examples = 0
-        self.parity_examples_out_of_range = 0
-        self.parity_failures: list[str] = []
-        self.findings: dict[tuple[str, str], FindingRecord] = {}
-        self.parity_failure_case: InputCase | None = None  # the first failing one, for `onnx-gate debug`
-        self.fp64_seconds = 0.0
-        self.fp64_unavailable: str | None = None
+        self.parity = ParityStats(config.outputs)  # what the parity checks found, for every report
         self.extra: dict[str, Any] = {}
         self._model = model
         self.model_given = model is not None  # by the Python API, rather than built from the config
@@ -256,9 +178,9 @@ class GateSession:
         import warnings
 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        self.fp64_unavailable = f"{type(exc).__name__}: {first}"
+        self.parity.fp64_unavailable = f"{type(exc).__name__}: {first}"
         warnings.warn(
-            f"onnx-gate: the model cannot run in float64 ({self.fp64_unavailable}); parity falls back "
+            f"onnx-gate: the model cannot run in float64 ({self.parity.fp64_unavailable}); parity falls back "
             "to the fixed atol/rtol/mae tolerance without the noise-floor check",
             stacklevel=2,
         )
@@ -267,7 +189,7 @@ class GateSession:
         return {name: self.config.tolerance_for(name).noise_factor for name in self.config.outputs}
 
     def _fp64_reference(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-        if not any(self._noise_factors().values()) or self.fp64_unavailable:
+        if not any(self._noise_factors().values()) or self.parity.fp64_unavailable:
             return None
         runner = self.fp64_runner
         if runner is None:
@@ -279,7 +201,7 @@ class GateSession:
             self._fp64_failed(exc)
             return None
         finally:
-            self.fp64_seconds += time.perf_counter() - started
+            self.parity.fp64_seconds += time.perf_counter() - started
 
     @cached_property
     def ort_runner(self) -> OrtRunner:
@@ -328,69 +250,14 @@ class GateSession:
     # --- parity ----------------------------------------------------------------------------------
 
     def check_parity(self, case: InputCase) -> ParityResult:
-        feeds = case.materialize(self.config.inputs)
-        in_range = inputs_in_range(self.config, feeds)
-        expected = self.timing.call("torch_fp32", self.torch_runner.infer, feeds)
-        actual = self.timing.call("onnxruntime", self.ort_runner.infer, feeds)
-        factors = self._noise_factors()
-        exact = self.timing.call("torch_fp64", self._fp64_reference, feeds)
-        tolerances = {name: self.config.tolerance_for(name) for name in self.config.outputs}
-        if not in_range:
-            tolerances = {name: tol.for_inputs_outside_range() for name, tol in tolerances.items()}
-        result = compare_outputs(
-            actual, expected, self.config, candidate=self.ort_runner.name, reference=self.torch_runner.name,
-            context=describe_case(case), tolerances=tolerances, in_range=in_range,
-            # An output whose noise check is off is judged by the fixed bound alone, on every value.
-            exact={name: values for name, values in (exact or {}).items() if factors.get(name)},
-        )  # fmt: skip
-        self._record(result)
-        if not result and self.parity_failure_case is None:
-            self.parity_failure_case = case
+        """The parity check on ``case``, its statistics recorded for the reports."""
+        result = check_parity(
+            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self._fp64_reference, timing=self.timing
+        )
+        self.parity.record(result, case)
         return result
 
-    def _record(self, result: ParityResult) -> None:
-        self.parity_examples += 1
-        self.parity_examples_out_of_range += not result.in_range
-        for comparison in result:
-            errors = self.parity_errors.setdefault(comparison.output, OutputErrors())
-            errors.max_abs.append(comparison.max_abs)
-            errors.mean_abs.append(comparison.mean_abs)
-            errors.noise_only += comparison.excused > 0
-            errors.bound_ratios.append(comparison.bound_ratio)
-        for noise in result.noise:
-            errors = self.parity_errors[noise.output]
-            errors.floor_max.append(noise.floor_max)
-            errors.candidate_max.append(noise.candidate_max)
-            errors.ratios.append(noise.judged_ratio)
-        for finding in result.findings:
-            key = (finding.kind, finding.output)
-            self.findings.setdefault(key, FindingRecord(finding.kind, finding.output, finding.blocking)).add(finding)
-        if not result and len(self.parity_failures) < 20:
-            self.parity_failures.append(str(result).splitlines()[0])
-
     def parity_summary(self) -> dict[str, Any]:
-        return {
-            "examples": self.parity_examples,
-            "examples_in_range": self.parity_examples - self.parity_examples_out_of_range,
-            "examples_out_of_range": self.parity_examples_out_of_range,
-            "findings": [record.to_dict() for record in self.findings.values()],
-            "outputs": {name: errors.summary() for name, errors in self.parity_errors.items()},
-            "tolerance": {name: self.config.tolerance_for(name).__dict__ for name in self.config.outputs},
-            "fp64_reference_seconds": round(self.fp64_seconds, 3),
-            "fp64_unavailable": self.fp64_unavailable,
-        }
-
-
-def inputs_in_range(config: GateConfig, feeds: dict[str, np.ndarray]) -> bool:
-    """Whether every input value lies inside its declared range: the normal operating region."""
-    for spec in config.inputs:
-        values = feeds[spec.name]
-        if values.size and values.dtype.kind in "fiu" and (values.min() < spec.low or values.max() > spec.high):
-            return False
-    return True
-
-
-def describe_case(case: InputCase) -> str:
-    sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items())
-    return f"{case.family} inputs ({sizes}, seed={case.seed})"
+        """gate.json's "parity" section."""
+        return self.parity.summary({name: self.config.tolerance_for(name) for name in self.config.outputs})
 

@@ -40,6 +40,11 @@ class InputCase:
         return {spec.name: _fill(spec, spec.concrete_shape(self.sizes), self, rng) for spec in inputs}
 
 
+def describe_case(case: InputCase) -> str:
+    sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items())
+    return f"{case.family} inputs ({sizes}, seed={case.seed})"
+
+
 def _fill(spec: InputSpec, shape: tuple[int, ...], case: InputCase, rng: np.random.Generator) -> np.ndarray:
     import numpy as np
 

@@ -350,7 +350,7 @@ def _failed_session(tmp_path: Path, onnx_path: Path):
 
     section = tomllib.loads(SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}) | {"onnx": str(onnx_path)}
     session = GateSession(gate_config.parse(section, tmp_path, search_dirs=(HERE,)), work_dir=tmp_path)
-    session.parity_failure_case = CASE
+    session.parity.failure_case = CASE
     return session
 
 

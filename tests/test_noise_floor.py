@@ -98,7 +98,7 @@ def test_correct_exports_are_never_blocked_across_20_hypothesis_seeds(template, 
 
     for hypothesis_seed in range(20):
         seed(hypothesis_seed)(parity_holds)()
-    assert session.parity_examples >= 20 * 8 * 0.5
+    assert session.parity.examples >= 20 * 8 * 0.5
     assert not blocked, blocked[0]
     ratios = session.parity_summary()["outputs"]
     assert all(stats["noise_ratio_worst"] < DEFAULT_FACTOR for stats in ratios.values()), ratios

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.compare import judge_output
+from harness.checks.parity import judge_output
 from harness.config import Tolerance
 
 TOLERANCE = Tolerance()

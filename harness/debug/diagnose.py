@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from harness.compare import compare_noise
+from harness.checks.parity import compare_noise
 from harness.config import GateConfig, Tolerance
 from harness.errors import ArtifactError
 

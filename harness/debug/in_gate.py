@@ -54,9 +54,9 @@ def _found(result: DebugResult) -> dict[str, Any]:
 def _diagnose(gate: GateSession, root: Path) -> dict[str, Any]:
     from harness.debug.diagnose import DebugRequest, diagnose
     from harness.debug.report import write_all
-    from harness.session import describe_case
+    from harness.strategies import describe_case
 
-    case = gate.parity_failure_case
+    case = gate.parity.failure_case
     if case is None:
         return {"status": "skipped", "reason": "no parity case failed"}
     entry: dict[str, Any] = {"case": describe_case(case)}

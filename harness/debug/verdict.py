@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from harness.compare import compare_noise
+from harness.checks.parity import compare_noise
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,4 +1,7 @@
-"""Comparison results are values: truthy when they passed, and they describe themselves.
+"""The parity check: ONNX Runtime's outputs against PyTorch's, judged per output. (Not to be
+confused with `onnx-gate compare`, which compares benchmark runs: harness/bench_report.py.)
+
+Comparison results are values: truthy when they passed, and they describe themselves.
 
 How parity is judged, per output and per input case, when a float64 run of the model exists:
 
@@ -26,12 +29,16 @@ fixed bound judges every element, as a plain atol/rtol validator would.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from harness.config import GateConfig, Tolerance
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from harness.runners import Runner
+    from harness.strategies import InputCase
+    from harness.timing import Stopwatch
 
 FP32_EPS = 2.0**-23
 # A noise factor below 4 still leaves the fixed bound this much headroom over PyTorch fp32's own
@@ -377,3 +384,45 @@ def compare_outputs(
         tuple(f for j in judgements for f in j.findings), in_range,
     )  # fmt: skip
 
+
+def inputs_in_range(config: GateConfig, feeds: dict[str, np.ndarray]) -> bool:
+    """Whether every input value lies inside its declared range: the normal operating region."""
+    for spec in config.inputs:
+        values = feeds[spec.name]
+        if values.size and values.dtype.kind in "fiu" and (values.min() < spec.low or values.max() > spec.high):
+            return False
+    return True
+
+
+def check_parity(
+    case: InputCase,
+    config: GateConfig,
+    torch_runner: Runner,
+    ort_runner: Runner,
+    *,
+    fp64_reference: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray] | None] | None = None,
+    timing: Stopwatch | None = None,
+) -> ParityResult:
+    """ONNX Runtime against PyTorch fp32 (and ``fp64_reference``'s float64 outputs, when it gives
+    any) on one input case. Outside the declared input range the tolerances relax; ``timing``
+    adds each runtime's inference time to its part."""
+    from harness.strategies import describe_case
+
+    def call(part: str, function: Callable[..., Any], *args: Any) -> Any:
+        return timing.call(part, function, *args) if timing is not None else function(*args)
+
+    feeds = case.materialize(config.inputs)
+    in_range = inputs_in_range(config, feeds)
+    expected = call("torch_fp32", torch_runner.infer, feeds)
+    actual = call("onnxruntime", ort_runner.infer, feeds)
+    exact = call("torch_fp64", fp64_reference, feeds) if fp64_reference is not None else None
+    tolerances = {name: config.tolerance_for(name) for name in config.outputs}
+    noise_checked = {name for name, tol in tolerances.items() if tol.noise_factor}
+    if not in_range:
+        tolerances = {name: tol.for_inputs_outside_range() for name, tol in tolerances.items()}
+    return compare_outputs(
+        actual, expected, config, candidate=ort_runner.name, reference=torch_runner.name,
+        context=describe_case(case), tolerances=tolerances, in_range=in_range,
+        # An output whose noise check is off is judged by the fixed bound alone, on every value.
+        exact={name: values for name, values in (exact or {}).items() if name in noise_checked},
+    )  # fmt: skip

@@ -1,0 +1,47 @@
+"""Determinism: one ONNX Runtime session gives the same bytes twice, and so does a fresh one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
+from harness.checks.result import CheckResult
+from harness.strategies import InputCase, describe_case
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from harness.config import GateConfig
+    from harness.runners import OrtRunner
+
+
+def _differing(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]) -> list[str]:
+    return [name for name in first if name not in second or first[name].tobytes() != second[name].tobytes()]
+
+
+def check_repeatable(case: InputCase, config: GateConfig, runner: OrtRunner) -> CheckResult:
+    """Two runs of ``runner`` on ``case`` are bitwise equal."""
+    feeds = case.materialize(config.inputs)
+    first, second = runner.infer(feeds), runner.infer(feeds)
+    return CheckResult(
+        "determinism", "two runs of one ONNX Runtime session are bitwise equal",
+        tuple(f"{name}: two runs of one ONNX Runtime session differ" for name in _differing(first, second)),
+        describe_case(case),
+    )  # fmt: skip
+
+
+def check_fresh_session(
+    config: GateConfig, runner: OrtRunner, fresh: OrtRunner, *, seed: int = 7
+) -> CheckResult:
+    """A second session (``fresh``) gives ``runner``'s bytes for the same inputs."""
+    from harness.export import example_feeds
+
+    feeds = example_feeds(config, config.trace_sizes, seed=seed)
+    again, original = fresh.infer(feeds), runner.infer(feeds)
+    return CheckResult(
+        "determinism", "a fresh ONNX Runtime session reproduces the outputs bitwise",
+        tuple(
+            f"{name}: a second ONNX Runtime session gives different bytes for the same inputs"
+            for name in _differing(original, again)
+        ),
+        f"the example inputs at the trace sizes (seed={seed})",
+    )  # fmt: skip
