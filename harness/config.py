@@ -473,6 +473,16 @@ def _parse_bench(raw: Mapping[str, Any]) -> BenchConfig:
     )
 
 
+def _default_bench_batches(
+    defaults: tuple[int, ...], dims: Mapping[str, DimSpec], inputs: tuple[InputSpec, ...]
+) -> tuple[int, ...]:
+    batch = next((d for spec in inputs for d in spec.symbolic_dims), None)
+    if batch is None:
+        return defaults
+    dim = dims[batch]
+    return tuple(b for b in defaults if dim.low <= b <= dim.high) or (dim.low,)
+
+
 def _check_bench_batches(bench: BenchConfig, dims: Mapping[str, DimSpec], inputs: tuple[InputSpec, ...]) -> None:
     """Given benchmark batches must lie in the batch dimension's declared range: timing a size the
     gate never verified would publish numbers for a model nobody checked at that size."""
@@ -564,8 +574,10 @@ def parse(
 
     dims = _parse_dims(raw_inputs)
     bench = _parse_bench(_expect(section.get("bench", {}), dict, "bench"))
-    if "batches" in section.get("bench", {}):  # the defaults are not the user's claim
+    if "batches" in section.get("bench", {}):
         _check_bench_batches(bench, dims, inputs)
+    else:  # the defaults are not the user's claim: keep those the model is declared (and checked) for
+        bench = replace(bench, batches=_default_bench_batches(bench.batches, dims, inputs))
     return GateConfig(
         model=model,
         model_kwargs=dict(_expect(section.get("model_kwargs", {}), dict, "model_kwargs")),

@@ -1,0 +1,30 @@
+"""The project's own pyproject.toml is a config like any user's: `make gate` runs on it."""
+
+from pathlib import Path
+
+from harness import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_projects_own_config_loads_and_names_the_default_model():
+    loaded = config.load(invocation_dir=ROOT)
+    assert loaded.model == config.DEFAULT_MODEL
+    assert loaded.sources == ("pyproject.toml [tool.onnx-gate]",)
+    assert set(loaded.bench.batches) <= set(range(loaded.dims["batch"].low, loaded.dims["batch"].high + 1))
+
+
+def test_default_benchmark_batches_stay_inside_the_declared_batch_range(tmp_path):
+    (tmp_path / "gate.toml").write_text(
+        'model = "m:f"\noutputs = ["y"]\n[[inputs]]\nname = "x"\nshape = ["batch", 4]\ndims = { batch = [1, 8] }\n'
+    )
+    loaded = config.load(invocation_dir=tmp_path, config_file=Path("gate.toml"))
+    assert loaded.bench.batches == (1, 8)
+
+
+def test_the_readme_example_config_is_valid(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    example = text.split("```toml\n[tool.onnx-gate]\nmodel = \"mypkg.nets:build_model\"", 1)[1].split("```", 1)[0]
+    (tmp_path / "pyproject.toml").write_text('[tool.onnx-gate]\nmodel = "mypkg.nets:build_model"' + example)
+    loaded = config.load(invocation_dir=tmp_path)
+    assert loaded.model == "mypkg.nets:build_model" and loaded.bench.batches == (1, 8)
