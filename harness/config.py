@@ -101,7 +101,8 @@ class Tolerance:
             return self
         return replace(
             self, atol=self.atol * scale, rtol=self.rtol * scale, mae=self.mae * scale,
-            noise_factor=self.noise_factor * scale,
+            # Below 4x no export can reliably match fp32 noise: "stricter" stops there.
+            noise_factor=max(self.noise_factor * scale, 4.0) if self.noise_factor else 0.0,
         )  # fmt: skip
 
 

@@ -174,3 +174,17 @@ def test_where_pytorch_happens_to_be_exact_a_few_ulps_from_onnx_do_not_block():
     actual = (exact + 8 * np.spacing(np.float32(0.05))).astype(np.float32)
     judgement = judge_output("y", actual, expected, exact, TOLERANCE)
     assert judgement.noise and judgement.comparison, str(judgement.noise)
+
+
+def test_one_unstable_value_does_not_disarm_the_checks_for_the_rest_of_the_output():
+    """One value where PyTorch is 3e-5 off must not let a 1e-4 error on 47 small values through."""
+    rng = np.random.default_rng(5)
+    exact = np.concatenate([rng.uniform(0.01, 0.1, 47), rng.uniform(0.5, 1.0, 465)])
+    torch_error = rng.normal(0.0, 1e-8, 512)
+    torch_error[500] = 3e-5
+    onnx_error = torch_error.copy()
+    onnx_error[:47] += 1e-4
+    actual, expected, exact = _runs(exact, torch_error, onnx_error)
+    judgement = judge_output("y", actual, expected, exact, TOLERANCE)
+    assert not judgement.comparison, str(judgement.comparison)
+    assert "exceed atol+rtol*|ref|" in judgement.comparison.reason
