@@ -125,7 +125,9 @@ class ParityStats:
         self.errors: dict[str, OutputErrors] = {name: OutputErrors() for name in self.outputs}
         self.findings: dict[tuple[str, str], FindingRecord] = {}
         self.failures: list[str] = []  # the first line of each failing example, at most MAX_FAILURES
-        self.failure_case: InputCase | None = None  # the first failing one, for `onnx-gate debug`
+        # The last failing case, for `onnx-gate debug`: Hypothesis replays a failing test's shrunk
+        # example last, so this is the minimal case the gate prints, not the first one found.
+        self.failure_case: InputCase | None = None
         self.fp64_seconds = 0.0
 
     def record(self, result: ParityResult, case: InputCase | None = None) -> None:
@@ -149,8 +151,7 @@ class ParityStats:
         if not result:
             if len(self.failures) < MAX_FAILURES:
                 self.failures.append(str(result).splitlines()[0])
-            if self.failure_case is None:
-                self.failure_case = case
+            self.failure_case = case
 
     def summary(self, tolerances: Mapping[str, Tolerance]) -> dict[str, Any]:
         """gate.json's "parity" section."""
@@ -197,7 +198,7 @@ class ParityStats:
             key = (values["kind"], values["output"])
             self.findings.setdefault(key, FindingRecord(values["kind"], values["output"], values["blocking"])).merge(values)
         self.failures.extend(delta["failures"][: max(0, MAX_FAILURES - len(self.failures))])
-        if self.failure_case is None and delta["failure_case"] is not None:
+        if delta["failure_case"] is not None:
             self.failure_case = InputCase(**delta["failure_case"])
         self.fp64_seconds += delta["fp64_seconds"]
         self.fp64_unavailable = self.fp64_unavailable or delta["fp64_unavailable"]

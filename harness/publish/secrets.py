@@ -8,7 +8,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 # scheme://userinfo@ : the userinfo of any URI, whatever the secret in it is called.
-USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"`]+@")
+# Greedy up to the last '@' before the host: a password may hold a raw '@' of its own.
+USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s'\"`]+@")
 
 
 def secret_values(extra: tuple[str, ...] = ()) -> list[str]:
