@@ -1,5 +1,5 @@
 """What the parity checks found over a whole session, in one store: per-output errors, findings
-about the model, the failures, the first failing case and the fp64 reference's cost.
+about the model, the failures, the shrunk failing case and the fp64 reference's cost.
 
 gate.json's "parity" section, summary.md, the parity plot, the publish metrics and the Python API
 read it; under pytest-xdist each worker sends what it recorded as plain values (``take_delta``)

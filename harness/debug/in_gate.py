@@ -1,4 +1,4 @@
-"""The gate's own "Where it diverges": ``onnx-gate debug`` on the first failing parity case, run
+"""The gate's own "Where it diverges": ``onnx-gate debug`` on the shrunk failing parity case, run
 once from ``pytest_sessionfinish`` into the run's report.
 
 Its cost is bounded: one case (the first that failed), and only for models and inputs under the
@@ -82,7 +82,7 @@ def _diagnose(gate: GateSession, root: Path) -> dict[str, Any]:
 
 
 def where_it_diverges(gate: GateSession, *, root: Path) -> dict[str, Any]:
-    """gate.json's ``divergence`` entry: the culprit module on the first failing parity case, or
+    """gate.json's ``divergence`` entry: the culprit module on the shrunk failing parity case, or
     why there is none; with what it cost. Never raises for a debug failure."""
     started, rss_before = time.perf_counter(), _peak_rss_mb()
     try:
@@ -107,7 +107,7 @@ def summary_section(entry: dict[str, Any], run_id: str) -> str:
         reason = entry.get("reason")
         lines.append(f"Not computed: {reason}. `onnx-gate debug --from-report {run_id}` runs it.")
     else:
-        lines += [f"On the first failing parity case, {entry.get('case')}:", ""]
+        lines += [f"On the shrunk failing parity case, {entry.get('case')}:", ""]
         lines += [f"- {line}" for line in entry.get("headline", [])]
         replay = "test_culprit_replay.py" in entry.get("files", [])
         where = " and the replay bundle (`pytest test_culprit_replay.py`) beside it." if replay else "."
@@ -115,7 +115,7 @@ def summary_section(entry: dict[str, Any], run_id: str) -> str:
     cost, limits = entry.get("cost", {}), entry.get("limits", {})
     lines += ["", (
         f"Cost: {cost.get('seconds')} s, peak RSS {cost.get('peak_rss_mb')} MB "
-        f"(+{cost.get('peak_rss_growth_mb')} MB). Limits: the first failing case only, models up to "
+        f"(+{cost.get('peak_rss_growth_mb')} MB). Limits: the shrunk failing case only, models up to "
         f"{limits.get('max_parameters', 0):,} parameters, cases up to "
         f"{limits.get('max_input_elements', 0):,} input elements."
     )]  # fmt: skip

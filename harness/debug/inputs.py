@@ -96,7 +96,7 @@ def report_folder(report_dir: Path, run: str | None) -> Path:
 
 
 def failing_case(folder: Path, config: GateConfig) -> InputCase:
-    """The report's first failing parity case: the structured record when present, else parsed
+    """The report's shrunk failing parity case: the structured record when present, else parsed
     from the first ``parity_failures`` line."""
     document = json.loads((folder / "gate.json").read_text(encoding="utf-8"))
     recorded = document.get("parity_failure_case")
