@@ -300,13 +300,9 @@ def judge_output(
             # Over every value: PyTorch's worst error is the scale of fp32 noise on this input. A
             # model unstable on a real share of the values makes that scale meaningless, and the
             # noise check then reports without blocking (the finding blocks, if asked to).
-            within = float(error.max()) <= tolerance.noise_factor * max(float(floor.max()), slack)
-            waived = not within and beyond >= UNSTABLE_SHARE * floor.size
-            noise = NoiseComparison(
-                output, within or waived,
-                float(floor.max()), float(floor.mean()), float(error.max()), float(error.mean()),
-                tolerance.noise_factor, slack, unstable_values=beyond, waived=waived,
-            )  # fmt: skip
+            checked = compare_noise(output, a, e, x, tolerance.noise_factor)
+            waived = not checked and beyond >= UNSTABLE_SHARE * floor.size
+            noise = replace(checked, passed=bool(checked) or waived, unstable_values=beyond, waived=waived)
     else:
         over = diff > bound
         excused = 0
