@@ -219,9 +219,11 @@ def cached_export(
         if restored:
             return 0.0, CacheOutcome("hit", key, original_export_seconds=info.get("export_seconds"))
     seconds = export(model, config, path)
-    extra = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path)
-    if extra:  # external data files: the cache holds single-file models only
-        reason = f"the export wrote more than one file ({', '.join(extra)})"
+    extra = sorted(p.name for p in path.parent.iterdir() if p != path)
+    if extra:  # external data files (a model of 2 GB and more)
+        reason = (f"not cached: the export keeps its weights in {len(extra)} external data file(s) ({', '.join(extra[:3])}"
+                  f"{', ...' if len(extra) > 3 else ''}); the cache holds single-file exports only, as "
+                  f"{KEEP_ENTRIES} entries of several GB each would fill the disk")
         return seconds, CacheOutcome("off", key, reason=reason)
     cache.store(key, path, {"key": key, "export_seconds": round(seconds, 3), "material": material})
     return seconds, CacheOutcome("miss" if use_cache else "refreshed", key, reason)

@@ -52,10 +52,54 @@ def run(pytest_args: Sequence[str]) -> int:
         args.append(f"--hypothesis-profile={GATE_RUN_PROFILE}")
     # Paths the user names replace the whole gate (e.g. one conformance file while debugging).
     named_paths = [
-        a for a in args
-        if not a.startswith("-") and (Path(a).is_dir() or a.split("::")[0].endswith(".py"))
+        a for a in positional_arguments(args)
+        if Path(a).is_dir() or a.split("::")[0].endswith(".py")
     ]  # fmt: skip
     return int(pytest.main([*([] if named_paths else gate_test_paths()), *args]))
+
+
+# pytest's own options (and its usual plugins') that take a value as the next argument.
+PYTEST_VALUE_OPTIONS = frozenset({
+    "-k", "-m", "-p", "-c", "-o", "-W", "-n", "--tb", "--dist", "--maxfail", "--durations", "--rootdir",
+    "--basetemp", "--confcutdir", "--deselect", "--ignore", "--ignore-glob", "--junitxml", "--junit-xml",
+    "--junit-prefix", "--override-ini", "--pythonwarnings", "--log-level", "--log-file", "--import-mode",
+    "--capture", "--color", "--config-file", "--inifile", "--hypothesis-profile", "--hypothesis-seed",
+    "--hypothesis-verbosity", "--benchmark-json", "--benchmark-save", "--benchmark-compare",
+    "--benchmark-sort", "--benchmark-columns", "--maxprocesses", "--max-worker-restart", "--tx",
+})  # fmt: skip
+
+
+def gate_value_options() -> frozenset[str]:
+    """The plugin's options that take a value, read from its own pytest_addoption."""
+    from harness.plugin import pytest_addoption
+
+    names: set[str] = set()
+
+    class Recorder:
+        def getgroup(self, *args: object, **kwargs: object) -> Recorder:
+            return self
+
+        def addoption(self, *opts: str, **attrs: object) -> None:
+            if attrs.get("action") not in ("store_true", "store_false", "count"):
+                names.update(opts)
+
+    pytest_addoption(Recorder())  # type: ignore[arg-type]
+    return frozenset(names)
+
+
+def positional_arguments(args: Sequence[str]) -> list[str]:
+    """The arguments pytest takes as test paths: not options, and not the value of an option
+    given as ``--opt value`` (``--gate-report-dir reports`` names no tests, even once reports/ exists)."""
+    takes_value = PYTEST_VALUE_OPTIONS | gate_value_options()
+    positional, skip = [], False
+    for argument in args:
+        if skip:
+            skip = False
+        elif argument.startswith("-"):
+            skip = argument in takes_value  # "--opt=value" and "-kEXPR" carry their value inside
+        else:
+            positional.append(argument)
+    return positional
 
 
 def _installed_suite_path(argument: str) -> str:

@@ -165,6 +165,9 @@ class PublishConfig:
     model_name: str = "heimdall-localization-onnx"
     experiment: str = "onnx-gate"
     alias: str = "staging"
+    # Add versions to a registered model whose versions hold another model config (publish/naming.py).
+    allow_config_change: bool = False
+    name_given: bool = False  # model_name came from a config, not from the default above
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ TOLERANCE_KEYS = TOLERANCE_NUMBERS | TOLERANCE_SWITCHES
 INVARIANT_KEYS = {"output", "min", "max"}
 BENCH_KEYS = {"batches", "threads", "max_ratio_regression"}
 BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup"}
-PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias"}
+PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias", "allow_config_change"}
 
 
 def _check_keys(table: Mapping[str, Any], valid: set[str], where: str) -> None:
@@ -501,11 +504,13 @@ def _check_bench_batches(bench: BenchConfig, dims: Mapping[str, DimSpec], inputs
 
 def _parse_publish(raw: Mapping[str, Any]) -> PublishConfig:
     _check_keys(raw, PUBLISH_KEYS, "publish")
+    raw = dict(raw)
+    allow = _expect(raw.pop("allow_config_change", False), bool, "publish.allow_config_change")
     values = {k: _expect(v, str, f"publish.{k}") for k, v in raw.items()}
     for key, value in values.items():
         if not value.strip():
             raise ConfigError(f"publish.{key} must not be empty")
-    return PublishConfig(**values)
+    return PublishConfig(**values, allow_config_change=allow, name_given="model_name" in values)
 
 
 def parse(

@@ -113,7 +113,9 @@ def adopt_artifact(config: pytest.Config, gate: GateSession) -> None:
     """Build the model once and take the controller's artifact: hash it again, never export."""
     import torch
 
-    from harness.export import ArtifactInfo, file_sha256
+    from harness.artifact_files import manifest
+    from harness.errors import ArtifactError
+    from harness.export import ArtifactInfo
 
     torch.set_num_threads(config.stash[WORKER_KEY].threads)
     gate.model  # built once per worker: parity needs PyTorch here
@@ -124,10 +126,11 @@ def adopt_artifact(config: pytest.Config, gate: GateSession) -> None:
     if handed["artifact"] is None:
         gate.artifact, gate.artifact_error = None, handed["artifact_error"]
         return
-    info = ArtifactInfo(**{**handed["artifact"], "path": Path(handed["artifact"]["path"])})
+    info = ArtifactInfo(**{**handed["artifact"], "path": Path(handed["artifact"]["path"]),
+                           "files": tuple(handed["artifact"].get("files", ()))})
     try:
-        found = file_sha256(info.path)
-    except OSError as exc:
+        found = manifest(info.path).identity
+    except (OSError, ArtifactError) as exc:
         gate.artifact, gate.artifact_error = None, (
             f"worker {config.workerinput['workerid']} cannot read the controller's ONNX file "  # type: ignore[attr-defined]
             f"{str(info.path)!r} ({type(exc).__name__}: {exc}); xdist workers on other hosts need a shared folder"

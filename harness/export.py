@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.artifact_files import PROTOBUF_LIMIT, inline_external_data, manifest
+from harness.artifact_files import file_sha256 as file_sha256  # its home before artifact_files
 from harness.config import GateConfig
 from harness.errors import ArtifactError
 from harness.provenance import count_absolute_paths, make_reproducible
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ArtifactInfo:
-    """What a release needs to know about the file: where, which bytes, made by what."""
+    """What a release needs to know about the artifact: where, which bytes, made by what.
+
+    ``sha256`` is the artifact's identity (harness/artifact_files.py): the file's own sha256 when
+    it is self-contained, else that of the manifest over the graph and its external data files.
+    ``size_bytes`` counts every file; ``files`` lists them."""
 
     path: Path
     sha256: str
@@ -33,17 +38,34 @@ class ArtifactInfo:
     versions: dict[str, str]
     export_seconds: float
     absolute_paths: int = 0  # in doc strings and metadata: the build machine's layout, leaked
+    files: tuple[dict[str, Any], ...] = ()  # name, size, sha256, role ("graph" or "data")
+    inlined_data_files: int = 0  # a given model's external data files, now inside the one file
+
+    @property
+    def self_contained(self) -> bool:
+        return all(f["role"] == "graph" for f in self.files)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "path": str(self.path)}
+        return {**asdict(self), "path": str(self.path), "files": [dict(f) for f in self.files]}
 
 
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+def self_contained_copy(path: Path, work_dir: Path) -> tuple[Path, int]:
+    """A given model with external data below protobuf's 2 GB limit ships as one file: written
+    into ``work_dir`` with its data inlined, so the file checked is the file shipped. Returns the
+    path to check and how many data files were inlined (0: ``path`` itself, unchanged)."""
+    if not path.is_file():
+        return path, 0
+    files = manifest(path)
+    if files.self_contained or files.size >= PROTOBUF_LIMIT:
+        return path, 0
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = work_dir / "model.onnx"
+    try:
+        inline_external_data(path, target)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"cannot inline the external data of {str(path)!r}: {first}") from None
+    return target, len(files.data)
 
 
 def library_versions() -> dict[str, str]:
@@ -182,8 +204,9 @@ def export_failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def inspect_onnx(path: Path, origin: str, export_seconds: float = 0.0) -> ArtifactInfo:
-    """Load ``path``, run the ONNX checker on it and describe it. Raises ArtifactError."""
+def inspect_onnx(path: Path, origin: str, export_seconds: float = 0.0, *, inlined_data_files: int = 0) -> ArtifactInfo:
+    """Load ``path``'s graph, run the ONNX checker on it and describe it with its external data
+    files. Raises ArtifactError."""
     import onnx
 
     if not path.is_file():
@@ -197,6 +220,7 @@ def inspect_onnx(path: Path, origin: str, export_seconds: float = 0.0) -> Artifa
         ) from None
     if not proto.graph.node and not proto.graph.output:
         raise ArtifactError(f"{str(path)!r} is not an ONNX model: it holds no graph")
+    files = manifest(path, proto)  # first: a missing data file gets a clearer line than the checker's
     try:
         # The path form also checks models with external data and those above 2 GB.
         onnx.checker.check_model(str(path), full_check=True)
@@ -206,12 +230,14 @@ def inspect_onnx(path: Path, origin: str, export_seconds: float = 0.0) -> Artifa
     default_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ArtifactInfo(
         path=path,
-        sha256=file_sha256(path),
-        size_bytes=path.stat().st_size,
+        sha256=files.identity,
+        size_bytes=files.size,
         origin=origin,
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
         opset=default_opset,
         versions=library_versions(),
         export_seconds=round(export_seconds, 3),
         absolute_paths=count_absolute_paths(proto),
+        files=tuple(files.to_dict()),
+        inlined_data_files=inlined_data_files,
     )

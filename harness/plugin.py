@@ -156,6 +156,13 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_report_dir(loaded.report_dir)
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
+    if config.getoption("gate_publish"):
+        from harness.publish.naming import unnamed_model_problem
+
+        # Before the gate spends its time: a publish that will be refused must not wait for it.
+        problem = unnamed_model_problem(loaded, model_object=bool(api and api.model is not None))
+        if problem is not None:
+            raise pytest.UsageError(f"onnx-gate: {problem}")
     if api and api.model is not None and distributed.is_distributed(config):
         raise pytest.UsageError(
             "onnx-gate: export_and_register_model() cannot hand a model object to pytest-xdist workers "

@@ -123,8 +123,8 @@ def summary_markdown(document: dict[str, Any]) -> str:
     lines += ["", "## Artifact", ""]
     if artifact:
         lines += [
-            f"- file: `{Path(artifact['path']).name}`, {artifact['size_bytes'] / 1e6:.1f} MB",
-            f"- sha256: `{artifact['sha256']}`",
+            _files_line(artifact),
+            f"- sha256 (identity): `{artifact['sha256']}`",
             f"- made by: {artifact['origin']} ({artifact['producer']}), opset {artifact['opset']}, "
             f"export {artifact['export_seconds']} s",
             "- versions: " + ", ".join(f"{k} {v}" for k, v in artifact["versions"].items()),
@@ -157,6 +157,19 @@ def _execution_line(execution: dict[str, Any]) -> str:
     per_worker = ", ".join(f"{w} {n}" for w, n in execution.get("parity_examples_per_worker", {}).items())
     return (f"- execution: {execution['workers']} pytest-xdist workers x {execution['threads_per_worker']} "
             f"threads; {exports}, by the controller; parity examples per worker: {per_worker or '-'}")
+
+
+def _files_line(artifact: dict[str, Any]) -> str:
+    """One file, or the graph and its external data files: the identity covers them all."""
+    name = Path(artifact["path"]).name
+    data = [f for f in artifact.get("files", ()) if f["role"] == "data"]
+    line = f"- file: `{name}`, {artifact['size_bytes'] / 1e6:.1f} MB"
+    if data:
+        line += (f" with {len(data)} external data file(s) ({', '.join(f['name'] for f in data[:3])}"
+                 f"{', ...' if len(data) > 3 else ''}); the identity is the sha256 of their manifest")
+    if artifact.get("inlined_data_files"):
+        line += f"; {artifact['inlined_data_files']} external data file(s) of the given model inlined, to ship one file"
+    return line
 
 
 def _absolute_paths_line(count: int) -> str:

@@ -271,6 +271,11 @@ class TorchRunner(Runner):
         return [t.detach().cpu().numpy() for t in output_list(result, self.output_names)]
 
 
+# onnxruntime.GraphOptimizationLevel's values, by name (MLflow's ONNX flavor takes the number).
+GRAPH_OPTIMIZATION_LEVELS = {"ORT_DISABLE_ALL": 0, "ORT_ENABLE_BASIC": 1, "ORT_ENABLE_EXTENDED": 2, "ORT_ENABLE_ALL": 99}
+DEFAULT_GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
+
+
 class OrtRunner(Runner):
     """ONNX Runtime with explicit threads and optimisation level, so runs are comparable."""
 
@@ -282,7 +287,7 @@ class OrtRunner(Runner):
         *,
         providers: Sequence[Any] = ("CPUExecutionProvider",),
         threads: int | None = None,
-        graph_optimization: str = "ORT_ENABLE_ALL",
+        graph_optimization: str = DEFAULT_GRAPH_OPTIMIZATION,
     ) -> None:
         super().__init__(input_names, output_names)
         import onnxruntime as ort

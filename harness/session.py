@@ -17,7 +17,7 @@ from harness.checks.parity import ParityResult, check_parity
 from harness.checks.parity_stats import ParityStats
 from harness.config import GateConfig
 from harness.errors import ArtifactError
-from harness.export import ArtifactInfo, export_onnx, inspect_onnx
+from harness.export import ArtifactInfo, export_onnx, inspect_onnx, self_contained_copy
 from harness.ledger import BENCH_CHECKS, CHECKS, Ledger, Verdict
 from harness.runners import OrtRunner, TorchRunner, default_threads
 from harness.strategies import InputCase
@@ -105,11 +105,12 @@ class GateSession:
         (errors are recorded: a defective ONNX fails the gate's artifact check, it does not crash)."""
         model = self.model
         try:
+            if self.work_dir is None:
+                raise ArtifactError("no working folder to export into")
             if self.config.onnx is not None:
-                self.artifact = inspect_onnx(self.config.onnx, "given")
+                path, inlined = self_contained_copy(self.config.onnx, self.work_dir)
+                self.artifact = inspect_onnx(path, "given", inlined_data_files=inlined)
             else:
-                if self.work_dir is None:
-                    raise ArtifactError("no working folder to export into")
                 self.work_dir.mkdir(parents=True, exist_ok=True)
                 path = self.work_dir / "model.onnx"
                 seconds, self.artifact_cache = cached_export(

@@ -211,7 +211,7 @@ def test_mlflow_failing_after_the_upload_says_what_was_left_and_a_rerun_complete
         outcome = flow.publish_file(request, env, notify=lambda message: None)
     assert outcome.status == "failed" and outcome.uploaded
     assert f"{outcome.s3_uri} is uploaded and verified but not registered" in outcome.reason
-    assert "the next --gate-publish run of this artifact registers it without uploading again" in outcome.reason
+    assert "a later --gate-publish run of this artifact reuses it instead of uploading again" in outcome.reason
     assert _key(request) in _store(env).list_keys()
     assert _versions(env, request.settings.model_name) == []
     rerun = flow.publish_file(request, env)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
 from harness.config import PublishConfig
 from harness.errors import GateError
 from harness.publish.claim import ClaimOwner
-from harness.publish.s3 import ArtifactStore, PublishError, s3_client
+from harness.artifact_files import ArtifactManifest
+from harness.publish.s3 import ArtifactStore, PublishError, PublishRefused, s3_client
 from harness.publish.secrets import redact
 
 if TYPE_CHECKING:
@@ -117,6 +118,12 @@ class PublishRequest:
     outputs: Mapping[str, Any] = field(default_factory=dict)
     report_dir: Path | None = None
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    # The graph's external data files, when it has any (None: ``path`` is self-contained).
+    manifest: ArtifactManifest | None = None
+    model_tags: Mapping[str, str] = field(default_factory=dict)  # publish/naming.py's version_tags
+    allow_config_change: bool = False
+    # The ONNX Runtime session options the gate measured with, kept in the MLflow model.
+    session_options: Mapping[str, Any] | None = None
 
 
 def publish_file(
@@ -141,6 +148,7 @@ def publish_file(
         started = time.perf_counter()
         registry.check_reachable()
         registry.check_access()
+        registry.check_model_config(request.model_tags, allow_change=request.allow_config_change)
         store = ArtifactStore(
             s3_client(endpoint, env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")),
             endpoint=endpoint or "AWS S3", bucket=settings.bucket, prefix=settings.prefix,
@@ -149,7 +157,10 @@ def publish_file(
             "model-type": request.model_type, "export-date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "format": "onnx", "git-commit": request.git_commit, "gate-run-id": request.gate_run_id,
         }  # fmt: skip
-        upload = store.upload(request.path, sha256=request.sha256, metadata=metadata, model_name=settings.model_name)
+        if request.manifest is not None and not request.manifest.self_contained:
+            upload = store.upload_artifact(request.path, request.manifest, metadata=metadata, model_name=settings.model_name)
+        else:
+            upload = store.upload(request.path, sha256=request.sha256, metadata=metadata, model_name=settings.model_name)
         outcome.s3_uri, outcome.uploaded = upload.uri, not upload.reused
         outcome.extra["upload_seconds"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
@@ -160,7 +171,8 @@ def publish_file(
                 registry.log_reports(request.report_dir)
             tags = {
                 "s3_uri": upload.uri, "sha256": request.sha256, "size": str(upload.size),
-                "gate_run_id": request.gate_run_id, "git_commit": request.git_commit, **request.extra_tags,
+                "gate_run_id": request.gate_run_id, "git_commit": request.git_commit, **request.model_tags,
+                **request.extra_tags,
             }  # fmt: skip
             version, created = _register_once(store, registry, request, tags, notify)
             registry.set_alias(version.version)  # only READY versions come back from _register_once
@@ -172,6 +184,8 @@ def publish_file(
         except BaseException:
             registry.end_run("FAILED")
             raise
+    except PublishRefused as exc:
+        outcome.status, outcome.reason = "refused", redact(str(exc))
     except PublishError as exc:
         outcome.reason = redact(str(exc))
     except GateError as exc:
@@ -182,8 +196,9 @@ def publish_file(
         outcome.reason = redact(f"{where} failed: {type(exc).__name__}: {first}"[:500])
     if outcome.status != "published" and outcome.s3_uri:
         # The one half-state left: bytes in the bucket, no version. Harmless, and said out loud.
-        outcome.reason += (f"; {outcome.s3_uri} is uploaded and verified but not registered: the next "
-                           "--gate-publish run of this artifact registers it without uploading again")
+        # No promise that a rerun registers it: only that a rerun, once the cause is fixed, reuses it.
+        outcome.reason += (f"; {outcome.s3_uri} is uploaded and verified but not registered: a later "
+                           "--gate-publish run of this artifact reuses it instead of uploading again")
     return outcome
 
 
@@ -229,7 +244,11 @@ def _register_once(
                     existing = registry.find_version(request.sha256)
                     if existing is not None:
                         return registry.wait_ready(existing.version), False
-                    return registry.register(request.path, request.example, request.outputs, tags), True
+                    return registry.register(
+                        request.path, request.example, request.outputs, tags,
+                        external_data=request.manifest is not None and not request.manifest.self_contained,
+                        session_options=request.session_options,
+                    ), True  # fmt: skip
             finally:
                 store.release(claim_key)
         existing = registry.find_version(request.sha256)
@@ -304,6 +323,17 @@ def portable_summary(gate: GateSession, base: Path) -> dict[str, Any]:
     return summary
 
 
+def measured_session_options(gate: GateSession) -> dict[str, Any]:
+    """ONNX Runtime's session options as the gate's CPU runners set them (runners.OrtRunner), in
+    the form MLflow's ONNX flavor applies when it loads the model for inference."""
+    from harness.runners import DEFAULT_GRAPH_OPTIMIZATION, GRAPH_OPTIMIZATION_LEVELS
+
+    return {
+        "graph_optimization_level": GRAPH_OPTIMIZATION_LEVELS[DEFAULT_GRAPH_OPTIMIZATION],
+        "intra_op_num_threads": gate.bench_threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
+    }  # fmt: skip
+
+
 def publish_gate(
     gate: GateSession, exit_status: int, *, invocation_dir: Path, extra_tags: Mapping[str, str] | None = None,
     notify: Notify = notify_stderr,
@@ -313,6 +343,7 @@ def publish_gate(
         return PublishOutcome("refused", reason)
     assert gate.artifact is not None
     from harness.export import example_feeds
+    from harness.publish.naming import version_tags
 
     example = example_feeds(gate.config, {**gate.config.trace_sizes, **({gate.batch_dim: 1} if gate.batch_dim else {})})
     request = PublishRequest(
@@ -322,5 +353,8 @@ def publish_gate(
                 "versions": gate.artifact.versions, "artifact_sha256": gate.artifact.sha256},
         metrics=_metrics(gate), example=example, outputs=gate.torch_runner.infer(example),
         report_dir=gate.report_dir, extra_tags=dict(extra_tags or {}),
+        manifest=ArtifactManifest.from_dicts(gate.artifact.files) if gate.artifact.files else None,
+        model_tags=version_tags(gate.config), allow_config_change=gate.config.publish.allow_config_change,
+        session_options=measured_session_options(gate),
     )  # fmt: skip
     return publish_file(request, notify=notify)

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.publish.s3 import PublishError
+from harness.publish.s3 import PublishError, PublishRefused
 from harness.publish.secrets import redact, split_userinfo
 
 # Fail in seconds, not after MLflow's default minutes of retries, when the server is down.
@@ -125,20 +125,55 @@ class Registry:
         for name in ("gate.json", "summary.md"):
             self.client.log_artifact(run_id, str(report_dir / name), artifact_path="gate")
 
-    def register(self, onnx_path: Path, example: Mapping[str, Any], outputs: Mapping[str, Any], tags: Mapping[str, str]) -> Any:
-        """Log the artifact with the ONNX flavor in the active run and register it as a version."""
+    def check_model_config(self, model_tags: Mapping[str, str], *, allow_change: bool) -> None:
+        """Refuse to add a version to (or move an alias of) a registered model whose versions hold
+        another model config, unless the config allows it. Raises PublishRefused."""
+        from mlflow.exceptions import MlflowException
+
+        from harness.publish.naming import CALLABLE_TAG, DIGEST_TAG, other_config_versions
+
+        if allow_change or DIGEST_TAG not in model_tags:
+            return
+        try:
+            versions = self.client.search_model_versions(f"name='{self.model_name}'")
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+                return
+            raise
+        others = other_config_versions(versions, model_tags[DIGEST_TAG])
+        if others:
+            newest = max(others, key=lambda v: int(v.version))
+            raise PublishRefused(
+                f"registered model {self.model_name!r} holds versions of another model config (v{newest.version}: "
+                f"{newest.tags.get(CALLABLE_TAG, '?')}, config digest {newest.tags[DIGEST_TAG]}; this one: "
+                f"{model_tags.get(CALLABLE_TAG, '?')}, {model_tags[DIGEST_TAG]}); set [publish] model_name to this "
+                "model's own name, or allow_config_change = true if it really replaces that model"
+            )
+
+    def register(
+        self, onnx_path: Path, example: Mapping[str, Any], outputs: Mapping[str, Any], tags: Mapping[str, str],
+        *, external_data: bool = False, session_options: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Log the artifact with the ONNX flavor in the active run and register it as a version.
+
+        ``external_data``: the graph keeps its weights in external data files (2 GB and more); MLflow
+        then saves them as external data too. ``session_options``: ONNX Runtime's settings as the
+        gate measured with, which MLflow's pyfunc applies when it loads the model."""
         import mlflow
         import onnx
         import onnxruntime
         from mlflow.models import infer_signature
 
         signature = infer_signature(dict(example), dict(outputs))
+        proto = onnx.load(str(onnx_path))  # with its external data: MLflow serializes the whole model
         info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)), name="model", signature=signature, input_example=dict(example),
-            save_as_external_data=False, onnx_execution_providers=["CPUExecutionProvider"],
+            proto, name="model", signature=signature, input_example=dict(example),
+            save_as_external_data=external_data, onnx_execution_providers=["CPUExecutionProvider"],
+            onnx_session_options=dict(session_options) if session_options else None,
             # Stated, not inferred: inference spawns a subprocess that costs seconds per publish.
             pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
         )  # fmt: skip
+        del proto
         version = mlflow.register_model(info.model_uri, self.model_name, tags=dict(tags), await_registration_for=0)
         return self.wait_ready(version.version)
 

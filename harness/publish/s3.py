@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
+from harness.artifact_files import ArtifactManifest
 from harness.errors import GateError
 from harness.publish.secrets import redact
 
@@ -22,6 +24,10 @@ PART_SIZE = 64 << 20
 
 class PublishError(GateError):
     """Publishing failed; the message is safe to show (no secrets)."""
+
+
+class PublishRefused(PublishError):
+    """Publishing would break a promise of the registry (e.g. mix two models' versions)."""
 
 
 def s3_client(endpoint: str | None, access_key: str | None, secret_key: str | None, *, attempts: int = 3, timeout_s: float = 10) -> Any:
@@ -58,7 +64,19 @@ class UploadResult:
 
 
 def object_key(prefix: str, model_name: str, sha256: str) -> str:
+    """Where a self-contained artifact lives: one object named by its identity."""
     return f"{prefix.strip('/')}/{model_name}/{sha256}.onnx"
+
+
+def folder_key(prefix: str, model_name: str, identity: str) -> str:
+    """Where a graph with external data lives: ``<identity>/model.onnx``, each data file under
+    its location beside it, and ``<identity>/manifest.txt`` (written last, once every file is
+    verified: its presence says the folder is complete)."""
+    return f"{prefix.strip('/')}/{model_name}/{identity}/"
+
+
+MANIFEST_OBJECT = "manifest.txt"
+GRAPH_OBJECT = "model.onnx"
 
 
 def _error_code(exc: Exception) -> str:
@@ -116,11 +134,39 @@ class ArtifactStore:
             body.close()
 
     def upload(self, path: Path, *, sha256: str, metadata: Mapping[str, str], model_name: str) -> UploadResult:
-        """Upload ``path`` under its sha256, verify it by reading it back, never overwrite."""
+        """Upload the self-contained file ``path`` under its sha256, verify it by reading it back,
+        never overwrite."""
+        return self.upload_object(path, object_key(self.prefix, model_name, sha256), sha256=sha256, metadata=metadata)
+
+    def upload_artifact(
+        self, graph: Path, manifest: ArtifactManifest, *, metadata: Mapping[str, str], model_name: str
+    ) -> UploadResult:
+        """Upload a graph and its external data files under the artifact's identity, each file
+        verified as ``upload_object`` does, then the manifest. Never overwrites; a folder whose
+        manifest is there already is reused."""
+        folder = folder_key(self.prefix, model_name, manifest.identity)
+        uri = f"s3://{self.bucket}/{folder}"
+        text = manifest.text().encode()
+        meta = {**metadata, "artifact-identity": manifest.identity}
+        done = self._head(folder + MANIFEST_OBJECT)
+        if done is not None:
+            if not self._same_bytes(done, hashlib.sha256(text).hexdigest(), len(text)):
+                raise PublishError(f"{uri} holds a different artifact's manifest; refusing to overwrite it")
+            return UploadResult(uri, self.bucket, folder, manifest.identity, manifest.size, reused=True)
+        self.upload_object(graph, folder + GRAPH_OBJECT, sha256=manifest.graph.sha256, metadata=meta)
+        for data in manifest.data:
+            self.upload_object(graph.parent / data.name, folder + data.name, sha256=data.sha256, metadata=meta)
+        with tempfile.TemporaryDirectory(prefix="onnx-gate-manifest-") as scratch:
+            listing = Path(scratch) / MANIFEST_OBJECT
+            listing.write_bytes(text)
+            self.upload_object(listing, folder + MANIFEST_OBJECT, sha256=hashlib.sha256(text).hexdigest(), metadata=meta)
+        return UploadResult(uri, self.bucket, folder, manifest.identity, manifest.size, reused=False)
+
+    def upload_object(self, path: Path, key: str, *, sha256: str, metadata: Mapping[str, str]) -> UploadResult:
+        """Upload one file under ``key``, verify it by reading it back, never overwrite."""
         from botocore.exceptions import ClientError
 
         size = path.stat().st_size
-        key = object_key(self.prefix, model_name, sha256)
         uri = f"s3://{self.bucket}/{key}"
         head = self._head(key)
         if head is not None:
