@@ -111,7 +111,8 @@ def _weights_digest(model: nn.Module) -> str:
     for name, tensor in tensors:
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy())  # the tensor's own memory, not a bytes copy
     return digest.hexdigest()
 
 

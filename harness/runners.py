@@ -242,7 +242,12 @@ class TorchRunner(Runner):
         self.device = torch.device(device)
         self.name = f"torch-{device}-{dtype}"
         if dtype == "float64":
-            model = _with_fast_fp64_convolutions(copy.deepcopy(model).double())
+            from harness.fp64_lazy import LAZY_FP64_BYTES, cast_as_it_runs, weight_bytes
+
+            if weight_bytes(model) > LAZY_FP64_BYTES:  # no double copy of GBs of weights
+                model = cast_as_it_runs(model, lambda m: _with_fast_fp64_convolutions(copy.deepcopy(m).double()))
+            else:
+                model = _with_fast_fp64_convolutions(copy.deepcopy(model).double())
         self.model = model.eval().to(self.device)
 
     def to_tensors(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:

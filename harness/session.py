@@ -217,6 +217,16 @@ class GateSession:
             self.__dict__.pop(name, None)
         gc.collect()
 
+    def release_model(self) -> None:
+        """Drop the PyTorch model once nothing needs it (publishing, for its last step, needs only
+        the ONNX file): for a model of GBs that is GBs less while the file is serialised for MLflow.
+        A later use builds it again from the config."""
+        import gc
+
+        self.__dict__.pop("torch_runner", None)
+        self._model = None
+        gc.collect()
+
     def new_ort_runner(self, **options: Any) -> OrtRunner:
         if self.artifact is None:
             raise ArtifactError(self.artifact_error or "no ONNX artifact")
@@ -230,6 +240,10 @@ class GateSession:
 
     @cached_property
     def bench_ort_runner(self) -> OrtRunner:
+        # The parity runner when its threads are the same: a second session would hold the
+        # weights twice (GBs, for a large model) for identical measurements.
+        if self.ort_runner.threads == self.bench_threads:
+            return self.ort_runner
         return self.new_ort_runner(threads=self.bench_threads)
 
     @cached_property

@@ -9,6 +9,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
+from harness import memory
+
 T = TypeVar("T")
 
 # Inference inside GateSession.check_parity (the parity tests, and the dynamic-dimension ones).
@@ -37,14 +39,22 @@ class Stopwatch:
         self._running: list[tuple[str, float]] = []  # measurements not finished yet
         # Per test part ("tests:parity", ...), the time measured inside it (its inference).
         self.inside: dict[str, float] = defaultdict(float)
+        # Per outermost phase, the highest resident memory seen during it (bytes).
+        self.peak_rss: dict[str, int] = {}
 
     @contextmanager
     def measure(self, part: str) -> Iterator[None]:
         entry = (part, time.perf_counter())
+        outermost = not self._running  # phases nest; memory is measured per outermost phase
+        if outermost:
+            memory.reset_peak()
         self._running.append(entry)
         try:
             yield
         finally:
+            if outermost:
+                peak = memory.peak_rss_bytes()
+                self.peak_rss[part] = max(self.peak_rss.get(part, 0), peak)
             self._running.remove(entry)
             seconds = time.perf_counter() - entry[1]
             self.seconds[part] += seconds
@@ -84,6 +94,8 @@ class Stopwatch:
             "total_s": round(total, 3),
             "parts_s": {name: round(value, 3) for name, value in parts.items()},
             "share": {name: round(value / total, 4) if total > 0 else 0.0 for name, value in parts.items()},
+            # Peak resident memory per phase (MB): export, each kind of test, reports, publishing.
+            "peak_rss_mb": {name: round(value / 1e6, 1) for name, value in sorted(self.peak_rss.items())},
         }
 
 
@@ -92,6 +104,9 @@ def breakdown_markdown(timing: dict[str, Any]) -> str:
     for key, label in PARTS:
         lines.append(f"| {label} | {timing['parts_s'][key]:.1f} | {timing['share'][key]:.0%} |")
     lines.append(f"| **session** | **{timing['total_s']:.1f}** | 100% |")
+    if timing.get("peak_rss_mb"):
+        peaks = ", ".join(f"{part} {mb / 1e3:.2f} GB" for part, mb in timing["peak_rss_mb"].items())
+        lines += ["", f"Peak resident memory per phase: {peaks}."]
     lines += ["", "From the gate session's start (pytest configure) to this report; interpreter start-up and "
               "imports before it are not included."]  # fmt: skip
     return "\n".join(lines)

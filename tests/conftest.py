@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,19 @@ class GateProject:
         failures = reports[-1].parent / "failures.txt" if reports else None
         details = failures.read_text() if failures and failures.is_file() else ""
         return GateRun(result, document, details)
+
+
+SLOW_ENV = "ONNX_GATE_SLOW"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tier runs only when asked: `make test-slow` sets ONNX_GATE_SLOW=1."""
+    if os.environ.get(SLOW_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"slow tier (a model over 2 GB, ~10 GB of memory): run `make test-slow` or set {SLOW_ENV}=1")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -142,3 +142,30 @@ class DataDependentNet(nn.Module):
 def data_dependent_net() -> nn.Module:
     torch.manual_seed(0)
     return DataDependentNet().eval()
+
+
+class WideMlp(nn.Module):
+    """A plain MLP of 545 M parameters, 2.18 GB in float32: past protobuf's 2 GB, so both exporters
+    write its weights to external data files (the slow tier, tests/test_large_model.py)."""
+
+    def __init__(self, features: int = 1024, width: int = 8192, depth: int = 8, outputs: int = 16) -> None:
+        super().__init__()
+        sizes = [features, *[width] * (depth + 1)]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.head = nn.Linear(width, outputs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            features = torch.tanh(layer(features))
+        return self.head(features)
+
+
+def wide_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = WideMlp()
+    with torch.no_grad():
+        for layer in [*model.hidden, model.head]:
+            # Variance-preserving, so that 9 layers deep the outputs still carry signal.
+            layer.weight.normal_(0.0, layer.in_features**-0.5)
+            layer.bias.zero_()
+    return model.eval()

@@ -357,4 +357,6 @@ def publish_gate(
         model_tags=version_tags(gate.config), allow_config_change=gate.config.publish.allow_config_change,
         session_options=measured_session_options(gate),
     )  # fmt: skip
+    if not gate.model_given:  # an API caller's model object stays theirs
+        gate.release_model()
     return publish_file(request, notify=notify)
