@@ -48,6 +48,29 @@ prefix = "models/large"
 """
 
 
+LOCALIZATION_NET = """
+model = "harness.models:localization_net"
+model_kwargs = { size = "%(size)s" }
+exporter = "dynamo"
+outputs = ["positions", "uncertainties"]
+report_dir = "reports"
+
+[[inputs]]
+name = "mel_spectrogram"
+shape = ["batch", 3, 128, 32]
+range = [-4.0, 4.0]
+dims = { batch = [1, 4] }
+
+[bench]
+batches = [1]
+[budget]
+min_speedup = 0
+[publish]
+model_name = "localization-net-%(size)s"
+prefix = "models/scaling"
+"""
+
+
 def _available_bytes() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -120,3 +143,27 @@ def test_a_model_over_2_gb_is_gated_and_published_whole(project, stack, monkeypa
         "cache: " + json.dumps(artifact.get("cache")),
     ]
     print("\n".join(lines))
+
+
+def _phase_lines(label: str, document: dict, weights_bytes: int) -> str:
+    timing = document["timing"]
+    peak = max(timing["peak_rss_mb"].values()) * 1e6
+    return (f"{label}: weights {weights_bytes / 1e6:.0f} MB, artifact {document['artifact']['size_bytes'] / 1e6:.0f} MB, "
+            f"total {timing['total_s']:.0f} s, peak RSS {peak / 1e6:.0f} MB ({peak / weights_bytes:.1f}x weights); "
+            f"seconds {json.dumps(timing['parts_s'])}; peak MB {json.dumps(timing['peak_rss_mb'])}")
+
+
+@pytest.mark.parametrize("size", ["tiny", "base", "large"])
+def test_localization_net_sizes_for_the_scaling_table(size, project, stack, monkeypatch):
+    """The same gate as above on LocalizationNet's sizes, for the growth from 28 M parameters up."""
+    from harness.models import localization_net
+
+    _, env = stack
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    (project.path / "gate.toml").write_text(LOCALIZATION_NET % {"size": size})
+    run = project.run("--gate-publish", "--gate-bench-quick", "--hypothesis-profile=dev", paths=(CONFORMANCE, BENCHMARKS))
+    assert run.result.ret == 0, run.result.stdout.str()[-5000:]
+    assert run.document["publish"]["status"] == "published"
+    weights = sum(p.numel() * 4 for p in localization_net(size).parameters())
+    print(_phase_lines(f"LocalizationNet {size}", run.document, weights))

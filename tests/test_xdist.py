@@ -99,7 +99,7 @@ def test_a_perturbed_weight_blocks_under_two_workers_and_names_parity(project, t
 
 
 def test_a_changed_file_fails_the_artifact_check_and_only_the_controller_refuses_to_publish(project, monkeypatch):
-    project.write_config(TWO_INPUT_NET)
+    project.write_config(TWO_INPUT_NET, extra='\n[publish]\nmodel_name = "xdist-two-input"\n')
     (project.path / "tamper.py").write_text(TAMPER_PLUGIN)
     (project.path / "publish_counter.py").write_text(PUBLISH_COUNTER_PLUGIN)
     log = project.path / "publish.log"
