@@ -577,9 +577,21 @@ def onnx_artifact(gate: GateSession) -> ArtifactInfo:
     return gate.artifact
 
 
+class OrtRunnerHandle:
+    """The session's current ONNX Runtime runner, looked up at each use: the fixture's cache then
+    holds no session, so the gate can release one (a large model's GBs) or renew it."""
+
+    def __init__(self, gate: GateSession) -> None:
+        self._gate = gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gate.ort_runner, name)
+
+
 @pytest.fixture(scope="session")
 def ort_runner(gate: GateSession, onnx_artifact: ArtifactInfo) -> OrtRunner:
-    return gate.ort_runner
+    gate.ort_runner  # loaded here: an artifact ONNX Runtime cannot load fails at fixture setup
+    return OrtRunnerHandle(gate)  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="session")

@@ -217,6 +217,17 @@ class GateSession:
             self.__dict__.pop(name, None)
         gc.collect()
 
+    def renew_ort_runner(self) -> OrtRunner:
+        """Release the ONNX Runtime session, then load a fresh one in its place; returns it."""
+        import gc
+
+        old = self.__dict__.pop("ort_runner", None)
+        if self.__dict__.get("bench_ort_runner") is old:
+            self.__dict__.pop("bench_ort_runner", None)
+        del old
+        gc.collect()
+        return self.ort_runner
+
     def release_model(self) -> None:
         """Drop the PyTorch model once nothing needs it (publishing, for its last step, needs only
         the ONNX file): for a model of GBs that is GBs less while the file is serialised for MLflow.

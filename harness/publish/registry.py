@@ -166,8 +166,10 @@ class Registry:
 
         signature = infer_signature(dict(example), dict(outputs))
         proto = onnx.load(str(onnx_path))  # with its external data: MLflow serializes the whole model
+        # MLflow validates an input example by loading the saved model once more in this process:
+        # for a model of 2 GB and more, GBs for a check the gate has made. The signature stays.
         info = mlflow.onnx.log_model(
-            proto, name="model", signature=signature, input_example=dict(example),
+            proto, name="model", signature=signature, input_example=None if external_data else dict(example),
             save_as_external_data=external_data, onnx_execution_providers=["CPUExecutionProvider"],
             onnx_session_options=dict(session_options) if session_options else None,
             # Stated, not inferred: inference spawns a subprocess that costs seconds per publish.
