@@ -138,6 +138,19 @@ def manifest(graph_path: Path, proto: onnx.ModelProto | None = None) -> Artifact
     return ArtifactManifest(graph, data)
 
 
+def rehash(graph_path: Path, files: Iterable[Mapping[str, Any]]) -> ArtifactManifest:
+    """The manifest of the files a manifest listed (``ArtifactInfo.files``), hashed again where
+    they are now: the graph at ``graph_path``, data files beside it. Parses nothing, so a file
+    changed into garbage gets another identity rather than a parse error."""
+    listed = ArtifactManifest.from_dicts(files)
+    folder = graph_path.parent
+
+    def again(entry: ArtifactFile, path: Path) -> ArtifactFile:
+        return ArtifactFile(entry.name, path.stat().st_size, file_sha256(path), entry.role)
+
+    return ArtifactManifest(again(listed.graph, graph_path), tuple(again(d, folder / d.name) for d in listed.data))
+
+
 def inline_external_data(source: Path, target: Path) -> None:
     """Write ``source`` with its external data as one self-contained file at ``target``."""
     import onnx
