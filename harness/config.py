@@ -124,7 +124,9 @@ class Invariant:
 class BenchConfig:
     batches: tuple[int, ...] = (1, 8, 32)
     threads: int = 0  # 0: one per physical core the process may use
-    max_ratio_regression: float = 0.10
+    max_ratio_regression: float = 0.10  # `compare`'s effect-size floor: the smallest change that counts
+    significance: float = 0.05  # `compare`'s intervals are 1 - significance
+    latency_regression_fails: bool = False  # absolute latencies gate `compare` too (same machine only)
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ TOLERANCE_NUMBERS = {"atol", "rtol", "mae", "noise_factor", "out_of_range_scale"
 TOLERANCE_SWITCHES = {"block_on_unstable", "allow_non_finite"}
 TOLERANCE_KEYS = TOLERANCE_NUMBERS | TOLERANCE_SWITCHES
 INVARIANT_KEYS = {"output", "min", "max"}
-BENCH_KEYS = {"batches", "threads", "max_ratio_regression"}
+BENCH_KEYS = {"batches", "threads", "max_ratio_regression", "significance", "latency_regression_fails"}
 BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup"}
 PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias"}
 
@@ -471,7 +473,18 @@ def _parse_bench(raw: Mapping[str, Any]) -> BenchConfig:
             raw.get("max_ratio_regression", BenchConfig.max_ratio_regression),
             "bench.max_ratio_regression",
         ),
+        significance=_significance(raw.get("significance", BenchConfig.significance)),
+        latency_regression_fails=_expect(
+            raw.get("latency_regression_fails", False), bool, "bench.latency_regression_fails"
+        ),
     )
+
+
+def _significance(value: Any) -> float:
+    level = _number(value, "bench.significance")
+    if not 0 < level < 0.5:
+        raise ConfigError(f"bench.significance must lie in (0, 0.5), e.g. 0.05 for 95% intervals, got {value!r}")
+    return level
 
 
 def _default_bench_batches(

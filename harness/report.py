@@ -205,7 +205,7 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
     if gate.latency:
         from harness.bench_report import gate_bench_section, latency_markdown, plot_latency
 
-        document["benchmarks"] = gate_bench_section(gate)
+        document["benchmarks"] = gate_bench_section(gate, samples=False)
         if plots:
             plot_latency(document["benchmarks"], directory / "latency.png")
         sections.append(latency_markdown(document["benchmarks"]))
