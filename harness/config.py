@@ -143,6 +143,9 @@ class BudgetConfig:
     # None holds the floor for every measured batch. No built-in default: GPU ratios depend on
     # the GPU, so a floor exists only where the config sets one.
     min_gpu_speedup: Mapping[str, Mapping[int | None, float]] = field(default_factory=dict)
+    # With --gate-baseline: the candidate may be at most this fraction slower than production
+    # (candidate / production median - 1, per batch, rounds alternating in one session). None: not judged.
+    max_slowdown_vs_baseline: float | None = None
 
     def min_speedup(self, batch: int) -> float:
         return self.per_batch_speedup.get(batch, self.default_speedup)
@@ -232,7 +235,7 @@ TOLERANCE_SWITCHES = {"block_on_unstable", "allow_non_finite"}
 TOLERANCE_KEYS = TOLERANCE_NUMBERS | TOLERANCE_SWITCHES
 INVARIANT_KEYS = {"output", "min", "max"}
 BENCH_KEYS = {"batches", "threads", "max_ratio_regression", "significance", "latency_regression_fails"}
-BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup"}
+BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup", "max_slowdown_vs_baseline"}
 PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias"}
 
 
@@ -418,8 +421,11 @@ def _parse_budget(raw: Mapping[str, Any]) -> BudgetConfig:
     else:
         per_batch, default = {}, _number(raw_speedup, "budget.min_speedup")
     default_set = "min_speedup" in raw and (not isinstance(raw_speedup, dict) or "default" in raw_speedup)
+    slowdown = raw.get("max_slowdown_vs_baseline")
     return BudgetConfig(default_speedup=default, per_batch_speedup=per_batch, max_latency_ms=ceilings,
-                        default_speedup_set=default_set, min_gpu_speedup=_parse_gpu_speedup(raw))
+                        default_speedup_set=default_set, min_gpu_speedup=_parse_gpu_speedup(raw),
+                        max_slowdown_vs_baseline=None if slowdown is None else _number(
+                            slowdown, "budget.max_slowdown_vs_baseline"))
 
 
 def _ratio_floors(raw: Mapping[str, Any], where: str) -> dict[int | None, float]:

@@ -98,6 +98,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="export the model even when an identical export is cached (the fresh export then "
                     "replaces the cached one; cache folder: $ONNX_GATE_CACHE_DIR, else "
                     "$XDG_CACHE_HOME/onnx-gate, else ~/.cache/onnx-gate). Default: %(default)r")
+    group.addoption("--gate-baseline", metavar="SPEC", default=None,
+                    help="the production model to benchmark the candidate against, rounds alternating, and to "
+                    "report output drift from: models:/NAME@ALIAS, models:/NAME/VERSION (read from "
+                    "MLFLOW_TRACKING_URI) or an ONNX file. A missing model is stated, not an error. "
+                    "Default: %(default)r")
     group.addoption("--gate-bench-quick", action="store_true", default=False,
                     help="fewer benchmark rounds, for CI smoke runs; `onnx-gate run` measures fully. "
                     "Default: %(default)r")
@@ -167,6 +172,14 @@ def pytest_configure(config: pytest.Config) -> None:
         gate.publish_tags = dict(api.publish_tags)
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
+    if config.getoption("gate_baseline"):
+        from harness.baseline import parse_spec
+        from harness.errors import GateError
+
+        try:
+            gate.baseline_spec = parse_spec(config.getoption("gate_baseline"), config.invocation_params.dir)
+        except GateError as exc:
+            raise pytest.UsageError(f"onnx-gate: {exc}") from None
     gate.use_export_cache = not config.getoption("gate_no_cache")
     config.stash[GATE_KEY] = gate
     _brief_failures(config)

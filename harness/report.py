@@ -209,6 +209,10 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         if plots:
             plot_latency(document["benchmarks"], directory / "latency.png")
         sections.append(latency_markdown(document["benchmarks"]))
+    if "baseline" in gate.extra:
+        from harness.baseline import baseline_markdown
+
+        sections.append(baseline_markdown(gate.extra["baseline"]))
     document["sections_markdown"] = sections
     if plots:
         plot_parity(gate, directory / "parity.png")
