@@ -21,7 +21,6 @@ while the speedup ratio, measured within one run, mostly cancels it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -146,7 +145,3 @@ def ratio_interval(pytorch: Sequence[float], ort: Sequence[float], significance:
         return ratio, ratio
     rng = np.random.default_rng(SEED)
     return _interval(_resampled_medians(pytorch, rng) / _resampled_medians(ort, rng), significance)
-
-
-def is_finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

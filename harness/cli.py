@@ -35,6 +35,8 @@ onnx-gate: a release gate for PyTorch models that ship as ONNX.
 
   With --gate-publish, a session in which every required check ran and passed uploads the
   ONNX file to S3 and registers it in MLflow (alias 'staging').
+  With --gate-baseline models:/NAME@ALIAS, the registered production model is timed beside the
+  candidate (rounds alternating) and the outputs' drift from it is reported.
 
 The model comes from [tool.onnx-gate] in the nearest pyproject.toml (default: Heimdall's
 LocalizationNet), a file given with --gate-config, or --gate-* options; `pytest --help` lists
