@@ -21,6 +21,7 @@ from harness.errors import GateError
 
 HISTORY_DIR = "history"
 MACHINE_KEYS = ("cpu", "cores_available", "gpu")
+TREND_RUNS = 20  # compare's trend.png: the latest runs; --history N plots more
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,8 @@ def _table(effects: Sequence[Effect]) -> list[str]:
     return rows
 
 
-def compare(base: RunBench, head: RunBench, settings: CompareSettings) -> Comparison:
+def compare(base: RunBench, head: RunBench, settings: CompareSettings, *, latencies: bool = True) -> Comparison:
+    """Every speedup ratio both runs have, and (unless ``latencies`` is False) every benchmark."""
     judged = {"floor": settings.floor, "significance": settings.significance}
     speedup_effects = []
     for name in sorted(set(base.speedups) & set(head.speedups)):
@@ -186,7 +188,7 @@ def compare(base: RunBench, head: RunBench, settings: CompareSettings) -> Compar
             speedup_effects.append(ratio_effect_without_samples(
                 f"speedup {name}", base.speedups[name], head.speedups[name], **judged))
     latency_effects, only_in = [], []
-    for key in sorted(set(base.medians) | set(head.medians)):
+    for key in sorted(set(base.medians) | set(head.medians)) if latencies else ():
         if key not in base.medians or key not in head.medians:
             only_in.append(f"{key}: only in {'head' if key in head.medians else 'base'}")
             continue
@@ -214,7 +216,7 @@ def compare_runs(report_dir: Path, base: str | None, head: str | None,
     (out_dir / "compare.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
     from harness.bench_history import load_runs, plot_history
 
-    plot_history(load_runs(runs), settings, out_dir / "trend.png")
+    plot_history(load_runs(runs[-TREND_RUNS:]), settings, out_dir / "trend.png")
     _point_latest(out_dir)
     return comparison, out_dir
 

@@ -34,7 +34,7 @@ class Point:
 
 def trend(runs: Sequence[RunBench], settings: CompareSettings) -> dict[str, list[Point]]:
     """Speedup name -> its points, oldest first."""
-    steps = [compare(before, after, settings) for before, after in zip(runs, runs[1:])]
+    steps = [compare(before, after, settings, latencies=False) for before, after in zip(runs, runs[1:])]
     lines: dict[str, list[Point]] = {}
     for index, run in enumerate(runs):
         verdicts = {e.name.removeprefix("speedup "): e.verdict for e in steps[index - 1].speedups} if index else {}

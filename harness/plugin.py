@@ -404,7 +404,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if gate is None:
         return (yield)
     check = _check_name(item)
-    part = "parity" if check == "parity" else "benchmarks" if check in BENCH_CHECKS else "other"
+    part = check if check in ("parity", "baseline") else "benchmarks" if check in BENCH_CHECKS else "other"
     with gate.timing.measure(f"tests:{part}"):
         return (yield)
 
