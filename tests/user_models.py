@@ -142,3 +142,36 @@ class DataDependentNet(nn.Module):
 def data_dependent_net() -> nn.Module:
     torch.manual_seed(0)
     return DataDependentNet().eval()
+
+
+class PaddedSequenceNet(nn.Module):
+    """Per-step outputs over a padded sequence. Like PyTorch's fused fast paths, eager inference
+    writes zeros at padded positions while the exported graph computes values there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = nn.Linear(4, 2)
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        steps = torch.tanh(self.step(tokens))
+        if torch.onnx.is_in_onnx_export():
+            return steps
+        return steps * attention_mask.unsqueeze(-1).to(steps.dtype)
+
+
+def padded_sequence_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return PaddedSequenceNet().eval()
+
+
+class IgnoresReceiversNet(TwoInputNet):
+    """A wiring bug: the receivers input is accepted and never used."""
+
+    def forward(self, spectrum: torch.Tensor, receivers: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(self.conv(spectrum)).mean(dim=(2, 3))
+        return self.head(torch.cat([pooled, torch.zeros(pooled.shape[0], 8)], dim=1))
+
+
+def ignores_receivers_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return IgnoresReceiversNet().eval()
