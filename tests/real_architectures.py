@@ -145,4 +145,36 @@ shape = ["batch", "time", 64]
 range = [-1.0, 1.0]
 dims = { batch = [1, 4], time = [2, 16] }
 """,
+    # The TorchScript exporter fixes nn.MultiheadAttention's sequence length at its trace size; with
+    # a fixed length (padded batches of one size, as many serving stacks send) it exports.
+    "lengths_encoder_fixed_time": """
+model = "real_models:lengths_encoder"
+outputs = ["per_step", "pooled"]
+[[inputs]]
+name = "frames"
+shape = ["batch", "time", 8]
+range = [-1.0, 1.0]
+dims = { batch = [1, 4], time = [12, 12] }
+[[inputs]]
+name = "lengths"
+shape = ["batch"]
+dtype = "int64"
+lengths = { dim = "time" }
+[padded_outputs]
+per_step = { by = "lengths", axis = 1 }
+""",
+    "attention_pooling_fixed_length": """
+model = "real_models:attention_pooling"
+outputs = ["pooled"]
+[[inputs]]
+name = "tokens"
+shape = ["batch", "sequence", 16]
+range = [-1.0, 1.0]
+dims = { batch = [1, 4], sequence = [12, 12] }
+[[inputs]]
+name = "padding"
+shape = ["batch", "sequence"]
+dtype = "bool"
+mask = { marks = "padding", padding = "right" }
+""",
 }

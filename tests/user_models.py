@@ -154,9 +154,10 @@ class PaddedSequenceNet(nn.Module):
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         steps = torch.tanh(self.step(tokens))
+        valid = attention_mask.unsqueeze(-1).to(steps.dtype)
         if torch.onnx.is_in_onnx_export():
-            return steps
-        return steps * attention_mask.unsqueeze(-1).to(steps.dtype)
+            return steps * (2.0 - valid)  # values at padded positions too
+        return steps * valid
 
 
 def padded_sequence_net(seed: int = 0) -> nn.Module:
@@ -165,11 +166,17 @@ def padded_sequence_net(seed: int = 0) -> nn.Module:
 
 
 class IgnoresReceiversNet(TwoInputNet):
-    """A wiring bug: the receivers input is accepted and never used."""
+    """A bad init: the receivers branch is gated by a weight that starts, and stayed, at zero. The
+    graph reads the input; the outputs never depend on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receiver_gate = nn.Parameter(torch.zeros(8))
 
     def forward(self, spectrum: torch.Tensor, receivers: torch.Tensor) -> torch.Tensor:
         pooled = torch.relu(self.conv(spectrum)).mean(dim=(2, 3))
-        return self.head(torch.cat([pooled, torch.zeros(pooled.shape[0], 8)], dim=1))
+        branch = torch.tanh(self.receivers(receivers / 90.0)) * self.receiver_gate
+        return self.head(torch.cat([pooled, branch], dim=1))
 
 
 def ignores_receivers_net(seed: int = 0) -> nn.Module:
