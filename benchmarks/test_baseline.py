@@ -60,7 +60,7 @@ def test_the_candidate_against_the_production_baseline(gate, bench_threads, onnx
     cases = [InputCase(FAMILIES[0], {**gate.config.trace_sizes, **({gate.batch_dim: b} if gate.batch_dim else {})}, seed)
              for b in (gate.pinned_batches() or [None]) for seed in DRIFT_SEEDS]
     section["drift"] = merge_drift([
-        _drift(candidate, production, case.materialize(gate.config.inputs)) for case in cases
+        _drift(candidate, production, case.materialize(gate.config)) for case in cases
     ])  # fmt: skip
     section["drift_inputs"] = f"{len(cases)} inputs ({', '.join(describe_case(c) for c in cases[:2])}, ...)"
     if budget is not None:
