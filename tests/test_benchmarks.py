@@ -57,12 +57,14 @@ def test_gpu_benchmarks_skip_and_say_why_on_a_cpu_only_machine_and_the_report_is
     run = project.run("--gate-bench-quick", "-rs", paths=(BENCHMARKS,))
     outcomes = run.result.parseoutcomes()
     assert outcomes.get("passed", 0) >= 5, run.result.stdout.str()  # 4 CPU latencies and the CPU budget
-    assert outcomes.get("skipped") == 10  # GPU parity, 4 backends x 2 batches, the GPU budget
+    # GPU parity, 4 backends x 2 batches, the GPU budget; and the production baseline (none given)
+    assert outcomes.get("skipped") == 11
     run.result.stdout.fnmatch_lines([  # -rs groups the skips by reason and line
         "*SKIPPED [[]1[]]*test_gpu_latency.py:*: no GPU benchmark: no CUDA device (torch.cuda.is_available() is False)",
         "*SKIPPED [[]8[]]*test_gpu_latency.py:*: no GPU benchmark: no CUDA device*",
         "*SKIPPED [[]1[]]*test_gpu_latency.py:*: no GPU benchmark: no CUDA device*",
     ])  # fmt: skip
+    run.result.stdout.fnmatch_lines(["*SKIPPED [[]1[]]*test_baseline.py:*: no --gate-baseline given*"])
     for check in ("gpu_parity", "latency_gpu", "latency_gpu_budget"):
         assert run.status(check) == "skipped" and check not in run.document["required_checks"]
     folder = project.path / "reports" / run.document["run_id"]
