@@ -86,8 +86,13 @@ def fetch(spec: BaselineSpec, dest: Path) -> Fetched:
     import mlflow
 
     dest.mkdir(parents=True, exist_ok=True)
-    folder = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{spec.name}/{version.version}", dst_path=str(dest), tracking_uri=registry.tracking_uri))
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{spec.name}/{version.version}", dst_path=str(dest), tracking_uri=registry.tracking_uri))
+    except Exception as exc:  # the artifact store behind the registry: one line, no credentials
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise GateError(redact(f"baseline {spec.text}: downloading version {version.version} from "
+                               f"{registry.display_uri} failed ({type(exc).__name__}: {first})")) from None
     files = sorted(folder.rglob("*.onnx"))
     if not files:
         raise GateError(f"baseline {spec.text} (version {version.version}) holds no .onnx file")

@@ -153,7 +153,7 @@ class Comparison:
                  f"`{self.base.run_id}` (base) → `{self.head.run_id}` (head)", ""]
         changed = [e for e in (*self.speedups, *self.latencies) if e.changed]
         if changed:
-            lines += ["**What changed**", ""] + _table(changed) + [""]
+            lines += ["**What changed**", ""] + _table(changed, latency_gates=self.latency_gates) + [""]
         else:
             lines += ["Nothing changed detectably.", ""]
         lines += ["<details><summary>All figures, how they are judged</summary>", "",
@@ -161,18 +161,19 @@ class Comparison:
                   f"Each change is head / base − 1 of the medians with a {1 - self.settings.significance:.0%} "
                   "bootstrap interval from the per-round samples; a change counts when its interval excludes 0 "
                   f"and it is at least {self.settings.floor:.0%}. Latency: {self.latency_scope}.", ""]
-        lines += _table([*self.speedups, *self.latencies])
+        lines += _table([*self.speedups, *self.latencies], latency_gates=self.latency_gates)
         lines += [f"- {line}" for line in self.only_in]
         lines += ["", "</details>"]
         return "\n".join(lines) + "\n"
 
 
-def _table(effects: Sequence[Effect]) -> list[str]:
+def _table(effects: Sequence[Effect], *, latency_gates: bool) -> list[str]:
     rows = ["| figure | base | head | change | interval | verdict |", "| --- | --- | --- | --- | --- | --- |"]
     for e in effects:
         before, after = e.figures()
         interval = "-" if e.low is None else f"[{e.low:+.1%}, {e.high:+.1%}]"
-        rows.append(f"| {e.name} | {before} | {after} | {e.change:+.1%} | {interval} | {e.verdict} |")
+        shown = e.verdict + (" (informational)" if e.kind == "latency" and e.changed and not latency_gates else "")
+        rows.append(f"| {e.name} | {before} | {after} | {e.change:+.1%} | {interval} | {shown} |")
     return rows
 
 
