@@ -53,25 +53,33 @@ class Fetched:
     missing: str = ""
 
 
-def fetch(spec: BaselineSpec, dest: Path) -> Fetched:
-    """The baseline's ONNX file; a missing model, version or alias is a first release, not an error;
-    an unreachable registry is a GateError naming its URI without credentials."""
-    if spec.file is not None:
-        return Fetched(spec.file, spec.file.name)
+def check_registry(spec: BaselineSpec) -> Any:
+    """The registry a models:/ baseline comes from, answering; checked when the session starts, so
+    that a registry that is down fails in seconds rather than after the whole gate."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise GateError(f"--gate-baseline {spec.text} needs MLFLOW_TRACKING_URI (the registry to read it from)")
-    from mlflow.exceptions import MlflowException
-
     from harness.publish.registry import Registry
     from harness.publish.s3 import PublishError
-    from harness.publish.secrets import redact
 
     registry = Registry(uri, model_name=spec.name or "", experiment="", alias=spec.alias or "")
     try:
         registry.check_reachable()
     except PublishError as exc:
         raise GateError(f"baseline {spec.text}: {exc}") from None
+    return registry
+
+
+def fetch(spec: BaselineSpec, dest: Path) -> Fetched:
+    """The baseline's ONNX file; a missing model, version or alias is a first release, not an error;
+    an unreachable registry is a GateError naming its URI without credentials."""
+    if spec.file is not None:
+        return Fetched(spec.file, spec.file.name)
+    from mlflow.exceptions import MlflowException
+
+    from harness.publish.secrets import redact
+
+    registry = check_registry(spec)
     client = registry.client
     try:
         if spec.alias:
@@ -141,6 +149,19 @@ def merge_drift(per_case: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict
             merged[name] = {"max_abs": max(v["max_abs"] for v in values),
                             "mean_abs": float(np.mean([v["mean_abs"] for v in values]))}
     return merged
+
+
+def slowdown_budget(rows: Sequence[Mapping[str, Any]], budget: float | None) -> str | None:
+    """``max_slowdown_vs_baseline``: no batch's candidate / production median above 1 + budget.
+    The point ratio decides, as for the other latency budgets; its interval is shown."""
+    if budget is None:
+        return None
+    misses = [f"batch {r['batch']}: candidate is {r['ratio']:.3f}x production (interval "
+              f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}]), more than the allowed {1 + budget:.2f}x"
+              for r in rows if r["ratio"] > 1 + budget]
+    if misses:
+        return f"FAILED | max_slowdown_vs_baseline {budget:g}: " + "; ".join(misses)
+    return f"PASSED | max_slowdown_vs_baseline {budget:g}: no batch slower than {1 + budget:.2f}x production"
 
 
 def baseline_markdown(section: Mapping[str, Any]) -> str:

@@ -173,11 +173,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
     if config.getoption("gate_baseline"):
-        from harness.baseline import parse_spec
+        from harness.baseline import check_registry, parse_spec
         from harness.errors import GateError
 
         try:
             gate.baseline_spec = parse_spec(config.getoption("gate_baseline"), config.invocation_params.dir)
+            if gate.baseline_spec.file is None:
+                check_registry(gate.baseline_spec)
         except GateError as exc:
             raise pytest.UsageError(f"onnx-gate: {exc}") from None
     gate.use_export_cache = not config.getoption("gate_no_cache")

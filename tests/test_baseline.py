@@ -7,7 +7,7 @@ from pathlib import Path
 import mlflow  # noqa: F401  (imported here, not first inside a pytester test: see tests/test_publish.py)
 import pytest
 
-from harness.baseline import baseline_markdown, fetch, parse_spec
+from harness.baseline import baseline_markdown, fetch, parse_spec, slowdown_budget
 from harness.errors import GateError
 from harness.publish import flow
 from tests.conftest import BENCHMARKS
@@ -60,6 +60,16 @@ def test_an_unreachable_registry_is_one_line_naming_the_uri_without_credentials(
     assert "s3cret" not in message and "\n" not in message
 
 
+def test_a_gate_whose_baseline_registry_is_down_stops_at_once_with_that_one_line(project, monkeypatch):
+    project.write_config()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://gate:s3cret-pw@127.0.0.1:9")
+    run = project.run("--gate-baseline=models:/heimdall-localization-onnx@staging")
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR and run.document is None  # before any export
+    run.result.stderr.fnmatch_lines(["*onnx-gate: baseline models:/heimdall-localization-onnx@staging: MLflow tracking "
+                                     "server at http://127.0.0.1:9 is unreachable (*)"])
+    assert "s3cret" not in run.result.stdout.str() + run.result.stderr.str()
+
+
 @pytest.mark.parametrize("spec, message", [
     ("models:/name@", "is not models:/NAME@ALIAS or models:/NAME/VERSION"),
     ("models:/name/latest", "is not models:/NAME@ALIAS or models:/NAME/VERSION"),
@@ -75,3 +85,12 @@ def test_a_file_baseline_is_read_as_it_is(tmp_path):
     path.write_bytes(b"not read yet")
     fetched = fetch(parse_spec("prod.onnx", tmp_path), tmp_path / "scratch")
     assert fetched.path == Path(path) and fetched.described == "prod.onnx"
+
+
+def test_the_slowdown_budget_fails_naming_the_batch_its_ratio_interval_and_the_limit():
+    rows = [{"batch": 1, "ratio": 1.04, "ratio_low": 0.98, "ratio_high": 1.10},
+            {"batch": 8, "ratio": 1.31, "ratio_low": 1.22, "ratio_high": 1.40}]
+    assert slowdown_budget(rows, None) is None  # not set in config: not judged
+    assert slowdown_budget(rows, 0.5).startswith("PASSED | max_slowdown_vs_baseline 0.5: no batch slower than 1.50x")
+    assert slowdown_budget(rows, 0.1) == ("FAILED | max_slowdown_vs_baseline 0.1: batch 8: candidate is 1.310x "
+                                          "production (interval [1.220, 1.400]), more than the allowed 1.10x")
