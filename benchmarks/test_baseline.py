@@ -56,7 +56,7 @@ def test_the_candidate_against_the_production_baseline(gate, bench_threads, onnx
     cases = [InputCase(FAMILIES[0], {**gate.config.trace_sizes, **({gate.batch_dim: b} if gate.batch_dim else {})}, seed)
              for b in (gate.pinned_batches() or [None]) for seed in DRIFT_SEEDS]
     section["drift"] = merge_drift([
-        _drift(candidate, production, case.materialize(gate.config)) for case in cases
+        _drift(gate.config, candidate, production, case.materialize(gate.config)) for case in cases
     ])  # fmt: skip
     section["drift_inputs"] = f"{len(cases)} inputs ({', '.join(describe_case(c) for c in cases[:2])}, ...)"
     verdict = slowdown_budget(section["latency"], budget)
@@ -67,7 +67,10 @@ def test_the_candidate_against_the_production_baseline(gate, bench_threads, onnx
     assert verdict is None or verdict.startswith("PASSED"), verdict
 
 
-def _drift(candidate, production, feeds):
+def _drift(config, candidate, production, feeds):
     from harness.baseline import drift
+    from harness.checks.parity import keep_valid_positions
 
-    return drift(candidate.infer(feeds), production.infer(feeds))
+    # Padded positions of padded_outputs mean nothing in either model.
+    (ours, theirs), _, _ = keep_valid_positions(config, feeds, candidate.infer(feeds), production.infer(feeds))
+    return drift(ours, theirs)
