@@ -11,6 +11,18 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+# Tests too slow for `make test` (a whole gate run each): `ONNX_GATE_SLOW_TESTS=1 .venv/bin/python -m pytest tests -m slow`.
+SLOW_TESTS_ENV = "ONNX_GATE_SLOW_TESTS"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(SLOW_TESTS_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"slow tier, skipped by `make test`: {SLOW_TESTS_ENV}=1 .venv/bin/python -m pytest tests -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
 HERE = Path(__file__).resolve().parent
 CONFORMANCE = str(HERE.parent / "conformance")
 BENCHMARKS = str(HERE.parent / "benchmarks")
@@ -109,19 +121,6 @@ class GateProject:
         failures = reports[-1].parent / "failures.txt" if reports else None
         details = failures.read_text() if failures and failures.is_file() else ""
         return GateRun(result, document, details)
-
-
-SLOW_ENV = "ONNX_GATE_SLOW"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slow tier runs only when asked: `make test-slow` sets ONNX_GATE_SLOW=1."""
-    if os.environ.get(SLOW_ENV) == "1":
-        return
-    skip = pytest.mark.skip(reason=f"slow tier (a model over 2 GB, ~10 GB of memory): run `make test-slow` or set {SLOW_ENV}=1")
-    for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """The slow tier: a model over 2 GB gated from export to publish, with its time and memory.
 
-`make test` skips it; `make test-slow` runs it (about 10 GB of memory and several minutes on
+`make test` skips it; `ONNX_GATE_SLOW_TESTS=1 .venv/bin/python -m pytest tests/test_large_model.py -s` runs it
+(about 10 GB of memory and several minutes on
 2 cores). It prints one line per phase: seconds and peak resident memory.
 """
 
