@@ -157,16 +157,3 @@ def inline_external_data(source: Path, target: Path) -> None:
 
     proto = onnx.load(str(source), load_external_data=True)  # loading clears the external references
     onnx.save_model(proto, str(target), save_as_external_data=False)
-
-
-def copy_artifact(graph_path: Path, target_dir: Path, graph_name: str = "model.onnx") -> Path:
-    """Copy the graph (as ``graph_name``) and its data files (under their locations) into ``target_dir``."""
-    import shutil
-
-    target_dir.mkdir(parents=True, exist_ok=True)
-    for location in data_locations(graph_path):
-        destination = target_dir / location
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(graph_path.parent / location, destination)
-    shutil.copyfile(graph_path, target_dir / graph_name)
-    return target_dir / graph_name

@@ -42,10 +42,6 @@ class ArtifactInfo:
     files: tuple[dict[str, Any], ...] = ()  # name, size, sha256, role ("graph" or "data")
     inlined_data_files: int = 0  # a given model's external data files, now inside the one file
 
-    @property
-    def self_contained(self) -> bool:
-        return all(f["role"] == "graph" for f in self.files)
-
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path), "files": [dict(f) for f in self.files]}
 
