@@ -28,6 +28,8 @@ from harness.timing import Stopwatch
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from harness.candidates.session import CandidateSet
     from torch import nn
 
 
@@ -219,6 +221,8 @@ class GateSession:
 
         for name in ("fp64_runner", "ort_runner", "bench_ort_runner"):
             self.__dict__.pop(name, None)
+        if "candidates" in self.__dict__:
+            self.candidates.release()
         gc.collect()
 
     def new_ort_runner(self, **options: Any) -> OrtRunner:
@@ -271,6 +275,13 @@ class GateSession:
             cache = last_level_cache_bytes()
             self._activation_bytes[batch] = float(activation_bytes(self.model, self._bench_tensors(batch), cache))
         return self._weight_bytes[key] + self._activation_bytes[batch]
+
+    @cached_property
+    def candidates(self) -> CandidateSet:
+        """The candidate artifacts ([candidates] in the config), built on first use."""
+        from harness.candidates.session import CandidateSet
+
+        return CandidateSet(self)
 
     def record_latency(self, record: LatencyRecord) -> None:
         self.latency = [r for r in self.latency if r.key != record.key] + [record]
