@@ -147,6 +147,7 @@ budget = { metric = "haversine_m", output = "positions", limit = 0.001 }
 """
 
 
+@pytest.mark.slow  # a full gate run with benchmarks, candidates and a publish: ~40 s alone
 def test_a_named_candidate_is_published_with_its_record_and_a_blocked_one_is_not(project, stack, monkeypatch):
     from mlflow import MlflowClient
 
