@@ -186,13 +186,13 @@ def sgemm_peak_flops(threads: int, size: int = 1024, repeats: int = 20) -> float
     return 2 * size**3 / best
 
 
-def read_bandwidth(threads: int, size_bytes: int | None = None, repeats: int = 8) -> float:
+def read_bandwidth(threads: int, size_bytes: int | None = None, repeats: int = 5) -> float:
     """Best streaming read rate, bytes per second, with ``threads`` threads: a sum over a float32
     buffer much larger than any cache (STREAM's idea, read-only like a forward pass's weights).
-    ``size_bytes``: default four times the last-level cache, within [256 MiB, 1 GiB]."""
+    ``size_bytes``: default four times the last-level cache, within [256 MiB, 512 MiB]."""
     import torch
 
-    size_bytes = size_bytes or min(max(256 * 2**20, 4 * last_level_cache_bytes()), 2**30)
+    size_bytes = size_bytes or min(max(256 * 2**20, 4 * last_level_cache_bytes()), 512 * 2**20)
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

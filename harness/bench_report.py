@@ -91,12 +91,17 @@ def roofline_intro(section: dict[str, Any]) -> list[str]:
     """How the efficiency columns are computed, with the limits this run measured."""
     bandwidth = section.get("read_bandwidth_gbs")
     measured = f" (read bandwidth measured now: {bandwidth:.1f} GB/s)" if bandwidth else " (bandwidth not measured)"
-    return [
+    lines = [
         "Roofline efficiency: the least time the call can take, max(FLOPs / sgemm peak, bytes / read bandwidth), "
         f"over the median{measured}; bytes are the weights as stored plus the activations larger than the "
         "last-level cache; the bound says which limit applies. FLOP efficiency (FLOPs per second over the peak) "
         "is shown only where compute bounds the call: where memory does, it would misread the run.",
     ]
+    beyond = [r for r in section["records"] if r.get("bound") == "memory" and (r.get("roofline_efficiency") or 0) > 1]
+    if beyond:
+        lines[0] += (" Memory-bound rows above 100% read their weights from cache, faster than the DRAM bandwidth "
+                     "measured here: for them the memory limit is conservative.")
+    return lines
 
 
 def roofline_cell(record: dict[str, Any]) -> str:

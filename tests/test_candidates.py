@@ -73,6 +73,10 @@ def test_an_int8_candidate_over_a_too_tight_budget_is_blocked_and_never_publishe
                              str(judgement).splitlines()[0])
     refusal = candidate_release(gate)
     assert isinstance(refusal, str) and "candidate int8-dynamic blocked: FAILED | candidate int8-dynamic" in refusal
+    from harness.candidates.report import candidates_markdown, candidates_section
+
+    table = candidates_markdown(candidates_section(gate))
+    assert "| int8-dynamic | int8 | blocked | " in table and "Publish setting 'int8-dynamic' publishes nothing: candidate int8-dynamic blocked" in table
     # A budget it can meet (the distance is in metres: 5,000 km covers this random head) passes.
     gate.candidates.settings = replace(gate.candidates.settings,
                                        budget=TaskBudget("haversine_m", "positions", 5e6))

@@ -284,7 +284,9 @@ class CandidateSet:
         for name in names:
             candidate = self.built.get(name) if "built" in self.__dict__ else None
             if name == PLAIN:
-                verdict, why = "passed" if self.gate.ledger.record_for("parity").status == "passed" else "see the gate", ""
+                gate_verdict = self.gate.verdict
+                verdict = "passed" if gate_verdict else "not judged yet" if gate_verdict is None else "blocked"
+                why = "" if gate_verdict is None or gate_verdict else str(gate_verdict)
                 precision, tolerance, units = "fp32", "the gate's checks", None
             else:
                 passed, why = self.verdict(name)
