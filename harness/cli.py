@@ -205,7 +205,7 @@ def debug(arguments: argparse.Namespace) -> int:
         else:
             folder = report_folder(loaded.report_dir, arguments.from_report)
             chosen = failing_case(folder, loaded)
-        feeds, case = chosen.materialize(loaded.inputs), describe_case(chosen)
+        feeds, case = chosen.materialize(loaded), describe_case(chosen)
     if folder is None:
         folder = report_folder(loaded.report_dir, arguments.from_report) if arguments.from_report else (
             loaded.report_dir / f"{new_run_id()}-debug")  # fmt: skip

@@ -138,7 +138,7 @@ def calibration_feeds(config: GateConfig, samples: int) -> list[dict[str, np.nda
 
     families = ("normal", "uniform")
     return [
-        InputCase(family=families[i % len(families)], sizes=config.trace_sizes, seed=10_000 + i).materialize(config.inputs)
+        InputCase(family=families[i % len(families)], sizes=config.trace_sizes, seed=10_000 + i).materialize(config)
         for i in range(samples)
     ]
 

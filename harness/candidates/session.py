@@ -154,7 +154,7 @@ class CandidateSet:
 
     def judge_parity(self, name: str, case: InputCase) -> Judgement:
         """The candidate against PyTorch on ``case``, by its precision's tolerance."""
-        from harness.checks.parity import inputs_in_range
+        from harness.checks.parity import inputs_in_range, keep_valid_positions
         from harness.strategies import describe_case
 
         kind = self.tolerance_kind(name)
@@ -167,7 +167,7 @@ class CandidateSet:
             gate = self.gate
             result = check_parity(case, gate.config, gate.torch_runner, runner, fp64_reference=gate._fp64_reference)
             return self._record(name, from_parity(name, result, self.describe_tolerance(name)))
-        feeds = case.materialize(self.gate.config.inputs)
+        feeds = case.materialize(self.gate.config)
         in_range = inputs_in_range(self.gate.config, feeds)
         actual = runner.infer(feeds)
         context = describe_case(case) + ("" if in_range else " [outside the declared input range]")
@@ -179,6 +179,8 @@ class CandidateSet:
             if exact is None:
                 raise GateError(f"candidate {name}: the float64 reference failed on {context}")
             lowered = self._autocast(self.built[name].precision).infer(feeds)
+            # Padded positions of padded_outputs are left out, as the export's parity does.
+            (actual, exact, lowered), _, _ = keep_valid_positions(self.gate.config, feeds, actual, exact, lowered)
             judgement = judge_floor(name, actual, exact, lowered, exact, self._floor_factors(in_range),
                                     self.built[name].precision, context)
         return self._record(name, judgement)
@@ -199,7 +201,7 @@ class CandidateSet:
             return from_parity(name, result, "the export's fixed bound, batch against its parts")
         if kind == "none":
             raise GateError(f"candidate {name} cannot be judged: {self.unjudgeable_reason(name)}")
-        feeds = case.materialize(config.inputs)
+        feeds = case.materialize(config)
         size = case.sizes[batch_dim]
         axes = {spec.name: spec.shape.index(batch_dim) for spec in config.inputs if batch_dim in spec.shape}
         whole = runner.infer(feeds)
