@@ -37,7 +37,7 @@ def candidates_markdown(section: dict[str, Any]) -> str:
     pytorch = ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in section["pytorch_ms"].items())
     lines = ["## Candidates", "",
              "Each candidate ran the export's checks at the tolerance its precision calls for; latencies were "
-             "measured interleaved in one loop with PyTorch eager and the plain export "
+             "measured interleaved in one loop (short blocks per artifact) with PyTorch eager and the plain export "
              f"(PyTorch eager: {pytorch or 'not measured'}). **Bold**: the fastest passing artifact per batch. "
              "A worst error above 1.00 exceeds the tolerance. Roofline efficiency uses the fp32 sgemm peak for every "
              "row: int8 and fp16 kernels have higher peaks, so their compute-bound figures can pass 100%.", "", head, rule]
