@@ -35,7 +35,7 @@ test: $(TEST_STAMP)
 
 # End-to-end runs that make test skips (e.g. publishing a candidate against the real servers).
 test-slow: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests -m slow $(PYTEST_ARGS)
+	ONNX_GATE_SLOW_TESTS=1 $(BIN)/python -m pytest tests -m slow $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .stack build *.egg-info

@@ -181,7 +181,9 @@ class Invariant:
 class BenchConfig:
     batches: tuple[int, ...] = (1, 8, 32)
     threads: int = 0  # 0: one per physical core the process may use
-    max_ratio_regression: float = 0.10
+    max_ratio_regression: float = 0.10  # `compare`'s effect-size floor: the smallest change that counts
+    significance: float = 0.05  # `compare`'s intervals are 1 - significance
+    latency_regression_fails: bool = False  # absolute latencies gate `compare` too (same machine only)
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,9 @@ class BudgetConfig:
     # None holds the floor for every measured batch. No built-in default: GPU ratios depend on
     # the GPU, so a floor exists only where the config sets one.
     min_gpu_speedup: Mapping[str, Mapping[int | None, float]] = field(default_factory=dict)
+    # With --gate-baseline: the candidate may be at most this fraction slower than production
+    # (candidate / production median - 1, per batch, rounds alternating in one session). None: not judged.
+    max_slowdown_vs_baseline: float | None = None
 
     def min_speedup(self, batch: int) -> float:
         return self.per_batch_speedup.get(batch, self.default_speedup)
@@ -312,8 +317,8 @@ TOLERANCE_NUMBERS = {"atol", "rtol", "mae", "noise_factor", "out_of_range_scale"
 TOLERANCE_SWITCHES = {"block_on_unstable", "allow_non_finite"}
 TOLERANCE_KEYS = TOLERANCE_NUMBERS | TOLERANCE_SWITCHES
 INVARIANT_KEYS = {"output", "min", "max"}
-BENCH_KEYS = {"batches", "threads", "max_ratio_regression"}
-BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup"}
+BENCH_KEYS = {"batches", "threads", "max_ratio_regression", "significance", "latency_regression_fails"}
+BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup", "max_slowdown_vs_baseline"}
 PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias"}
 
 
@@ -679,8 +684,11 @@ def _parse_budget(raw: Mapping[str, Any]) -> BudgetConfig:
     else:
         per_batch, default = {}, _number(raw_speedup, "budget.min_speedup")
     default_set = "min_speedup" in raw and (not isinstance(raw_speedup, dict) or "default" in raw_speedup)
+    slowdown = raw.get("max_slowdown_vs_baseline")
     return BudgetConfig(default_speedup=default, per_batch_speedup=per_batch, max_latency_ms=ceilings,
-                        default_speedup_set=default_set, min_gpu_speedup=_parse_gpu_speedup(raw))
+                        default_speedup_set=default_set, min_gpu_speedup=_parse_gpu_speedup(raw),
+                        max_slowdown_vs_baseline=None if slowdown is None else _number(
+                            slowdown, "budget.max_slowdown_vs_baseline"))
 
 
 def _ratio_floors(raw: Mapping[str, Any], where: str) -> dict[int | None, float]:
@@ -734,7 +742,18 @@ def _parse_bench(raw: Mapping[str, Any]) -> BenchConfig:
             raw.get("max_ratio_regression", BenchConfig.max_ratio_regression),
             "bench.max_ratio_regression",
         ),
+        significance=_significance(raw.get("significance", BenchConfig.significance)),
+        latency_regression_fails=_expect(
+            raw.get("latency_regression_fails", False), bool, "bench.latency_regression_fails"
+        ),
     )
+
+
+def _significance(value: Any) -> float:
+    level = _number(value, "bench.significance")
+    if not 0 < level < 0.5:
+        raise ConfigError(f"bench.significance must lie in (0, 0.5), e.g. 0.05 for 95% intervals, got {value!r}")
+    return level
 
 
 def _default_bench_batches(

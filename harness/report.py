@@ -215,10 +215,14 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
     if gate.latency:
         from harness.bench_report import gate_bench_section, latency_markdown, plot_latency
 
-        document["benchmarks"] = gate_bench_section(gate)
+        document["benchmarks"] = gate_bench_section(gate, samples=False)
         if plots:
             plot_latency(document["benchmarks"], directory / "latency.png")
         sections.append(latency_markdown(document["benchmarks"]))
+    if "baseline" in gate.extra:
+        from harness.baseline import baseline_markdown
+
+        sections.append(baseline_markdown(gate.extra["baseline"]))
     from harness.candidates.report import candidates_markdown, candidates_section
 
     candidates = candidates_section(gate)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from harness.candidates.session import CandidateSet
     from torch import nn
 
+    from harness.baseline import BaselineSpec
+
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
@@ -90,6 +92,7 @@ class GateSession:
         self.gpu_unavailable: str | None = None  # why the GPU benchmarks skipped, when they did
         self.gpu_budget_result: BudgetResult | None = None
         self.benchmarks_collected = False
+        self.baseline_spec: BaselineSpec | None = None  # --gate-baseline
         self.owns_benchmark_json = False
         self._flops: dict[int, float] = {}
         self._activation_bytes: dict[int, float] = {}
@@ -145,6 +148,8 @@ class GateSession:
             required = [c for c in required if c not in ("dynamic_dims", "batch_consistency")]
         if self.benchmarks_collected:
             required += list(BENCH_CHECKS)
+        if self.baseline_spec is not None:  # asked for: its absence fails the gate
+            required.append("baseline")
         return tuple(required)
 
     @property

@@ -1,5 +1,5 @@
 """The parity check: ONNX Runtime's outputs against PyTorch's, judged per output. (Not to be
-confused with `onnx-gate compare`, which compares benchmark runs: harness/bench_report.py.)
+confused with `onnx-gate compare`, which compares benchmark runs: harness/bench_compare.py.)
 
 Comparison results are values: truthy when they passed, and they describe themselves.
 
