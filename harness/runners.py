@@ -293,6 +293,7 @@ class OrtRunner(Runner):
         providers: Sequence[Any] = ("CPUExecutionProvider",),
         threads: int | None = None,
         graph_optimization: str = DEFAULT_GRAPH_OPTIMIZATION,
+        config_entries: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(input_names, output_names)
         import onnxruntime as ort
@@ -305,6 +306,8 @@ class OrtRunner(Runner):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, graph_optimization)
         options.log_severity_level = 3
+        for key, value in (config_entries or {}).items():
+            options.add_session_config_entry(key, value)
         try:
             self.session: onnxruntime.InferenceSession = ort.InferenceSession(
                 str(path), options, providers=list(providers)

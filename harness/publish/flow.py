@@ -345,15 +345,24 @@ def publish_gate(
     from harness.export import example_feeds
     from harness.publish.naming import version_tags
 
+    path, sha256, candidate_params, candidate_tags = gate.artifact.path, gate.artifact.sha256, {}, {}
+    if gate.config.candidates.publish is not None:  # opt-in; without it the plain export ships as always
+        from harness.candidates.publish import candidate_release
+
+        release = candidate_release(gate)
+        if isinstance(release, str):
+            return PublishOutcome("refused", release)
+        path, sha256, candidate_params, candidate_tags = release.path, release.sha256, release.params, release.tags
     example = example_feeds(gate.config, {**gate.config.trace_sizes, **({gate.batch_dim: 1} if gate.batch_dim else {})})
     request = PublishRequest(
-        path=gate.artifact.path, sha256=gate.artifact.sha256, settings=gate.config.publish,
+        path=path, sha256=sha256, settings=gate.config.publish,
         gate_run_id=gate.run_id, model_type=gate.config.model, git_commit=git_commit(invocation_dir),
         params={"config": portable_summary(gate, invocation_dir), "exporter": gate.config.exporter, "opset": gate.config.opset,
-                "versions": gate.artifact.versions, "artifact_sha256": gate.artifact.sha256},
+                "versions": gate.artifact.versions, "artifact_sha256": sha256, **candidate_params},
         metrics=_metrics(gate), example=example, outputs=gate.torch_runner.infer(example),
-        report_dir=gate.report_dir, extra_tags=dict(extra_tags or {}),
-        manifest=ArtifactManifest.from_dicts(gate.artifact.files) if gate.artifact.files else None,
+        report_dir=gate.report_dir, extra_tags={**candidate_tags, **dict(extra_tags or {})},
+        # A candidate (harness/candidates) ships as its own single file; the export, with its data files.
+        manifest=ArtifactManifest.from_dicts(gate.artifact.files) if gate.artifact.files and path == gate.artifact.path else None,
         model_tags=version_tags(gate.config), allow_config_change=gate.config.publish.allow_config_change,
         session_options=measured_session_options(gate),
     )  # fmt: skip
