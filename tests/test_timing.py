@@ -42,9 +42,10 @@ def test_the_report_breaks_the_session_time_into_parts_that_add_up(project):
     assert 0 <= parts["unattributed"] < 0.5 * timing["total_s"], parts
     summary = (project.path / "reports" / run.document["run_id"] / "summary.md").read_text()
     assert "## Where the time went" in summary
-    # Each outermost phase's own peak resident memory: the export's, each kind of test's, the reports'.
+    # Each finished outermost phase's own peak resident memory: the export's, each kind of test's
+    # (the reports are still being written when gate.json takes its numbers).
     peaks = timing["peak_rss_mb"]
-    assert {"build_and_export", "tests:parity", "tests:other", "reports"} <= peaks.keys(), peaks
+    assert {"build_and_export", "tests:parity", "tests:other"} <= peaks.keys(), peaks
     assert all(100 < mb < 24_000 for mb in peaks.values()), peaks
     assert "Peak resident memory per phase: build_and_export " in summary
     assert "| Hypothesis overhead (generation, shrinking) |" in summary and "| **session** |" in summary
