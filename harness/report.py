@@ -40,6 +40,15 @@ def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
     }
 
 
+def fp64_unavailable_finding(reason: str) -> str:
+    """The one line that says the float64 reference could not run, for summary.md and the terminal."""
+    return (
+        f"FINDING | the model cannot run in float64 ({reason}): the noise-floor check is off and parity "
+        "used the fixed atol/rtol/mae bound only, which cannot tell an export as accurate as PyTorch "
+        "from one a few times less accurate."
+    )
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -83,9 +92,12 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "same inputs; the noise ratio is ONNX Runtime's deviation from float64 in units of it. "
         f"fp64 reference cost: {parity['fp64_reference_seconds']} s for {parity['examples']} examples.",
     ]
+    if parity.get("findings") or parity.get("fp64_unavailable"):
+        lines += ["", "## Findings about the model", ""]
+    if parity.get("fp64_unavailable"):
+        lines += [f"- {fp64_unavailable_finding(parity['fp64_unavailable'])}", ""]
     if parity.get("findings"):
-        lines += ["", "## Findings about the model", "",
-                  "PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs. "
+        lines += ["PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs. "
                   "That is a property of the model, not of the export; a finding blocks only where the "
                   "config says so (`block_on_unstable`, `allow_non_finite` under `[tool.onnx-gate.tolerance]`).", "",
                   "| kind | output | examples (in range / outside) | blocks | worst case |",
@@ -96,9 +108,6 @@ def summary_markdown(document: dict[str, Any]) -> str:
                 f"({finding['examples_in_range']} / {finding['examples_out_of_range']}) | "
                 f"{'yes' if finding['blocking'] else 'no'} | `{finding['worst']}` |"
             )
-    if parity.get("fp64_unavailable"):
-        lines += ["", f"> WARNING: noise-floor check off, the model cannot run in float64 "
-                  f"({parity['fp64_unavailable']}); parity used the fixed tolerance only."]
     if document.get("divergence"):
         from harness.debug.in_gate import summary_section
 

@@ -94,10 +94,14 @@ class NoiseComparison:
     unstable_values: int = 0
     # The model is unstable on a real share of the values: the check reports without blocking.
     waived: bool = False
+    # Values the candidate makes NaN/Inf where PyTorch fp32 is finite: infinitely far off.
+    nonfinite: int = 0
 
     @property
     def ratio(self) -> float:
         """Candidate error in units of PyTorch's own fp32 error."""
+        if self.nonfinite:
+            return float("inf")
         if self.floor_max > 0:
             return self.candidate_max / self.floor_max
         return 0.0 if self.candidate_max == 0 else float("inf")
@@ -105,6 +109,8 @@ class NoiseComparison:
     @property
     def judged_ratio(self) -> float:
         """The ratio as the check judges it: the floor never counts as less than the slack."""
+        if self.nonfinite:
+            return float("inf")
         scale = max(self.floor_max, self.slack)
         if scale > 0:
             return self.candidate_max / scale
@@ -119,6 +125,8 @@ class NoiseComparison:
 
     def __str__(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
+        if self.nonfinite:
+            return f"{verdict} | {self.output}: ONNX Runtime gives NaN/Inf in {self.nonfinite} values where PyTorch is finite"
         return (
             f"{verdict} | {self.output}: ONNX error is {self.ratio:.3g}x PyTorch's own fp32 noise "
             f"(max {self.candidate_max:.3g} vs {self.floor_max:.3g}; allowed {self.factor:g}x, the floor at least "
@@ -160,21 +168,24 @@ def slack_for(exact: np.ndarray) -> float:
 def compare_noise(
     output: str, candidate: np.ndarray, reference32: np.ndarray, reference64: np.ndarray, factor: float
 ) -> NoiseComparison:
-    """The noise check alone, on the elements where all three runs are finite."""
+    """The noise check alone, on the elements where all three runs are finite; a NaN/Inf that
+    only the candidate produces fails it outright (debug names the module where one first appears)."""
     import numpy as np
 
+    nonfinite = int(np.count_nonzero(~np.isfinite(candidate) & np.isfinite(reference32)))
     finite = np.isfinite(reference64) & np.isfinite(candidate) & np.isfinite(reference32)
     exact = reference64[finite].astype(np.float64)
     if exact.size == 0:
-        return NoiseComparison(output, True, 0.0, 0.0, 0.0, 0.0, factor, 0.0)
+        return NoiseComparison(output, not nonfinite, 0.0, 0.0, 0.0, 0.0, factor, 0.0, nonfinite=nonfinite)
     floor = np.abs(reference32[finite].astype(np.float64) - exact)
     error = np.abs(candidate[finite].astype(np.float64) - exact)
     slack = slack_for(exact)
     candidate_max, floor_max = float(error.max()), float(floor.max())
-    passed = candidate_max <= factor * max(floor_max, slack)
+    passed = candidate_max <= factor * max(floor_max, slack) and not nonfinite
     return NoiseComparison(
-        output, passed, floor_max, float(floor.mean()), candidate_max, float(error.mean()), factor, slack
-    )
+        output, passed, floor_max, float(floor.mean()), candidate_max, float(error.mean()), factor, slack,
+        nonfinite=nonfinite,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
