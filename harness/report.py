@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.checks.parity_stats import case_to_dict
+from harness.checks.parity_stats import case_to_dict, describe_exact
 from harness.ledger import Verdict
 
 if TYPE_CHECKING:
@@ -76,7 +76,12 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "| ONNX vs fp64 (max) | worst noise ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
+    exact: list[str] = []
     for name, stats in parity["outputs"].items():
+        if "compared_exactly" in stats:
+            exact.append(f"- `{name}` ({stats['examples']} examples): "
+                         + describe_exact(stats["compared_exactly"], stats["values_differing"]) + ".")
+            continue
         tol = parity["tolerance"][name]
         bound = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}, mae < {tol['mae']:g}"
         if tol["noise_factor"]:
@@ -92,6 +97,8 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "same inputs; the noise ratio is ONNX Runtime's deviation from float64 in units of it. "
         f"fp64 reference cost: {parity['fp64_reference_seconds']} s for {parity['examples']} examples.",
     ]
+    if exact:
+        lines += ["", "Integer and bool outputs, compared exactly:", "", *exact]
     if parity.get("findings") or parity.get("fp64_unavailable"):
         lines += ["", "## Findings about the model", ""]
     if parity.get("fp64_unavailable"):
@@ -178,7 +185,10 @@ def _absolute_paths_line(count: int) -> str:
 
 def plot_parity(gate: GateSession, path: Path) -> Path | None:
     """Histogram of per-example max abs error per output, on a log axis."""
-    series = {name: errors.max_abs for name, errors in gate.parity.errors.items() if errors.max_abs}
+    series = {
+        name: errors.max_abs for name, errors in gate.parity.errors.items()
+        if errors.max_abs and not errors.discrete_values  # counts of differing values, not errors
+    }  # fmt: skip
     if not series:
         return None
     from harness.plots import saved_figure

@@ -142,3 +142,25 @@ class DataDependentNet(nn.Module):
 def data_dependent_net() -> nn.Module:
     torch.manual_seed(0)
     return DataDependentNet().eval()
+
+
+class ArgmaxTagger(nn.Module):
+    """A tagger whose only output is discrete: int64 argmax tags per time step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(16, 64), nn.GELU())
+        self.head = nn.Linear(64, 12)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(features)).argmax(dim=-1)
+
+
+def argmax_tagger(seed: int = 0, head_through_fp16: bool = False) -> nn.Module:
+    torch.manual_seed(seed)
+    model = ArgmaxTagger().eval()
+    if head_through_fp16:  # the defect: a tag head exported in half precision
+        with torch.no_grad():
+            for parameter in model.head.parameters():
+                parameter.copy_(parameter.half().float())
+    return model

@@ -63,12 +63,19 @@ class OutputComparison:
     excused: int = 0
     # max |actual - expected| / (atol + rtol*|expected|): above 1, some value exceeds the bound.
     bound_ratio: float = 0.0
+    # Integer and bool outputs are compared exactly: how many values, and how many differ.
+    discrete: bool = False
+    values: int = 0
+    mismatched: int = 0
 
     def __bool__(self) -> bool:
         return self.passed
 
     def __str__(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
+        if self.discrete:
+            detail = f" | {self.reason}" if self.reason else ""
+            return f"{verdict} | {self.output}: compared exactly, {self.mismatched} of {self.values} values differ{detail}"
         stats = f"max_abs={self.max_abs:.3g} mean_abs={self.mean_abs:.3g} max_rel={self.max_rel:.3g}"
         excused = f"; {self.excused} ill-conditioned values judged by the noise floor only" if self.excused else ""
         detail = f" | {self.reason}" if self.reason else ""
@@ -228,11 +235,13 @@ def judge_output(
     if actual.dtype != expected.dtype:
         return failed(f"dtype {actual.dtype} != reference {expected.dtype}")
     if actual.dtype.kind not in "fc":
+        # Integer and bool outputs (argmax tags, masks, counts) have no rounding noise: exact.
         mismatched = int(np.count_nonzero(actual != expected))
         ok = mismatched == 0
         return OutputJudgement(OutputComparison(
             output, ok, float(mismatched), float(mismatched) / max(actual.size, 1), 0.0, tolerance,
             "" if ok else f"{mismatched} of {actual.size} values differ",
+            discrete=True, values=int(actual.size), mismatched=mismatched,
         ))  # fmt: skip
     if exact is not None and exact.shape != expected.shape:
         exact = None

@@ -21,6 +21,24 @@ if TYPE_CHECKING:
 MAX_FAILURES = 20  # failure lines kept; the count of failing examples is in the ledger
 
 
+def detectable_flip_rate(compared: int, confidence: float = 0.95) -> float:
+    """The smallest rate of differing values that ``compared`` exact comparisons would have caught
+    at least once with probability ``confidence``: 1 - (1 - p)^n = confidence, about 3/n at 95%."""
+    if compared <= 0:
+        return 1.0
+    return -math.expm1(math.log1p(-confidence) / compared)
+
+
+def describe_exact(compared: int, differing: int) -> str:
+    """One sentence on an exactly compared output, for summary.md."""
+    if differing:
+        return f"{differing:,} of {compared:,} values differ"
+    return (
+        f"{compared:,} values compared exactly, none differ: a flip rate above "
+        f"{detectable_flip_rate(compared):.2g} would have been seen with 95% probability"
+    )
+
+
 def _finite_or_text(value: float) -> float | str:
     """JSON has no NaN/Inf: write them as text rather than as invalid JSON."""
     return value if math.isfinite(value) else str(value)
@@ -40,10 +58,19 @@ class OutputErrors:
     # from fp64): the noise floor alone judged them.
     noise_only: int = 0
     bound_ratios: list[float] = field(default_factory=list)
+    # Integer/bool outputs: values compared exactly over every example, and how many differed.
+    discrete_values: int = 0
+    discrete_mismatched: int = 0
 
     def summary(self) -> dict[str, float | int | str]:
         if not self.max_abs:
             return {"examples": 0}
+        if self.discrete_values:
+            return {
+                "examples": len(self.max_abs), "compared_exactly": self.discrete_values,
+                "values_differing": self.discrete_mismatched,
+                "detectable_flip_rate": detectable_flip_rate(self.discrete_values),
+            }  # fmt: skip
         summary: dict[str, float | int | str] = {
             "examples": len(self.max_abs),
             "max_abs": _finite_or_text(max(self.max_abs)),
@@ -140,6 +167,9 @@ class ParityStats:
             errors.mean_abs.append(comparison.mean_abs)
             errors.noise_only += comparison.excused > 0
             errors.bound_ratios.append(comparison.bound_ratio)
+            if comparison.discrete:
+                errors.discrete_values += comparison.values
+                errors.discrete_mismatched += comparison.mismatched
         for noise in result.noise:
             errors = self.errors.setdefault(noise.output, OutputErrors())
             errors.floor_max.append(noise.floor_max)
