@@ -164,3 +164,26 @@ def argmax_tagger(seed: int = 0, head_through_fp16: bool = False) -> nn.Module:
             for parameter in model.head.parameters():
                 parameter.copy_(parameter.half().float())
     return model
+
+
+class BoxesAndScores(nn.Module):
+    """A YOLO-style head: one tensor of pixel box coordinates (0-640) and 0-1 class scores."""
+
+    def __init__(self, scores_through_fp16: bool = False) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(16, 64), nn.SiLU())
+        self.boxes = nn.Linear(64, 4)
+        self.scores = nn.Linear(64, 20)
+        self.scores_through_fp16 = scores_through_fp16
+
+    def forward(self, anchors: torch.Tensor) -> torch.Tensor:
+        hidden = self.features(anchors)
+        scores = torch.sigmoid(self.scores(hidden))
+        if self.scores_through_fp16:  # the defect: the score branch ran in half precision
+            scores = scores.half().float()
+        return torch.cat([640 * torch.sigmoid(self.boxes(hidden)), scores], dim=-1)
+
+
+def boxes_and_scores(seed: int = 0, scores_through_fp16: bool = False) -> nn.Module:
+    torch.manual_seed(seed)
+    return BoxesAndScores(scores_through_fp16).eval()

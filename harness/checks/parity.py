@@ -8,7 +8,10 @@ How parity is judged, per output and per input case, when a float64 run of the m
 * The noise check is primary. ONNX Runtime's error against float64 must stay within
   ``noise_factor`` times PyTorch fp32's own error against float64 (counted as at least two ulps
   of the output's magnitude). It scales with the model and the input, so it holds at any
-  magnitude, in or out of the declared range.
+  magnitude, in or out of the declared range. It holds at every scale within the output too: the
+  values at most 1/256, 1/256**2, ... of the largest are judged again as a set of their own
+  (``scale_sets``, while a set holds 256 values), so 0-1 scores beside pixel coordinates in one
+  tensor are judged against their own noise, not the coordinates'.
 * The fixed bound (atol + rtol*|ref| elementwise, MAE on average) only blocks where it means
   something: on outputs where PyTorch fp32's worst error, in units of each value's bound, is at
   most 1/``noise_factor`` (at least 1/4) on this input, i.e. where PyTorch's own error is well
@@ -103,6 +106,9 @@ class NoiseComparison:
     waived: bool = False
     # Values the candidate makes NaN/Inf where PyTorch fp32 is finite: infinitely far off.
     nonfinite: int = 0
+    # Which values these figures describe: "" for the whole output, else its small-scale part
+    # (scale_sets) where that part came out worst.
+    scale: str = ""
 
     @property
     def ratio(self) -> float:
@@ -134,8 +140,9 @@ class NoiseComparison:
         verdict = "PASSED" if self.passed else "FAILED"
         if self.nonfinite:
             return f"{verdict} | {self.output}: ONNX Runtime gives NaN/Inf in {self.nonfinite} values where PyTorch is finite"
+        output = f"{self.output} ({self.scale})" if self.scale else self.output
         return (
-            f"{verdict} | {self.output}: ONNX error is {self.ratio:.3g}x PyTorch's own fp32 noise "
+            f"{verdict} | {output}: ONNX error is {self.ratio:.3g}x PyTorch's own fp32 noise "
             f"(max {self.candidate_max:.3g} vs {self.floor_max:.3g}; allowed {self.factor:g}x, the floor at least "
             f"{self.slack:.2g})"
             + (" | not blocking: the model is unstable on this input" if self.waived else "")
@@ -163,6 +170,11 @@ class Finding:
 
 
 FLOOR_ULPS = 2
+# Scales within one output (scale_sets): each set holds the values at most 1/SCALE_STEP of the
+# previous one's largest, and is judged only while it has MIN_SCALE_SET values.
+SCALE_STEP = 256.0
+MIN_SCALE_SET = 256
+MAX_SCALE_STEPS = 6
 
 
 def slack_for(exact: np.ndarray) -> float:
@@ -172,11 +184,44 @@ def slack_for(exact: np.ndarray) -> float:
     return FLOOR_ULPS * FP32_EPS * max(float(np.abs(exact).max(initial=0.0)), float(np.finfo(np.float32).tiny))
 
 
+def scale_sets(exact: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """The value sets judged at their own scale, each with its slack: the whole output, then the
+    values at most 1/SCALE_STEP, 1/SCALE_STEP**2, ... of its largest magnitude, while a set holds
+    at least MIN_SCALE_SET values.
+
+    Within one output a small-scale slice (0-1 class scores beside pixel box coordinates) must
+    not hide behind a large-scale one: measured against the whole output, its floor would be the
+    large values' rounding error and their 2-ulp slack. Sets are nested and large, never single
+    values: the floor is PyTorch's worst error over many values, so which value happens to round
+    well in PyTorch does not decide the verdict (the per-element rule's failure on ResNet)."""
+    import numpy as np
+
+    magnitude = np.abs(exact)
+    sets = [(np.ones(exact.shape, bool), slack_for(exact))]
+    top = float(magnitude.max(initial=0.0))
+    for step in range(1, MAX_SCALE_STEPS + 1):
+        members = magnitude <= top / SCALE_STEP**step
+        if int(np.count_nonzero(members)) < MIN_SCALE_SET:
+            break
+        sets.append((members, slack_for(exact[members])))
+    return sets
+
+
+def _describe_scale(members: np.ndarray, exact: np.ndarray) -> str:
+    import numpy as np
+
+    if members.all():
+        return ""
+    top = float(np.abs(exact[members]).max(initial=0.0))
+    return f"the {int(members.sum())} of {members.size} values of magnitude <= {top:.3g}"
+
+
 def compare_noise(
     output: str, candidate: np.ndarray, reference32: np.ndarray, reference64: np.ndarray, factor: float
 ) -> NoiseComparison:
-    """The noise check alone, on the elements where all three runs are finite; a NaN/Inf that
-    only the candidate produces fails it outright (debug names the module where one first appears)."""
+    """The noise check alone, on the elements where all three runs are finite, at every scale of
+    ``scale_sets``; the worst set is the one reported. A NaN/Inf that only the candidate produces
+    fails it outright (debug names the module where one first appears)."""
     import numpy as np
 
     nonfinite = int(np.count_nonzero(~np.isfinite(candidate) & np.isfinite(reference32)))
@@ -186,13 +231,18 @@ def compare_noise(
         return NoiseComparison(output, not nonfinite, 0.0, 0.0, 0.0, 0.0, factor, 0.0, nonfinite=nonfinite)
     floor = np.abs(reference32[finite].astype(np.float64) - exact)
     error = np.abs(candidate[finite].astype(np.float64) - exact)
-    slack = slack_for(exact)
-    candidate_max, floor_max = float(error.max()), float(floor.max())
-    passed = candidate_max <= factor * max(floor_max, slack) and not nonfinite
-    return NoiseComparison(
-        output, passed, floor_max, float(floor.mean()), candidate_max, float(error.mean()), factor, slack,
-        nonfinite=nonfinite,
-    )  # fmt: skip
+    worst: NoiseComparison | None = None
+    for members, slack in scale_sets(exact):
+        candidate_max, floor_max = float(error[members].max()), float(floor[members].max())
+        passed = candidate_max <= factor * max(floor_max, slack) and not nonfinite
+        checked = NoiseComparison(
+            output, passed, floor_max, float(floor[members].mean()), candidate_max, float(error[members].mean()),
+            factor, slack, nonfinite=nonfinite, scale=_describe_scale(members, exact),
+        )  # fmt: skip
+        if worst is None or checked.judged_ratio > worst.judged_ratio:
+            worst = checked
+    assert worst is not None  # the whole output is always a set
+    return worst
 
 
 @dataclass(frozen=True)
@@ -305,11 +355,15 @@ def judge_output(
         # The fixed bound judges the output's stable values only where an ONNX Runtime
         # `noise_factor` times less accurate than PyTorch would still meet it, measured in units of
         # each value's own bound: there, exceeding the bound is a defect, not fp32 rounding. One
-        # output-wide figure, not each value's own error: which value happens to round well in
-        # PyTorch is chance, and would make the verdict chance too.
+        # figure per scale set (scale_sets), not each value's own error: which value happens to
+        # round well in PyTorch is chance, and would make the verdict chance too. Small values are
+        # judged with their own slack, so the large ones' 2-ulp slack cannot disarm the bound for them.
         factor = max(tolerance.noise_factor, 1 / WELL_CONDITIONED)
-        pytorch_share = float((np.maximum(floor, slack) / bound)[stable].max(initial=0.0))
-        judged = stable & (factor * pytorch_share <= 1.0)
+        judged = np.zeros(stable.shape, bool)
+        for members, set_slack in scale_sets(x):
+            pytorch_share = float((np.maximum(floor, set_slack) / bound)[members & stable].max(initial=0.0))
+            if factor * pytorch_share <= 1.0:
+                judged |= members & stable
         over = judged & (diff > bound) & (error > bound)
         excused = int(np.count_nonzero(~judged))
         mae_over = bool(stable.any()) and (
