@@ -104,7 +104,9 @@ def summary_markdown(document: dict[str, Any]) -> str:
     if parity.get("fp64_unavailable"):
         lines += [f"- {fp64_unavailable_finding(parity['fp64_unavailable'])}", ""]
     if parity.get("findings"):
-        lines += ["PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs. "
+        lines += ["PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs; "
+                  "or the inputs are degenerate (constant) and PyTorch is exact by luck, where ONNX Runtime "
+                  "is less accurate yet within atol/rtol (degenerate). "
                   "That is a property of the model, not of the export; a finding blocks only where the "
                   "config says so (`block_on_unstable`, `allow_non_finite` under `[tool.onnx-gate.tolerance]`).", "",
                   "| kind | output | examples (in range / outside) | blocks | worst case |",

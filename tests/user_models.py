@@ -187,3 +187,23 @@ class BoxesAndScores(nn.Module):
 def boxes_and_scores(seed: int = 0, scores_through_fp16: bool = False) -> nn.Module:
     torch.manual_seed(seed)
     return BoxesAndScores(scores_through_fp16).eval()
+
+
+class GroupNormUNet(nn.Module):
+    """A small U-Net-style encoder/decoder with GroupNorm, on images of any height and width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.SiLU())
+        self.middle = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.GroupNorm(8, 32), nn.SiLU())
+        self.up = nn.Sequential(nn.ConvTranspose2d(32, 16, 2, stride=2), nn.GroupNorm(4, 16), nn.SiLU())
+        self.out = nn.Conv2d(32, 1, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        skip = self.down(image)
+        return self.out(torch.cat([skip, self.up(self.middle(skip))], dim=1))
+
+
+def group_norm_unet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return GroupNormUNet().eval()
