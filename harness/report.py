@@ -99,6 +99,9 @@ def summary_markdown(document: dict[str, Any]) -> str:
     ]
     if exact:
         lines += ["", "Integer and bool outputs, compared exactly:", "", *exact]
+    if parity.get("systematic_error"):
+        lines += ["", "Systematic error (mean signed error over a fixed sample, one case per input family "
+                  "and pinned batch size):", "", *[f"- `{line}`" for line in parity["systematic_error"]]]
     if parity.get("findings") or parity.get("fp64_unavailable"):
         lines += ["", "## Findings about the model", ""]
     if parity.get("fp64_unavailable"):

@@ -11,7 +11,9 @@ How parity is judged, per output and per input case, when a float64 run of the m
   magnitude, in or out of the declared range. It holds at every scale within the output too: the
   values at most 1/256, 1/256**2, ... of the largest are judged again as a set of their own
   (``scale_sets``, while a set holds 256 values), so 0-1 scores beside pixel coordinates in one
-  tensor are judged against their own noise, not the coordinates'.
+  tensor are judged against their own noise, not the coordinates'. A small-scale set blocks only
+  where its error also exceeds PyTorch's worst error anywhere in the output: small values made by
+  cancellation carry the large terms' rounding, which PyTorch can miss by luck.
 * The fixed bound (atol + rtol*|ref| elementwise, MAE on average) only blocks where it means
   something: on outputs where PyTorch fp32's worst error, in units of each value's bound, is at
   most 1/``noise_factor`` (at least 1/4) on this input, i.e. where PyTorch's own error is well
@@ -190,7 +192,8 @@ def slack_for(exact: np.ndarray) -> float:
 def scale_sets(exact: np.ndarray) -> list[tuple[np.ndarray, float]]:
     """The value sets judged at their own scale, each with its slack: the whole output, then the
     values at most 1/SCALE_STEP, 1/SCALE_STEP**2, ... of its largest magnitude, while a set holds
-    at least MIN_SCALE_SET values.
+    at least MIN_SCALE_SET values. (compare_noise judges a small-scale set only where ONNX
+    Runtime's error there also exceeds PyTorch's worst error anywhere in the output.)
 
     Within one output a small-scale slice (0-1 class scores beside pixel box coordinates) must
     not hide behind a large-scale one: measured against the whole output, its floor would be the
@@ -235,9 +238,15 @@ def compare_noise(
     floor = np.abs(reference32[finite].astype(np.float64) - exact)
     error = np.abs(candidate[finite].astype(np.float64) - exact)
     worst: NoiseComparison | None = None
+    whole_floor = float(floor.max())
     for members, slack in scale_sets(exact):
         candidate_max, floor_max = float(error[members].max()), float(floor[members].max())
         passed = candidate_max <= factor * max(floor_max, slack) and not nonfinite
+        if not members.all() and candidate_max <= whole_floor:
+            # Small values made by cancelling large terms carry the large terms' rounding error,
+            # which PyTorch can miss by luck (constant inputs into BatchNorm on ResNet): an error
+            # no larger than PyTorch's own somewhere in this output is not a small-scale defect.
+            continue
         checked = NoiseComparison(
             output, passed, floor_max, float(floor[members].mean()), candidate_max, float(error[members].mean()),
             factor, slack, nonfinite=nonfinite, scale=_describe_scale(members, exact),

@@ -144,6 +144,7 @@ class ParityStats:
     def __init__(self, outputs: Iterable[str]) -> None:
         self.outputs = tuple(outputs)
         self.fp64_unavailable: str | None = None  # why the model cannot run in float64
+        self.bias: list[str] = []  # the systematic-error check's verdict per output, once per session
         self._reset()
 
     def _reset(self) -> None:
@@ -194,6 +195,7 @@ class ParityStats:
             "tolerance": {name: tolerance.__dict__ for name, tolerance in tolerances.items()},
             "fp64_reference_seconds": round(self.fp64_seconds, 3),
             "fp64_unavailable": self.fp64_unavailable,
+            "systematic_error": list(self.bias),
         }
 
     # --- across xdist workers: plain values only ---------------------------------------------
@@ -201,7 +203,7 @@ class ParityStats:
     def take_delta(self) -> dict[str, Any] | None:
         """What was recorded since the last call, as plain values; resets it (workers only: a
         worker's own totals are never reported, the controller's are)."""
-        if not self.examples and self.failure_case is None and not self.fp64_seconds:
+        if not self.examples and self.failure_case is None and not self.fp64_seconds and not self.bias:
             return None
         delta = {
             "examples": self.examples,
@@ -212,8 +214,10 @@ class ParityStats:
             "failure_case": case_to_dict(self.failure_case),
             "fp64_seconds": self.fp64_seconds,
             "fp64_unavailable": self.fp64_unavailable,
+            "bias": list(self.bias),
         }
         self._reset()
+        self.bias = []
         return delta
 
     def merge_delta(self, delta: Mapping[str, Any]) -> None:
@@ -232,3 +236,4 @@ class ParityStats:
             self.failure_case = InputCase(**delta["failure_case"])
         self.fp64_seconds += delta["fp64_seconds"]
         self.fp64_unavailable = self.fp64_unavailable or delta["fp64_unavailable"]
+        self.bias = self.bias or list(delta.get("bias", []))
