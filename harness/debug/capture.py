@@ -52,9 +52,11 @@ def relative_source(filename: str, line: int, root: Path) -> str:
     except OSError:
         return f"{path.name}:{line}"
     bases = [root.resolve(), *(Path(p).resolve() for p in sys.path if p and Path(p).is_dir())]
-    for base in bases:
-        if base in path.parents:
-            return f"{path.relative_to(base).as_posix()}:{line}"
+    # The deepest base wins: a library in a venv inside the project reads as
+    # `transformers/models/bert/modeling_bert.py`, not `.venv/lib/python3.11/site-packages/...`.
+    holding = [base for base in bases if base in path.parents]
+    if holding:
+        return f"{path.relative_to(max(holding, key=lambda b: len(b.parts))).as_posix()}:{line}"
     return f"{path.name}:{line}"
 
 
