@@ -398,7 +398,7 @@ def test_a_debug_failure_in_the_gate_becomes_a_one_line_reason(tmp_path):
     assert entry["reason"] == "debug failed: ArtifactError: cannot read ONNX file 'good.onnx': DecodeError"
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
 def test_nan_that_only_onnx_runtime_gives_is_the_divergence_and_never_within(exporter, tmp_path):
     """A stem LayerNorm exported with epsilon 0: on all-zero input (and a stem without bias, as
     timm initialises it) its variance is 0 and ONNX Runtime gives 0/0; PyTorch (epsilon 1e-6) does not."""

@@ -64,8 +64,16 @@ def _debug(name: str, exporter: str, tmp_path, *, defect: bool):
     return diagnose(request, getattr(real_models, name)())
 
 
-@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
-@pytest.mark.parametrize("name", sorted(DEFECT))
+# BERT with TorchScript runs in `make test`; the other seven pairs (dynamo exports take 10-20 s
+# each) in `make test-slow`.
+MATRIX = [
+    pytest.param(name, exporter, marks=() if (name, exporter) == ("bert", "torchscript") else pytest.mark.slow)
+    for name in sorted(DEFECT)
+    for exporter in ("dynamo", "torchscript")
+]
+
+
+@pytest.mark.parametrize("name, exporter", MATRIX)
 def test_debug_aligns_a_library_model_through_the_exporters_wrapper_and_names_the_defect(name, exporter, tmp_path):
     result = _debug(name, exporter, tmp_path, defect=True)
     lines = headline(result)
@@ -79,6 +87,7 @@ def test_debug_aligns_a_library_model_through_the_exporters_wrapper_and_names_th
     assert lines[0].startswith(f"FAILED | the mismatch starts in `{DEFECT[name]}`"), lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_debug_on_a_correct_library_model_export_names_no_culprit(exporter, tmp_path):
     result = _debug("bert", exporter, tmp_path, defect=False)

@@ -138,6 +138,7 @@ def test_a_library_model_that_reads_its_convolutions_attributes_runs_in_float64_
         np.testing.assert_allclose(fast[name], plain[name].numpy(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_the_gate_keeps_its_noise_check_on_a_library_model_that_needs_the_stand_ins(tmp_path):
     pytest.importorskip("transformers")
     import tomllib
