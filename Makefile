@@ -6,7 +6,7 @@ STAMP := $(VENV)/.onnx-gate-installed
 TEST_STAMP := $(VENV)/.onnx-gate-test-installed
 PYTEST_ARGS ?=
 
-.PHONY: gate test test-slow install clean
+.PHONY: gate test install clean
 
 install: $(STAMP)
 
@@ -31,11 +31,7 @@ $(TEST_STAMP): $(STAMP)
 	touch $@
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
-
-# The slow tier: the wider model x exporter matrices (debug on four transformers models, ...).
-test-slow: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .stack build *.egg-info

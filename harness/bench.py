@@ -70,13 +70,15 @@ class LatencyRecord:
     flops: float = 0.0  # per call
     peak_flops: float = 0.0  # per second: sgemm on this CPU, or fp32 matmul (TF32 off) on this GPU
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Per-round seconds in measurement order: `onnx-gate compare` judges changes from them.
+    samples: tuple[float, ...] = ()
 
     @classmethod
     def from_times(cls, backend: str, device: str, batch: int, times: Sequence[float], **kwargs: Any) -> LatencyRecord:
         ordered = sorted(times)
         return cls(
             backend, device, batch, len(ordered), percentile(ordered, 50), percentile(ordered, 95),
-            percentile(ordered, 5), ordered[0], sum(ordered) / len(ordered), **kwargs,
+            percentile(ordered, 5), ordered[0], sum(ordered) / len(ordered), **kwargs, samples=tuple(times),
         )  # fmt: skip
 
     @property
@@ -93,9 +95,12 @@ class LatencyRecord:
             return math.nan
         return self.flops / self.median / self.peak_flops
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, samples: bool = True) -> dict[str, Any]:
+        fields = asdict(self)
+        if not samples:  # benchmark.json keeps them; other documents stay readable
+            del fields["samples"]
         return {
-            **asdict(self), "key": self.key, "throughput_per_s": self.throughput,
+            **fields, "key": self.key, "throughput_per_s": self.throughput,
             "efficiency": self.efficiency, "median_ms": self.median * 1e3, "p95_ms": self.p95 * 1e3,
         }  # fmt: skip
 

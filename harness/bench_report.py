@@ -1,35 +1,31 @@
 """Benchmark reports: the latency table and chart of one run, its history, and run comparisons.
 
-Comparisons judge speedup ratios (PyTorch median / ONNX Runtime median, same run, same machine),
-not absolute times: absolute times differ from machine to machine and from load to load, a ratio
-measured within one run mostly does not.
+Comparing runs is harness/bench_compare.py; each record keeps its per-round samples for it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.bench import (
     DESIGN_CLAIMS, BudgetResult, LatencyRecord, best_against_best, gpu_speedups, machine_info, speedups,
 )
-from harness.errors import GateError
+from harness.bench_compare import HISTORY_DIR
 
 if TYPE_CHECKING:
     from harness.session import GateSession
 
-HISTORY_DIR = "history"
 
 
-def gate_bench_section(gate: GateSession) -> dict[str, Any]:
+def gate_bench_section(gate: GateSession, *, samples: bool = True) -> dict[str, Any]:
+    """benchmark.json's "onnx_gate" section; gate.json's "benchmarks" leaves the samples out."""
     records = sorted(gate.latency, key=lambda r: (r.device, r.batch, r.backend))
     return {
         "run_id": gate.run_id,
-        "records": [r.to_dict() for r in records],
+        "records": [r.to_dict(samples=samples) for r in records],
         "speedups": {device: {str(b): v for b, v in speedups(records, device).items()} for device in ("cpu", "cuda")},
         "threads": gate.bench_threads,
         "ort_graph_optimization": gate.bench_ort_runner.graph_optimization if gate.latency else None,
@@ -177,145 +173,3 @@ def _plot_device(axis: Any, device: str, rows: list[dict[str, Any]]) -> None:
     axis.set_yscale("log")
     axis.set_title(f"{device}")
     axis.legend()
-
-
-# --- comparing runs ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunBench:
-    run_id: str
-    path: Path
-    medians: dict[str, float]  # key -> seconds
-    speedups: dict[str, float]  # "cpu/batch1" -> ratio
-
-
-def load_run(path: Path) -> RunBench:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        section = document["onnx_gate"]
-        medians = {r["key"]: float(r["median"]) for r in section["records"]}
-        ratios = {f"{device}/batch{b}": float(v) for device, per in section["speedups"].items() for b, v in per.items()}
-        return RunBench(section.get("run_id", path.stem), path, medians, ratios)
-    except FileNotFoundError:
-        raise GateError(f"benchmark file {str(path)!r} does not exist") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise GateError(f"{str(path)!r} is not an onnx-gate benchmark.json ({type(exc).__name__}: {exc})") from None
-
-
-def history(report_dir: Path) -> list[Path]:
-    return sorted((report_dir / HISTORY_DIR).glob("*.json"))
-
-
-def resolve_run(report_dir: Path, name: str) -> Path:
-    """A run by path, by run id, or by a unique prefix of one."""
-    as_path = Path(name)
-    if as_path.is_file():
-        return as_path
-    if (as_path / "benchmark.json").is_file():
-        return as_path / "benchmark.json"
-    matches = [p for p in history(report_dir) if p.stem.startswith(name)]
-    if len(matches) != 1:
-        known = ", ".join(p.stem for p in history(report_dir)[-5:]) or "none"
-        found = "no run" if not matches else f"{len(matches)} runs"
-        raise GateError(f"{found} in {report_dir / HISTORY_DIR} match {name!r}; latest runs: {known}")
-    return matches[0]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    base: RunBench
-    head: RunBench
-    max_ratio_regression: float
-
-    @property
-    def rows(self) -> list[tuple[str, float | None, float | None]]:
-        rows = []
-        for key in sorted(set(self.base.medians) | set(self.head.medians)):
-            a, b = self.base.medians.get(key), self.head.medians.get(key)
-            rows.append((key, a, b))
-        return rows
-
-    @property
-    def ratio_changes(self) -> dict[str, tuple[float, float, float]]:
-        """key -> (base ratio, head ratio, relative change)."""
-        return {
-            key: (self.base.speedups[key], self.head.speedups[key], self.head.speedups[key] / self.base.speedups[key] - 1)
-            for key in sorted(set(self.base.speedups) & set(self.head.speedups))
-        }
-
-    @property
-    def regressions(self) -> list[str]:
-        return [
-            f"speedup {key} fell {-change:.1%} ({before:.2f}x -> {after:.2f}x), more than the allowed {self.max_ratio_regression:.0%}"
-            for key, (before, after, change) in self.ratio_changes.items()
-            if change < -self.max_ratio_regression
-        ]
-
-    def lines(self) -> list[str]:
-        out = [f"compare {self.base.run_id} (base) -> {self.head.run_id} (head)"]
-        for key, a, b in self.rows:
-            if a is None or b is None:
-                out.append(f"  {key}: only in {'head' if a is None else 'base'}")
-            else:
-                out.append(f"  {key}: median {a * 1e3:.2f} -> {b * 1e3:.2f} ms ({b / a - 1:+.1%})")
-        for key, (before, after, change) in self.ratio_changes.items():
-            out.append(f"  speedup {key}: {before:.2f}x -> {after:.2f}x ({change:+.1%})")
-        problems = self.regressions
-        out.append(("REGRESSED | " + "; ".join(problems)) if problems else "OK | no speedup ratio regressed more than "
-                   f"{self.max_ratio_regression:.0%}")
-        return out
-
-    def markdown(self) -> str:
-        lines = [f"# Benchmark comparison: {self.base.run_id} -> {self.head.run_id}", "",
-                 "| benchmark | base median ms | head median ms | change |", "| --- | --- | --- | --- |"]
-        for key, a, b in self.rows:
-            change = "" if a is None or b is None else f"{b / a - 1:+.1%}"
-            fmt = lambda v: "-" if v is None else f"{v * 1e3:.2f}"  # noqa: E731
-            lines.append(f"| {key} | {fmt(a)} | {fmt(b)} | {change} |")
-        lines += ["", "| speedup (PyTorch / ORT) | base | head | change |", "| --- | --- | --- | --- |"]
-        for key, (before, after, change) in self.ratio_changes.items():
-            lines.append(f"| {key} | {before:.2f}x | {after:.2f}x | {change:+.1%} |")
-        lines += ["", self.lines()[-1], "", "![trend](trend.png)"]
-        return "\n".join(lines) + "\n"
-
-
-def plot_trend(runs: Sequence[RunBench], path: Path) -> Path | None:
-    """Speedup ratio per (device, batch) over the history, oldest to newest."""
-    if not runs:
-        return None
-    from harness.plots import saved_figure
-
-    keys = sorted({key for run in runs for key in run.speedups})
-    with saved_figure(path, figsize=(max(6, len(runs) * 0.8), 4)) as (_, axis):
-        for key in keys:
-            xs = [i for i, run in enumerate(runs) if key in run.speedups]
-            axis.plot(xs, [runs[i].speedups[key] for i in xs], marker="o", label=key)
-        axis.set_xticks(range(len(runs)), [run.run_id[:15] for run in runs], rotation=45, ha="right")
-        axis.set_ylabel("speedup, PyTorch median / ORT median")
-        axis.set_title("ONNX Runtime speedup over runs")
-        axis.legend()
-    return path
-
-
-def compare_runs(report_dir: Path, base: str | None, head: str | None, max_ratio_regression: float) -> tuple[Comparison, Path]:
-    """Compare two runs (default: the previous and the latest) and write the comparison report."""
-    runs = history(report_dir)
-    needed = (head is None) + (base is None)
-    if len(runs) < needed:
-        raise GateError(f"need {needed} benchmark run(s) in {report_dir / HISTORY_DIR} to compare, found {len(runs)}; "
-                        "run `onnx-gate run` again or name two benchmark.json files")
-    head_path = resolve_run(report_dir, head) if head else runs[-1]
-    base_path = resolve_run(report_dir, base) if base else runs[-2 if head is None else -1]
-    comparison = Comparison(load_run(base_path), load_run(head_path), max_ratio_regression)
-    out_dir = report_dir / "compare" / f"{comparison.base.run_id}__{comparison.head.run_id}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.md").write_text(comparison.markdown(), encoding="utf-8")
-    loaded = []
-    for path in runs:
-        try:
-            loaded.append(load_run(path))
-        except GateError:
-            continue  # an unreadable old file must not hide the trend of the rest
-    plot_trend(loaded, out_dir / "trend.png")
-    return comparison, out_dir

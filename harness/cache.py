@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from harness.config import GateConfig
 
 # Bump when what an entry holds, or what the key covers, changes: old entries then never match.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: exports without fused attention fast paths, masks in the trace inputs
 CACHE_DIR_ENV = "ONNX_GATE_CACHE_DIR"
 KEEP_ENTRIES = 8  # newest used first; each entry holds one model file
 FILE_NAME = "model.onnx"

@@ -21,8 +21,12 @@ onnx-gate: a release gate for PyTorch models that ship as ONNX.
                                    Uses the Hypothesis profile 'ci' unless --hypothesis-profile
                                    is given. Exit status 0 only when the gate passed.
   onnx-gate compare [RUN_A] [RUN_B]
-                                   compare benchmark runs (default: previous vs latest);
-                                   exit 1 when a speedup ratio regressed.
+                                   compare benchmark runs (default: previous vs latest): one
+                                   verdict per benchmark and speedup ratio (regressed, improved,
+                                   no detectable change) with its interval; exit 1 only when a
+                                   speedup ratio regressed. --history N: the trend of the last N.
+  onnx-gate bench-results [RUN] --format customSmallerIsBetter
+                                   a run's figures for github-action-benchmark dashboards.
   onnx-gate debug [--case CASE | --inputs FILE.npz | --from-report RUN]
                                    name the module where ONNX Runtime starts to disagree with
                                    PyTorch (default: the failing case of the latest report);
@@ -31,6 +35,8 @@ onnx-gate: a release gate for PyTorch models that ship as ONNX.
 
   With --gate-publish, a session in which every required check ran and passed uploads the
   ONNX file to S3 and registers it in MLflow (alias 'staging').
+  With --gate-baseline models:/NAME@ALIAS, the registered production model is timed beside the
+  candidate (rounds alternating) and the outputs' drift from it is reported.
 
 The model comes from [tool.onnx-gate] in the nearest pyproject.toml (default: Heimdall's
 LocalizationNet), a file given with --gate-config, or --gate-* options; `pytest --help` lists
@@ -79,16 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     compare = commands.add_parser(
         "compare", help="compare two benchmark runs (default: the previous and the latest)",
-        description="Print per benchmark the change in median latency and in the ONNX Runtime speedup "
-        "ratio, write reports/compare/<base>__<head>/compare.md and trend.png, and exit 1 when a speedup "
-        "ratio fell by more than max_ratio_regression.",
+        description="Judge per benchmark and per speedup ratio whether it regressed, improved or did not change "
+        "detectably: a bootstrap interval of the ratio of medians from the runs' per-round samples, plus an "
+        "effect-size floor. Writes compare.md (fits a pull-request comment), compare.json and trend.png into "
+        "reports/compare/<base>__<head>/. Exit 1 only when a speedup ratio regressed (or, with "
+        "latency_regression_fails, an absolute latency on the same machine).",
     )  # fmt: skip
     compare.add_argument("base", nargs="?", metavar="RUN_A", help="run id (or prefix) or benchmark.json. Default: the previous run")
     compare.add_argument("head", nargs="?", metavar="RUN_B", help="run id (or prefix) or benchmark.json. Default: the latest run")
     compare.add_argument("--report-dir", metavar="DIR", type=Path, default=None,
                          help="reports folder. Default: report_dir from [tool.onnx-gate], else reports/")
     compare.add_argument("--max-ratio-regression", metavar="FRACTION", type=_fraction, default=None,
-                         help="allowed fall of a speedup ratio. Default: [tool.onnx-gate.bench] max_ratio_regression, else 0.10")
+                         help="effect-size floor: the smallest change that counts. "
+                         "Default: [tool.onnx-gate.bench] max_ratio_regression, else 0.10")
+    compare.add_argument("--history", metavar="N", type=_at_least_two, default=None,
+                         help="instead of two runs, plot each speedup ratio over the last N runs with the "
+                         "regressions marked (reports/compare/history/). Default: %(default)r")
+    results = commands.add_parser(
+        "bench-results", help="write a run's benchmark figures for a benchmark dashboard",
+        description="Write one run's median latencies and its ONNX Runtime / PyTorch time ratios as JSON that "
+        "github-action-benchmark reads with tool: customSmallerIsBetter.",
+    )  # fmt: skip
+    results.add_argument("run", nargs="?", metavar="RUN", help="run id (or prefix) or benchmark.json. Default: the latest run")
+    results.add_argument("--format", required=True, choices=("customSmallerIsBetter",), help="output format")
+    results.add_argument("--output", "-o", metavar="FILE", type=Path, required=True, help="where to write it")
+    results.add_argument("--report-dir", metavar="DIR", type=Path, default=None,
+                         help="reports folder. Default: report_dir from [tool.onnx-gate], else reports/")
     _add_debug_parser(commands)
     stack = commands.add_parser(
         "stack", help="start, stop or show the local SeaweedFS S3 + MLflow servers (data under .stack/)",
@@ -131,18 +153,58 @@ def _fraction(value: str) -> float:
     return fraction
 
 
+def _at_least_two(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of runs like 10, got {value!r}") from None
+    if count < 2:
+        raise argparse.ArgumentTypeError(f"a trend needs at least 2 runs, got {value!r}")
+    return count
+
+
 def compare(arguments: argparse.Namespace) -> int:
     from harness import config as gate_config
-    from harness.bench_report import compare_runs
+    from harness.bench_compare import CompareSettings, compare_runs, history
 
     loaded = gate_config.load(invocation_dir=Path.cwd())
     report_dir = arguments.report_dir or loaded.report_dir
-    threshold = loaded.bench.max_ratio_regression if arguments.max_ratio_regression is None else arguments.max_ratio_regression
+    floor = loaded.bench.max_ratio_regression if arguments.max_ratio_regression is None else arguments.max_ratio_regression
+    settings = CompareSettings(floor, loaded.bench.significance, loaded.bench.latency_regression_fails)
+    if arguments.history is not None:
+        if arguments.base or arguments.head:
+            raise GateError("--history takes the last N runs; name no runs with it (got "
+                            f"{' '.join(n for n in (arguments.base, arguments.head) if n)!r})")
+        from harness.bench_history import history_report
+
+        lines, out_dir = history_report(report_dir, history(report_dir)[-arguments.history:], settings)
+        print("\n".join(lines))
+        print(f"report: {out_dir / 'history.md'}")
+        return 0
     # One run named: it is the base, compared against the latest.
-    comparison, out_dir = compare_runs(report_dir, arguments.base, arguments.head, threshold)
+    comparison, out_dir = compare_runs(report_dir, arguments.base, arguments.head, settings)
     print("\n".join(comparison.lines()))
     print(f"report: {out_dir / 'compare.md'}")
     return 1 if comparison.regressions else 0
+
+
+def bench_results(arguments: argparse.Namespace) -> int:
+    from harness import config as gate_config
+    from harness.bench_compare import history, resolve_run
+    from harness.bench_export import write_results
+
+    loaded = gate_config.load(invocation_dir=Path.cwd())
+    report_dir = arguments.report_dir or loaded.report_dir
+    if arguments.run:
+        path = resolve_run(report_dir, arguments.run)
+    else:
+        runs = history(report_dir)
+        if not runs:
+            raise GateError(f"no benchmark runs in {report_dir / 'history'}; run `onnx-gate run` first or name a benchmark.json")
+        path = runs[-1]
+    written = write_results(path, arguments.output, arguments.format, loaded.bench.significance)
+    print(f"wrote {written} ({arguments.format})")
+    return 0
 
 
 def _add_debug_parser(commands: Any) -> None:
@@ -205,7 +267,7 @@ def debug(arguments: argparse.Namespace) -> int:
         else:
             folder = report_folder(loaded.report_dir, arguments.from_report)
             chosen = failing_case(folder, loaded)
-        feeds, case = chosen.materialize(loaded.inputs), describe_case(chosen)
+        feeds, case = chosen.materialize(loaded), describe_case(chosen)
     if folder is None:
         folder = report_folder(loaded.report_dir, arguments.from_report) if arguments.from_report else (
             loaded.report_dir / f"{new_run_id()}-debug")  # fmt: skip
@@ -235,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if arguments.command == "compare":
             return compare(arguments)
+        if arguments.command == "bench-results":
+            return bench_results(arguments)
         if arguments.command == "debug":
             return debug(arguments)
         if arguments.command == "stack":

@@ -60,6 +60,49 @@ class DimSpec:
         return sorted({candidates[round(i * step)] for i in range(count)})
 
 
+PADDING_SIDES = ("right", "left", "both", "none")
+MASK_MARKS = ("valid", "padding")
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A padding mask over one symbolic dimension: which positions of a sequence hold data.
+
+    Real callers pad a batch to its longest sequence: on the right (a valid prefix) or on the left
+    (a valid suffix, as batched generation does), with at least ``min_valid`` positions valid.
+    """
+
+    dim: str
+    padding: str = "right"  # "right", "left", "both" (each case draws a side) or "none" (all valid)
+    min_valid: int = 1
+    marks: str = "valid"  # what a true / 1 marks: "valid" (attention_mask) or "padding" (key_padding_mask)
+
+
+@dataclass(frozen=True)
+class LengthsSpec:
+    """An integer input holding, per batch row, how many positions of ``dim`` are valid."""
+
+    dim: str
+    min_valid: int = 1
+
+
+@dataclass(frozen=True)
+class PadSpec:
+    """The value an input holds where ``dim``'s mask or lengths mark positions as padding."""
+
+    dim: str
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class Padding:
+    """How the positions of one symbolic dimension are padded in every input case."""
+
+    dim: str
+    side: str
+    min_valid: int
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
@@ -67,6 +110,19 @@ class InputSpec:
     dtype: str
     low: float
     high: float
+    mask: MaskSpec | None = None
+    lengths: LengthsSpec | None = None
+    pad: PadSpec | None = None
+    may_be_ignored: bool = False
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.startswith("float")
+
+    @property
+    def structural(self) -> bool:
+        """A mask or lengths input: its values come from the padding layout, not a family."""
+        return self.mask is not None or self.lengths is not None
 
     @property
     def symbolic_dims(self) -> tuple[str, ...]:
@@ -124,7 +180,9 @@ class Invariant:
 class BenchConfig:
     batches: tuple[int, ...] = (1, 8, 32)
     threads: int = 0  # 0: one per physical core the process may use
-    max_ratio_regression: float = 0.10
+    max_ratio_regression: float = 0.10  # `compare`'s effect-size floor: the smallest change that counts
+    significance: float = 0.05  # `compare`'s intervals are 1 - significance
+    latency_regression_fails: bool = False  # absolute latencies gate `compare` too (same machine only)
 
 
 @dataclass(frozen=True)
@@ -141,6 +199,9 @@ class BudgetConfig:
     # None holds the floor for every measured batch. No built-in default: GPU ratios depend on
     # the GPU, so a floor exists only where the config sets one.
     min_gpu_speedup: Mapping[str, Mapping[int | None, float]] = field(default_factory=dict)
+    # With --gate-baseline: the candidate may be at most this fraction slower than production
+    # (candidate / production median - 1, per batch, rounds alternating in one session). None: not judged.
+    max_slowdown_vs_baseline: float | None = None
 
     def min_speedup(self, batch: int) -> float:
         return self.per_batch_speedup.get(batch, self.default_speedup)
@@ -168,6 +229,16 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class PaddedOutput:
+    """An output whose positions along ``axis`` count only where input ``by`` marks them valid."""
+
+    output: str
+    by: str  # a mask input or a lengths input
+    axis: int
+    batch_axis: int = 0
+
+
+@dataclass(frozen=True)
 class GateConfig:
     model: str
     model_kwargs: Mapping[str, Any]
@@ -188,6 +259,11 @@ class GateConfig:
     sources: tuple[str, ...] = ()
     # Folders a user's model module may sit in: where the config files are, and the invocation.
     search_dirs: tuple[Path, ...] = ()
+    padding: Mapping[str, Padding] = field(default_factory=dict)
+    padded_outputs: Mapping[str, PaddedOutput] = field(default_factory=dict)
+    # Real inputs: .npz files (resolved paths) or one "module:callable" returning batches.
+    samples: tuple[Path, ...] | str = ()
+    block_on_ignored_inputs: bool = False
 
     def tolerance_for(self, output: str) -> Tolerance:
         return self.per_output.get(output, self.tolerance)
@@ -207,8 +283,13 @@ class GateConfig:
             "opset": self.opset,
             "inputs": [
                 {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "range": [i.low, i.high]}
+                | ({"mask": vars(i.mask)} if i.mask else {})
+                | ({"lengths": vars(i.lengths)} if i.lengths else {})
+                | ({"pad": vars(i.pad)} if i.pad else {})
                 for i in self.inputs
             ],
+            "padded_outputs": {k: vars(v) for k, v in self.padded_outputs.items()},
+            "samples": self.samples if isinstance(self.samples, str) else [p.name for p in self.samples],
             "outputs": list(self.outputs),
             "dims": {n: [d.low, d.high, d.trace] for n, d in self.dims.items()},
             "tolerance": self.tolerance.__dict__,
@@ -222,15 +303,20 @@ class GateConfig:
 
 TOP_KEYS = {
     "model", "model_kwargs", "checkpoint", "onnx", "exporter", "opset", "inputs", "outputs",
-    "tolerance", "invariants", "report_dir", "bench", "budget", "publish",
+    "tolerance", "invariants", "report_dir", "bench", "budget", "publish", "padded_outputs",
+    "samples", "block_on_ignored_inputs",
 }  # fmt: skip
-INPUT_KEYS = {"name", "shape", "dtype", "range", "dims"}
+INPUT_KEYS = {"name", "shape", "dtype", "range", "dims", "mask", "lengths", "pad", "may_be_ignored"}
+MASK_KEYS = {"dim", "padding", "min_valid", "marks"}
+LENGTHS_KEYS = {"dim", "min_valid"}
+PAD_KEYS = {"dim", "value"}
+PADDED_OUTPUT_KEYS = {"by", "axis", "batch_axis"}
 TOLERANCE_NUMBERS = {"atol", "rtol", "mae", "noise_factor", "out_of_range_scale"}
 TOLERANCE_SWITCHES = {"block_on_unstable", "allow_non_finite"}
 TOLERANCE_KEYS = TOLERANCE_NUMBERS | TOLERANCE_SWITCHES
 INVARIANT_KEYS = {"output", "min", "max"}
-BENCH_KEYS = {"batches", "threads", "max_ratio_regression"}
-BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup"}
+BENCH_KEYS = {"batches", "threads", "max_ratio_regression", "significance", "latency_regression_fails"}
+BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup", "max_slowdown_vs_baseline"}
 PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias"}
 
 
@@ -350,6 +436,58 @@ def _parse_dims(raw_inputs: list[Any]) -> dict[str, DimSpec]:
     return dims
 
 
+def representable_range(low: float, high: float, dtype: str) -> tuple[float, float]:
+    """``[low, high]`` rounded inward to values ``dtype`` holds exactly: a normalised image's
+    [-2.1, 2.6] must not make Hypothesis (or a cast) step outside what the user declared."""
+    import numpy as np
+
+    if dtype.startswith(("int", "uint", "bool")):
+        return float(math.ceil(low)), float(math.floor(high))
+    kind = {"float16": np.float16, "float32": np.float32}.get(dtype)
+    if kind is None:
+        return low, high
+    inward_low, inward_high = kind(low), kind(high)
+    if float(inward_low) < low:
+        inward_low = np.nextafter(inward_low, kind(np.inf))
+    if float(inward_high) > high:
+        inward_high = np.nextafter(inward_high, kind(-np.inf))
+    return float(inward_low), float(inward_high)
+
+
+def _table(raw: dict[str, Any], key: str, valid: set[str], where: str) -> dict[str, Any] | None:
+    if key not in raw:
+        return None
+    value = raw[key]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}.{key} must be a table like {key} = {{ {', '.join(sorted(valid))} }}, got {value!r}")
+    _check_keys(value, valid, f"{where}.{key}")
+    return value
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{what} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _choice(value: Any, valid: tuple[str, ...], what: str) -> str:
+    if value not in valid:
+        raise ConfigError(f"{what} must be one of {', '.join(map(repr, valid))}, got {value!r}")
+    return value
+
+
+def _default_dim(shape: list[Any], given: Any, what: str) -> str:
+    """The symbolic dimension a mask or pad applies to: named, or the shape's last symbolic one."""
+    symbolic = [d for d in shape if isinstance(d, str)]
+    if given is None:
+        if not symbolic:
+            raise ConfigError(f"{what} needs a symbolic dimension in the input's shape to run along")
+        return symbolic[-1]
+    if not isinstance(given, str) or given not in symbolic:
+        raise ConfigError(f"{what}.dim must name a symbolic dimension of the input's shape {shape}, got {given!r}")
+    return given
+
+
 def _parse_input(raw: Any, index: int) -> InputSpec:
     where = f"inputs[{index}]"
     _expect(raw, dict, where)
@@ -358,6 +496,7 @@ def _parse_input(raw: Any, index: int) -> InputSpec:
         if key not in raw:
             raise ConfigError(f"{where} needs {key!r}")
     name = _expect(raw["name"], str, f"{where}.name")
+    where = f"inputs[{index}] ({name!r})"
     shape = _expect(raw["shape"], list, f"{where}.shape")
     for d in shape:
         if isinstance(d, bool) or not isinstance(d, (int, str)) or (isinstance(d, int) and d < 0):
@@ -373,13 +512,140 @@ def _parse_input(raw: Any, index: int) -> InputSpec:
     low, high = (_number(v, f"{where}.range", minimum=-math.inf) for v in value_range)
     if low > high:
         raise ConfigError(f"{where}.range must be [low, high] with low <= high, got {[low, high]}")
+    low, high = representable_range(low, high, dtype)
+    if low > high:
+        raise ConfigError(f"{where}.range {value_range} holds no {dtype} value; widen it")
     dims = raw.get("dims", {})
     if not isinstance(dims, dict):
         raise ConfigError(
             f"{where}.dims must be a table naming each symbolic dimension, "
             f"like dims = {{ batch = [1, 8] }}, got {dims!r}"
         )
-    return InputSpec(name, tuple(shape), dtype, low, high)
+    mask = lengths = pad = None
+    if (table := _table(raw, "mask", MASK_KEYS, where)) is not None:
+        if not dtype.startswith(("int", "uint", "bool")):
+            raise ConfigError(f"{where} is a mask and must have an integer or bool dtype, got {dtype!r}")
+        mask = MaskSpec(
+            _default_dim(shape, table.get("dim"), f"{where}.mask"),
+            _choice(table.get("padding", "right"), PADDING_SIDES, f"{where}.mask.padding"),
+            _count(table.get("min_valid", 1), f"{where}.mask.min_valid"),
+            _choice(table.get("marks", "valid"), MASK_MARKS, f"{where}.mask.marks"),
+        )
+        low, high = 0.0, 1.0
+    if (table := _table(raw, "lengths", LENGTHS_KEYS, where)) is not None:
+        if mask is not None:
+            raise ConfigError(f"{where} cannot be both a mask and lengths; give it one of them")
+        if not dtype.startswith(("int", "uint")):
+            raise ConfigError(f"{where} holds lengths and must have an integer dtype, got {dtype!r}")
+        if "dim" not in table or not isinstance(table["dim"], str):
+            raise ConfigError(f"{where}.lengths needs dim, the symbolic dimension it counts, e.g. lengths = {{ dim = \"time\" }}")
+        if len([d for d in shape if isinstance(d, str)]) > 1 or len(shape) != 1:
+            raise ConfigError(f"{where} holds lengths: its shape must be one batch dimension like [\"batch\"], got {shape}")
+        lengths = LengthsSpec(table["dim"], _count(table.get("min_valid", 1), f"{where}.lengths.min_valid"))
+    if (table := _table(raw, "pad", PAD_KEYS, where)) is not None:
+        if mask is not None or lengths is not None:
+            raise ConfigError(f"{where}: pad applies to data inputs, not to a mask or lengths input")
+        value = _number(table.get("value", 0), f"{where}.pad.value", minimum=-math.inf)
+        pad = PadSpec(_default_dim(shape, table.get("dim"), f"{where}.pad"), value)
+    may_be_ignored = _expect(raw.get("may_be_ignored", False), bool, f"{where}.may_be_ignored")
+    return InputSpec(name, tuple(shape), dtype, low, high, mask, lengths, pad, may_be_ignored)
+
+
+def _parse_padding(inputs: tuple[InputSpec, ...], dims: Mapping[str, DimSpec]) -> tuple[tuple[InputSpec, ...], dict[str, Padding]]:
+    """One padding layout per masked dimension, agreed by every mask and lengths input on it.
+    Lengths inputs get their real range: [min_valid, the dimension's largest size]."""
+    padding: dict[str, Padding] = {}
+    declared_by: dict[str, str] = {}
+    for spec in inputs:
+        if spec.mask is not None:
+            dim, side, fewest = spec.mask.dim, spec.mask.padding, spec.mask.min_valid
+        elif spec.lengths is not None:
+            dim, side, fewest = spec.lengths.dim, "right", spec.lengths.min_valid
+            if dim not in dims:
+                raise ConfigError(
+                    f"input {spec.name!r} counts lengths along {dim!r}, which is no symbolic dimension "
+                    f"of any input; valid: {', '.join(dims) or 'none'}"
+                )
+        else:
+            continue
+        if fewest > dims[dim].high:
+            raise ConfigError(
+                f"input {spec.name!r} asks for min_valid = {fewest} positions along {dim!r}, "
+                f"which is at most {dims[dim].high} long"
+            )
+        layout = Padding(dim, side, fewest)
+        if dim in padding and padding[dim] != layout:
+            raise ConfigError(
+                f"inputs {declared_by[dim]!r} and {spec.name!r} describe the padding of {dim!r} differently "
+                f"({padding[dim].side}, min_valid {padding[dim].min_valid} vs {side}, min_valid {fewest}); "
+                "make them agree (lengths always pad on the right)"
+            )
+        padding[dim], declared_by[dim] = layout, spec.name
+    for spec in inputs:
+        if spec.pad is not None and spec.pad.dim not in padding:
+            raise ConfigError(
+                f"input {spec.name!r} has pad on {spec.pad.dim!r}, but no mask or lengths input describes "
+                f"which positions of {spec.pad.dim!r} are padding; add mask = {{ dim = {spec.pad.dim!r} }} "
+                "to the mask input"
+            )
+    resolved = tuple(
+        replace(spec, low=float(spec.lengths.min_valid), high=float(dims[spec.lengths.dim].high))
+        if spec.lengths is not None else spec
+        for spec in inputs
+    )  # fmt: skip
+    return resolved, padding
+
+
+def _parse_padded_outputs(raw: Any, inputs: tuple[InputSpec, ...], outputs: tuple[str, ...]) -> dict[str, PaddedOutput]:
+    table = _expect(raw, dict, "padded_outputs")
+    markers = {spec.name: spec for spec in inputs if spec.structural}
+    parsed = {}
+    for output, entry in table.items():
+        where = f"padded_outputs.{output}"
+        if output not in outputs:
+            raise ConfigError(f"{where} names no output; outputs: {', '.join(outputs)}")
+        _expect(entry, dict, where)
+        _check_keys(entry, PADDED_OUTPUT_KEYS, where)
+        by = entry.get("by")
+        if by not in markers:
+            raise ConfigError(
+                f"{where}.by must name a mask or lengths input, got {by!r}; "
+                f"valid: {', '.join(markers) or 'none (declare mask = {...} or lengths = {...} on an input)'}"
+            )
+        if "axis" not in entry:
+            raise ConfigError(f"{where} needs axis, the output axis that runs along {by!r}'s positions")
+        axis = _count(entry["axis"], f"{where}.axis")
+        batch_axis = _count(entry.get("batch_axis", 0), f"{where}.batch_axis")
+        if axis == batch_axis:
+            raise ConfigError(f"{where}.axis and batch_axis are both {axis}; they must differ")
+        parsed[output] = PaddedOutput(output, by, axis, batch_axis)
+    return parsed
+
+
+def _parse_samples(raw: Any, base_dir: Path) -> tuple[Path, ...] | str:
+    """``samples = ["data/*.npz"]`` (paths and globs, relative to the config file) or
+    ``samples = "package.module:callable"`` returning batches."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str) and ":" in raw and not raw.endswith(".npz"):
+        if not all(raw.partition(":")[::2]):
+            raise ConfigError(f"samples must look like 'package.module:callable', got {raw!r}")
+        return raw
+    entries = [raw] if isinstance(raw, str) else _expect(raw, list, "samples")
+    files: list[Path] = []
+    for entry in entries:
+        pattern = _expect(entry, str, "samples entries")
+        path = Path(pattern).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        matches = sorted(path.parent.glob(path.name)) if any(c in path.name for c in "*?[") else [path]
+        matches = [m for m in matches if m.is_file()]
+        if not matches:
+            raise ConfigError(f"samples entry {pattern!r} matches no file (relative paths start at the config file)")
+        for match in matches:
+            if match.suffix != ".npz":
+                raise ConfigError(f"sample file {match.name!r} is not a .npz file (numpy.savez with one array per input)")
+        files.extend(matches)
+    return tuple(dict.fromkeys(files))
 
 
 def _parse_tolerance(raw: Any, where: str, base: Tolerance) -> Tolerance:
@@ -416,8 +682,11 @@ def _parse_budget(raw: Mapping[str, Any]) -> BudgetConfig:
     else:
         per_batch, default = {}, _number(raw_speedup, "budget.min_speedup")
     default_set = "min_speedup" in raw and (not isinstance(raw_speedup, dict) or "default" in raw_speedup)
+    slowdown = raw.get("max_slowdown_vs_baseline")
     return BudgetConfig(default_speedup=default, per_batch_speedup=per_batch, max_latency_ms=ceilings,
-                        default_speedup_set=default_set, min_gpu_speedup=_parse_gpu_speedup(raw))
+                        default_speedup_set=default_set, min_gpu_speedup=_parse_gpu_speedup(raw),
+                        max_slowdown_vs_baseline=None if slowdown is None else _number(
+                            slowdown, "budget.max_slowdown_vs_baseline"))
 
 
 def _ratio_floors(raw: Mapping[str, Any], where: str) -> dict[int | None, float]:
@@ -471,7 +740,18 @@ def _parse_bench(raw: Mapping[str, Any]) -> BenchConfig:
             raw.get("max_ratio_regression", BenchConfig.max_ratio_regression),
             "bench.max_ratio_regression",
         ),
+        significance=_significance(raw.get("significance", BenchConfig.significance)),
+        latency_regression_fails=_expect(
+            raw.get("latency_regression_fails", False), bool, "bench.latency_regression_fails"
+        ),
     )
+
+
+def _significance(value: Any) -> float:
+    level = _number(value, "bench.significance")
+    if not 0 < level < 0.5:
+        raise ConfigError(f"bench.significance must lie in (0, 0.5), e.g. 0.05 for 95% intervals, got {value!r}")
+    return level
 
 
 def _default_bench_batches(
@@ -574,6 +854,7 @@ def parse(
         invariants.append(Invariant(raw["output"], bounds.get("min"), bounds.get("max")))
 
     dims = _parse_dims(raw_inputs)
+    inputs, padding = _parse_padding(inputs, dims)
     bench = _parse_bench(_expect(section.get("bench", {}), dict, "bench"))
     if "batches" in section.get("bench", {}):
         _check_bench_batches(bench, dims, inputs)
@@ -598,7 +879,19 @@ def parse(
         publish=_parse_publish(_expect(section.get("publish", {}), dict, "publish")),
         sources=sources,
         search_dirs=search_dirs or (base_dir,),
+        padding=padding,
+        padded_outputs=_parse_padded_outputs(section.get("padded_outputs", {}), inputs, outputs),
+        samples=_parse_samples(section.get("samples"), base_dir),
+        block_on_ignored_inputs=_expect(section.get("block_on_ignored_inputs", False), bool, "block_on_ignored_inputs"),
     )
+
+
+def _anchor_sample_paths(samples: str | list[Any], base_dir: Path) -> str | list[Any]:
+    """Sample files (globs too) written in a layer resolve against that layer's folder."""
+    if isinstance(samples, str) and ":" in samples and not samples.endswith(".npz"):
+        return samples  # a callable
+    entries = [samples] if isinstance(samples, str) else samples
+    return [str(base_dir / e) if isinstance(e, str) and not Path(e).expanduser().is_absolute() else e for e in entries]
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -711,6 +1004,8 @@ def load(
         for key in ("checkpoint", "onnx", "report_dir"):
             if section.get(key):
                 section[key] = str(_resolve_path(section[key], layer.base_dir, key))
+        if isinstance(section.get("samples"), (str, list)):
+            section["samples"] = _anchor_sample_paths(section["samples"], layer.base_dir)
         merged = _merge(merged, section)
     if merged.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:
         merged = _merge(LOCALIZATION_NET_SECTION, merged)

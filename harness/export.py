@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from harness.config import GateConfig
 from harness.errors import ArtifactError
@@ -55,20 +56,11 @@ def library_versions() -> dict[str, str]:
 
 
 def example_feeds(config: GateConfig, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic inputs inside each declared range, at the given symbolic sizes."""
-    import numpy as np
+    """Deterministic inputs inside each declared range, at the given symbolic sizes, with masks
+    and lengths as real callers send them."""
+    from harness.inputs import InputCase
 
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in config.inputs:
-        shape = spec.concrete_shape(sizes)
-        if spec.dtype == "bool":
-            feeds[spec.name] = rng.random(shape) < 0.5
-        elif spec.dtype.startswith(("int", "uint")):
-            feeds[spec.name] = rng.integers(int(spec.low), int(spec.high) + 1, shape).astype(spec.dtype)
-        else:
-            feeds[spec.name] = rng.uniform(spec.low, spec.high, shape).astype(spec.dtype)
-    return feeds
+    return InputCase("uniform", sizes, seed).materialize(config)
 
 
 def _as_tensors(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
@@ -134,7 +126,7 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
     input_names = [spec.name for spec in config.inputs]
     started = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _without_fused_fast_paths():
             if config.exporter == "dynamo":
                 dims = {
                     name: torch.export.Dim(name, min=spec.low if spec.low > 1 else 1)
@@ -169,7 +161,52 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
         hint = ' (if torch.export cannot trace the model, try exporter = "torchscript")' if config.exporter == "dynamo" else ""
         raise ArtifactError(f"the {config.exporter} exporter failed: {reason}{hint}") from exc
     make_reproducible(path, config.search_dirs)  # no build-machine paths: same bytes in any folder
+    problem = baked_dimension(path, config)
+    if problem:
+        other = "dynamo" if config.exporter == "torchscript" else "torchscript"
+        raise ArtifactError(f"the {config.exporter} exporter cannot export this model: {problem}; try exporter = {other!r}")
     return time.perf_counter() - started
+
+
+def baked_dimension(path: Path, config: GateConfig) -> str | None:
+    """Why the exported graph does not run with a symbolic dimension one step from its trace size,
+    or None. An exporter can fix a dimension it was told is dynamic (the TorchScript exporter does
+    so inside nn.MultiheadAttention); the file then fails at every other size. Saying so here names
+    the exporter's limit in one line, instead of a Reshape error in every later check."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    wanted = [o.name for o in session.get_outputs()]
+    for dim in config.dims.values():
+        size = dim.trace + 1 if dim.trace + 1 <= dim.high else dim.trace - 1
+        if size < dim.low or size == dim.trace:
+            continue
+        feeds = example_feeds(config, {**config.trace_sizes, dim.name: size})
+        try:
+            session.run(wanted, {i.name: feeds[i.name] for i in session.get_inputs() if i.name in feeds})
+        except Exception as exc:
+            node = re.search(r"running (\w+) node\. Name:'([^']*)'", str(exc))
+            where = f" ({node.group(1)} {node.group(2)!r} fails)" if node else ""
+            return f"it fixed dimension {dim.name!r} at its trace size {dim.trace}: the graph cannot run at {dim.name}={size}{where}"
+    return None
+
+
+@contextlib.contextmanager
+def _without_fused_fast_paths() -> Iterator[None]:
+    """PyTorch's fused inference kernels for nn.MultiheadAttention and nn.TransformerEncoder
+    (``_native_multi_head_attention``, nested tensors from a padding mask) have no ONNX form; the
+    TorchScript exporter traces them and fails. The export takes the composite path, which computes
+    the same function; the PyTorch reference still runs as users run it, fast paths included."""
+    import torch
+
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def export_failure_reason(exc: BaseException) -> str:

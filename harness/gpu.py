@@ -130,7 +130,7 @@ def check_gpu_parity(gate: GateSession) -> ParityResult:
         for family in ("normal", "uniform"):
             sizes = {**gate.config.trace_sizes, **({gate.batch_dim: batch} if gate.batch_dim else {})}
             case = InputCase(family=family, sizes=sizes, seed=11)
-            feeds = case.materialize(gate.config.inputs)
+            feeds = case.materialize(gate.config)
             expected = gate.torch_runner.infer(feeds)
             binding = _bound(session, feeds, None)
             session.run_with_iobinding(binding)

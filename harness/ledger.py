@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-CHECKS = ("artifact", "contract", "parity", "batch_consistency", "determinism", "dynamic_dims", "invariants")
+CHECKS = (
+    "artifact", "contract", "parity", "batch_consistency", "determinism", "dynamic_dims", "invariants", "sensitivity",
+)  # fmt: skip
 # Required when the session runs the benchmarks; GPU checks run (and may fail) only where CUDA is.
 BENCH_CHECKS = ("latency_cpu", "latency_budget")
 

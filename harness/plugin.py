@@ -98,6 +98,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="export the model even when an identical export is cached (the fresh export then "
                     "replaces the cached one; cache folder: $ONNX_GATE_CACHE_DIR, else "
                     "$XDG_CACHE_HOME/onnx-gate, else ~/.cache/onnx-gate). Default: %(default)r")
+    group.addoption("--gate-baseline", metavar="SPEC", default=None,
+                    help="the production model to benchmark the candidate against, rounds alternating, and to "
+                    "report output drift from: models:/NAME@ALIAS, models:/NAME/VERSION (read from "
+                    "MLFLOW_TRACKING_URI) or an ONNX file. A missing model is stated, not an error. "
+                    "Default: %(default)r")
     group.addoption("--gate-bench-quick", action="store_true", default=False,
                     help="fewer benchmark rounds, for CI smoke runs; `onnx-gate run` measures fully. "
                     "Default: %(default)r")
@@ -167,6 +172,16 @@ def pytest_configure(config: pytest.Config) -> None:
         gate.publish_tags = dict(api.publish_tags)
     if config.getoption("gate_bench_quick"):
         gate.bench_plan = BenchPlan.quick()
+    if config.getoption("gate_baseline"):
+        from harness.baseline import check_registry, parse_spec
+        from harness.errors import GateError
+
+        try:
+            gate.baseline_spec = parse_spec(config.getoption("gate_baseline"), config.invocation_params.dir)
+            if gate.baseline_spec.file is None:
+                check_registry(gate.baseline_spec)
+        except GateError as exc:
+            raise pytest.UsageError(f"onnx-gate: {exc}") from None
     gate.use_export_cache = not config.getoption("gate_no_cache")
     config.stash[GATE_KEY] = gate
     _brief_failures(config)
@@ -391,7 +406,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if gate is None:
         return (yield)
     check = _check_name(item)
-    part = "parity" if check == "parity" else "benchmarks" if check in BENCH_CHECKS else "other"
+    part = check if check in ("parity", "baseline") else "benchmarks" if check in BENCH_CHECKS else "other"
     with gate.timing.measure(f"tests:{part}"):
         return (yield)
 

@@ -70,7 +70,8 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "", "## Parity: ONNX Runtime CPU vs PyTorch eager CPU (fp32)", "",
         f"{parity['examples']} Hypothesis examples (profile `{document['hypothesis_profile']}`): "
         f"{parity.get('examples_in_range', 0)} with every input inside its declared range, "
-        f"{parity.get('examples_out_of_range', 0)} outside it (stress inputs). "
+        f"{parity.get('examples_out_of_range', 0)} outside it (stress inputs); "
+        f"{parity.get('examples_from_samples', 0)} drawn from the configured samples. "
         f"The original design's criterion: MAE < {ORIGINAL_MAE_CLAIM:g}.", "",
         "| output | examples | max abs error | mean abs error | tolerance | noise floor (max) "
         "| ONNX vs fp64 (max) | worst noise ratio |",
@@ -91,6 +92,13 @@ def summary_markdown(document: dict[str, Any]) -> str:
             f"{_fmt(stats.get('mean_abs', '-'))} | {bound} | {_fmt(stats.get('noise_floor_max', '-'))} | "
             f"{_fmt(stats.get('onnx_vs_fp64_max', '-'))} | {_fmt(stats.get('noise_ratio_worst', '-'))} |"
         )
+    padded = {name: stats for name, stats in parity["outputs"].items() if stats.get("values_left_out_as_padding")}
+    if padded:
+        lines += ["", "Padded positions (`padded_outputs`) left out of the comparison: " + ", ".join(
+            f"{name} {stats['values_left_out_as_padding']} of "
+            f"{stats['values_left_out_as_padding'] + stats.get('values_compared', 0)} values"
+            for name, stats in padded.items()
+        ) + "."]
     lines += [
         "",
         "The noise floor is PyTorch fp32's own deviation from a float64 run of the same model on the "
@@ -107,11 +115,13 @@ def summary_markdown(document: dict[str, Any]) -> str:
     if parity.get("fp64_unavailable"):
         lines += [f"- {fp64_unavailable_finding(parity['fp64_unavailable'])}", ""]
     if parity.get("findings"):
-        lines += ["PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs; "
-                  "or the inputs are degenerate (constant) and PyTorch is exact by luck, where ONNX Runtime "
-                  "is less accurate yet within atol/rtol (degenerate). "
+        lines += ["PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs, "
+                  "or the outputs do not depend on an input (ignored_input); or the inputs are degenerate "
+                  "(constant) and PyTorch is exact by luck, where ONNX Runtime is less accurate yet within "
+                  "atol/rtol (degenerate). "
                   "That is a property of the model, not of the export; a finding blocks only where the "
-                  "config says so (`block_on_unstable`, `allow_non_finite` under `[tool.onnx-gate.tolerance]`).", "",
+                  "config says so (`block_on_unstable`, `allow_non_finite` under `[tool.onnx-gate.tolerance]`, "
+                  "`block_on_ignored_inputs`).", "",
                   "| kind | output | examples (in range / outside) | blocks | worst case |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for finding in parity["findings"]:
@@ -229,10 +239,14 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
     if gate.latency:
         from harness.bench_report import gate_bench_section, latency_markdown, plot_latency
 
-        document["benchmarks"] = gate_bench_section(gate)
+        document["benchmarks"] = gate_bench_section(gate, samples=False)
         if plots:
             plot_latency(document["benchmarks"], directory / "latency.png")
         sections.append(latency_markdown(document["benchmarks"]))
+    if "baseline" in gate.extra:
+        from harness.baseline import baseline_markdown
+
+        sections.append(baseline_markdown(gate.extra["baseline"]))
     document["sections_markdown"] = sections
     if plots:
         plot_parity(gate, directory / "parity.png")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    from harness.baseline import BaselineSpec
     from harness.checks.bias import BiasResult
 
 
@@ -87,6 +88,7 @@ class GateSession:
         self.gpu_unavailable: str | None = None  # why the GPU benchmarks skipped, when they did
         self.gpu_budget_result: BudgetResult | None = None
         self.benchmarks_collected = False
+        self.baseline_spec: BaselineSpec | None = None  # --gate-baseline
         self.owns_benchmark_json = False
         self._flops: dict[int, float] = {}
 
@@ -140,6 +142,8 @@ class GateSession:
             required = [c for c in required if c not in ("dynamic_dims", "batch_consistency")]
         if self.benchmarks_collected:
             required += list(BENCH_CHECKS)
+        if self.baseline_spec is not None:  # asked for: its absence fails the gate
+            required.append("baseline")
         return tuple(required)
 
     @property
@@ -270,7 +274,7 @@ class GateSession:
             InputCase(family, {**self.config.trace_sizes, **({self.batch_dim: b} if b is not None else {})}, seed=index)
             for index, (family, b) in enumerate((f, b) for f in FAMILIES for b in batches)
         ]  # fmt: skip
-        return [case for case in cases if not degenerate_inputs(case.materialize(self.config.inputs))]
+        return [case for case in cases if not degenerate_inputs(case.materialize(self.config))]
 
     def check_bias(self) -> list[BiasResult] | None:
         """The systematic-error check (harness/checks/bias.py) per float output over
@@ -280,7 +284,7 @@ class GateSession:
         checked = [name for name, factor in self._noise_factors().items() if factor]
         examples: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in checked}
         for case in self.bias_cases():
-            feeds = case.materialize(self.config.inputs)
+            feeds = case.materialize(self.config)
             exact = self._fp64_reference(feeds)
             if exact is None:
                 return None

@@ -1,81 +1,21 @@
 """Hypothesis strategies for the gate's inputs.
 
 Hypothesis draws a small description of each input (a family, symbolic sizes, a seed and a few
-parameters) and numpy materialises the tensor from it. Drawing whole tensors element by element
-would be slow and exceed Hypothesis's buffer for real models; a description also shrinks to a
-readable falsifying example such as ``InputCase(family='zeros', sizes={'batch': 1}, ...)``.
+parameters) and numpy materialises the tensor from it (harness/inputs.py). Drawing whole tensors
+element by element would be slow and exceed Hypothesis's buffer for real models; a description also
+shrinks to a readable falsifying example such as ``InputCase(family='zeros', sizes={'batch': 1}, ...)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from hypothesis import strategies as st
 
-from harness.config import GateConfig, InputSpec
+from harness.config import GateConfig, representable_range
+from harness.inputs import ALL_FAMILIES, FAMILIES, PERTURBATIONS, SAMPLES, VALID_LAYOUTS, InputCase, describe_case
 
-if TYPE_CHECKING:
-    import numpy as np
-
-FAMILIES = ("normal", "uniform", "large", "zeros", "constant", "spikes")
-
-
-@dataclass(frozen=True)
-class InputCase:
-    """One reproducible set of feeds: enough to rebuild every input tensor exactly."""
-
-    family: str
-    sizes: Mapping[str, int]
-    seed: int = 0
-    magnitude: float = 1.0
-    constant: float = 0.0
-    spike_fraction: float = 0.01
-    note: str = field(default="", compare=False)
-
-    def materialize(self, inputs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
-        import numpy as np
-
-        rng = np.random.default_rng(self.seed)
-        return {spec.name: _fill(spec, spec.concrete_shape(self.sizes), self, rng) for spec in inputs}
-
-
-def describe_case(case: InputCase) -> str:
-    sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items())
-    return f"{case.family} inputs ({sizes}, seed={case.seed})"
-
-
-def _fill(spec: InputSpec, shape: tuple[int, ...], case: InputCase, rng: np.random.Generator) -> np.ndarray:
-    import numpy as np
-
-    low, high = spec.low, spec.high
-    center, spread = (low + high) / 2, max((high - low) / 2, 1e-3)
-    if spec.dtype == "bool":
-        values = np.zeros(shape, bool) if case.family == "zeros" else rng.random(shape) < 0.5
-        return values
-    if spec.dtype.startswith(("int", "uint")):
-        if case.family == "zeros":
-            return np.full(shape, int(np.clip(0, low, high)), spec.dtype)
-        if case.family == "constant":
-            return np.full(shape, int(round(np.clip(case.constant, low, high))), spec.dtype)
-        return rng.integers(int(low), int(high) + 1, shape).astype(spec.dtype)
-    if case.family == "normal":
-        values = rng.normal(center, spread / 2, shape)
-    elif case.family == "uniform":
-        values = rng.uniform(low, high, shape)
-    elif case.family == "large":
-        values = rng.normal(0.0, case.magnitude, shape)
-    elif case.family == "zeros":
-        values = np.zeros(shape)
-    elif case.family == "constant":
-        values = np.full(shape, case.constant)
-    elif case.family == "spikes":
-        values = np.zeros(shape)
-        mask = rng.random(shape) < case.spike_fraction
-        values[mask] = rng.choice([-1.0, 1.0], mask.sum()) * case.magnitude
-    else:
-        raise ValueError(f"unknown input family {case.family!r}; valid: {', '.join(FAMILIES)}")
-    return values.astype(spec.dtype)
+__all__ = ["ALL_FAMILIES", "FAMILIES", "InputCase", "describe_case", "families_for", "input_cases", "symbolic_sizes"]
 
 
 def symbolic_sizes(config: GateConfig, *, pinned: Mapping[str, int] | None = None) -> st.SearchStrategy[dict[str, int]]:
@@ -92,27 +32,50 @@ def symbolic_sizes(config: GateConfig, *, pinned: Mapping[str, int] | None = Non
     )
 
 
+def families_for(config: GateConfig) -> tuple[str, ...]:
+    """Every synthetic family, plus the user's samples when the config names some."""
+    return (*FAMILIES, SAMPLES) if config.samples else FAMILIES
+
+
+def _sample_count(config: GateConfig) -> int:
+    from harness.samples import load_samples
+
+    return len(load_samples(config))
+
+
 def input_cases(
     config: GateConfig,
     *,
     pinned: Mapping[str, int] | None = None,
-    families: tuple[str, ...] = FAMILIES,
+    families: tuple[str, ...] | None = None,
 ) -> st.SearchStrategy[InputCase]:
     """Input cases over the config's inputs.
 
     * pinned: symbolic sizes held fixed (e.g. ``{"batch": 1}``). Default: all drawn.
-    * families: the input families to draw from. Default: all of ``FAMILIES``.
+    * families: the input families to draw from. Default: ``families_for(config)``.
     """
-    unknown = set(families) - set(FAMILIES)
+    families = families_for(config) if families is None else families
+    unknown = set(families) - set(ALL_FAMILIES)
     if unknown:
-        raise ValueError(f"unknown input families {sorted(unknown)}; valid: {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown input families {sorted(unknown)}; valid: {', '.join(ALL_FAMILIES)}")
+    if SAMPLES in families and not config.samples:
+        raise ValueError("the samples family needs samples = [...] in the config")
     largest = max((max(abs(s.low), abs(s.high)) for s in config.inputs), default=1.0)
+    # Hypothesis takes only bounds a float32 holds exactly.
+    low, high = representable_range(-largest, largest, "float32")
+    sides = ("right", "left") if any(p.side == "both" for p in config.padding.values()) else ("right",)
+    samples = _sample_count(config) if SAMPLES in families else 1
     return st.builds(
         InputCase,
         family=st.sampled_from(families),
         sizes=symbolic_sizes(config, pinned=pinned),
         seed=st.integers(0, 2**32 - 1),
         magnitude=st.sampled_from([1e2, 1e3, 1e4]),
-        constant=st.floats(-largest, largest, allow_nan=False, width=32),
+        constant=st.floats(low, high, allow_nan=False, width=32),
         spike_fraction=st.sampled_from([0.001, 0.01, 0.05]),
+        valid=st.sampled_from(VALID_LAYOUTS) if config.padding else st.just("random"),
+        side=st.sampled_from(sides),
+        dither=st.sampled_from([1e-3, 1e-4, 1e-5]),
+        sample=st.integers(0, samples - 1),
+        perturb=st.sampled_from(PERTURBATIONS),
     )

@@ -22,6 +22,7 @@ PARTS = (
     ("hypothesis", "Hypothesis overhead (generation, shrinking)"),
     ("other_checks", "other checks, less their parity comparisons (contract, determinism, ...)"),
     ("benchmarks", "benchmarks"),
+    ("baseline", "production baseline (--gate-baseline: download, timing, drift)"),
     ("reports", "reports and plots"),
     ("publish", "publishing"),
     ("unattributed", "unattributed (collection, fixtures, pytest)"),
@@ -75,6 +76,7 @@ class Stopwatch:
             "hypothesis": s["tests:parity"] - self.inside["tests:parity"],
             "other_checks": s["tests:other"] - self.inside["tests:other"],
             "benchmarks": s["tests:benchmarks"] - self.inside["tests:benchmarks"],
+            "baseline": s["tests:baseline"] - self.inside["tests:baseline"],
             "reports": s["reports"],
             "publish": s["publish"],
         }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,18 @@ from typing import Any
 import pytest
 
 pytest_plugins = ["pytester"]
+
+# Tests too slow for `make test` (a whole gate run each): `ONNX_GATE_SLOW_TESTS=1 .venv/bin/python -m pytest tests -m slow`.
+SLOW_TESTS_ENV = "ONNX_GATE_SLOW_TESTS"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(SLOW_TESTS_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"slow tier, skipped by `make test`: {SLOW_TESTS_ENV}=1 .venv/bin/python -m pytest tests -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 HERE = Path(__file__).resolve().parent
 CONFORMANCE = str(HERE.parent / "conformance")

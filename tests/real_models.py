@@ -113,3 +113,109 @@ class SequenceTagger(nn.Module):
 def lstm(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return SequenceTagger().eval()
+
+
+def llama(seed: int = 0) -> nn.Module:
+    """A causal decoder (Llama-style: RoPE, RMSNorm, SwiGLU, grouped KV heads) over token ids with
+    an attention mask, padded on either side; PyTorch's SDPA, as users run it."""
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, attn_implementation="sdpa",
+    )  # fmt: skip
+    return LlamaModel(config).eval()
+
+
+def t5_encoder(seed: int = 0) -> nn.Module:
+    """An encoder with T5's bucketed relative position bias and an attention mask."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, pad_token_id=0,
+    )  # fmt: skip
+    return T5EncoderModel(config).eval()
+
+
+def clip_vision(seed: int = 0) -> nn.Module:
+    """A vision transformer fed normalised images, whose range is not symmetric: [-2.1, 2.6]."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, attn_implementation="eager",
+    )  # fmt: skip
+    return CLIPVisionModel(config).eval()
+
+
+class LengthsEncoder(nn.Module):
+    """nn.TransformerEncoder over frames, its padding mask built from a ``lengths`` input; the
+    fused fast path (nested tensors) runs in PyTorch inference, as users run it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.project = nn.Linear(8, 32)
+        layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(frames.shape[1], device=frames.device)
+        padding = positions[None, :] >= lengths[:, None]
+        encoded = self.encoder(self.project(frames), src_key_padding_mask=padding)
+        valid = (~padding).unsqueeze(-1).to(encoded.dtype)
+        pooled = (encoded * valid).sum(dim=1) / valid.sum(dim=1)
+        return self.head(encoded), self.head(pooled)
+
+
+def lengths_encoder(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return LengthsEncoder().eval()
+
+
+class AttentionPooling(nn.Module):
+    """nn.MultiheadAttention pooling a sequence with a bool key padding mask (True = padding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, 16))
+        self.attention = nn.MultiheadAttention(16, num_heads=2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        query = self.query.expand(tokens.shape[0], -1, -1)
+        pooled, _ = self.attention(query, tokens, tokens, key_padding_mask=padding, need_weights=False)
+        return self.head(pooled[:, 0])
+
+
+def attention_pooling(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return AttentionPooling().eval()
+
+
+class FrameEncoder(nn.Module):
+    """An audio front end: each frame of raw samples, with a gain, normalised by LayerNorm
+    (eps 1e-5), then a small per-frame head and a pooled summary."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.gain = 30.0
+        self.norm = nn.LayerNorm(64, eps=eps)
+        self.head = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 8))
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        per_frame = self.head(self.norm(frames * self.gain))
+        return per_frame, per_frame.mean(dim=1)
+
+
+def frame_encoder(seed: int = 0, eps: float = 1e-5) -> nn.Module:
+    torch.manual_seed(seed)
+    model = FrameEncoder(eps)
+    with torch.no_grad():  # an affine LayerNorm away from the identity, as after training
+        model.norm.weight.uniform_(0.5, 1.5)
+        model.norm.bias.uniform_(-0.2, 0.2)
+    return model.eval()

@@ -110,9 +110,9 @@ def test_an_onnx_whose_inputs_do_not_match_the_config_fails_with_one_line_errors
 @pytest.mark.parametrize(
     ("old", "new", "fragments"),
     [
-        ("range = [-4.0, 4.0]", "range = [-1, 0, 1]", ["inputs[0].range must be [low, high], two numbers, got [-1, 0, 1]"]),
-        ("range = [-4.0, 4.0]", 'range = "0..1"', ["inputs[0].range must be [low, high], two numbers, got '0..1'"]),
-        ("dims = { batch = [1, 4] }", "dims = [1, 8]", ["inputs[0].dims must be a table", "dims = { batch = [1, 8] }", "got [1, 8]"]),
+        ("range = [-4.0, 4.0]", "range = [-1, 0, 1]", ["inputs[0] ('mel_spectrogram').range must be [low, high], two numbers, got [-1, 0, 1]"]),
+        ("range = [-4.0, 4.0]", 'range = "0..1"', ["inputs[0] ('mel_spectrogram').range must be [low, high], two numbers, got '0..1'"]),
+        ("dims = { batch = [1, 4] }", "dims = [1, 8]", ["inputs[0] ('mel_spectrogram').dims must be a table", "dims = { batch = [1, 8] }", "got [1, 8]"]),
         ("min = 0.01\nmax = 1.0", "min = 1.0\nmax = 0.01", ["invariants[0] for 'uncertainties' has min 1 > max 0.01", "swap them"]),
         ("report_dir", "bench = { batches = [1, 16] }\nreport_dir", ["bench.batches [16] lie outside the declared range of 'batch', [1, 4]", "widen dims.batch"]),
     ],

@@ -42,6 +42,9 @@ def test_symbolic_dimensions_trace_at_two_and_test_sizes_besides_it(tmp_path):
         ({"tolerance": {"atol": -1}}, "tolerance.atol must be a finite number >= 0"),
         ({"invariants": [{"output": "nope", "min": 0}]}, "invariants[0].output must be one of positions, uncertainties"),
         ({"bench": {"batches": [0]}}, "bench.batches must be a list of positive batch sizes"),
+        ({"bench": {"significanse": 0.05}}, "Did you mean 'significance'?"),
+        ({"bench": {"significance": 0.5}}, "bench.significance must lie in (0, 0.5), e.g. 0.05 for 95% intervals"),
+        ({"bench": {"latency_regression_fails": "yes"}}, "bench.latency_regression_fails must be bool, got 'yes'"),
         ({"budget": {"max_latency_ms": {"tpu": {"1": 3}}}}, "device 'tpu' must be 'cpu' or 'cuda'"),
     ],
 )

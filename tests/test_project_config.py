@@ -28,3 +28,18 @@ def test_the_readme_example_config_is_valid(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.onnx-gate]\nmodel = "mypkg.nets:build_model"' + example)
     loaded = config.load(invocation_dir=tmp_path)
     assert loaded.model == "mypkg.nets:build_model" and loaded.bench.batches == (1, 8)
+
+
+def test_the_readme_text_and_audio_input_examples_are_valid(tmp_path):
+    import numpy as np
+
+    text = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```toml\n")[1:]]
+    decoder = next(b for b in blocks if "mypkg.lm:build_decoder" in b)
+    audio = next(b for b in blocks if "mypkg.asr:build_encoder" in b)
+    (tmp_path / "samples").mkdir()
+    np.savez(tmp_path / "samples" / "one.npz", features=np.zeros((2, 50, 80), np.float32), lengths=np.array([50, 20]))
+    for example in (decoder, audio):
+        (tmp_path / "gate.toml").write_text(example)
+        loaded = config.load(invocation_dir=tmp_path, config_file=Path("gate.toml"))
+        assert loaded.padded_outputs and loaded.padding

@@ -24,6 +24,14 @@ from tests.real_architectures import CONFIGS
 
 SEEDS = int(os.environ.get("ONNX_GATE_REAL_SEEDS", "20"))
 EXAMPLES_PER_SEED = int(os.environ.get("ONNX_GATE_REAL_EXAMPLES", "3"))
+# The architectures of issue 16 (masks, lengths, normalised ranges, quiet audio) run fewer seeds in
+# `make test` to keep it within its budget; a survey sets ONNX_GATE_REAL_SEEDS for all alike.
+FEWER_SEEDS = {"llama", "t5_encoder", "clip_vision", "lengths_encoder", "attention_pooling", "frame_encoder",
+               "lengths_encoder_fixed_time", "attention_pooling_fixed_length"}
+
+
+def seeds_for(name: str) -> int:
+    return SEEDS if "ONNX_GATE_REAL_SEEDS" in os.environ or name not in FEWER_SEEDS else 6
 
 pytest.importorskip("transformers", reason="the real-architecture suite needs transformers (pip install -e .[test])")
 
@@ -64,13 +72,74 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_a_correct_export_of_a_real_architecture_is_never_blocked(name, exporter, tmp_path):
-    outcome = gate_real_architecture(name, exporter, tmp_path, seeds=SEEDS, examples=EXAMPLES_PER_SEED)
+    seeds = seeds_for(name)
+    outcome = gate_real_architecture(name, exporter, tmp_path, seeds=seeds, examples=EXAMPLES_PER_SEED)
     if outcome["outcome"] == "cannot export":
         # Not a pass: the gate blocks, and says why in one line (asserted below for every model).
         reason = outcome["reason"]
         assert "\n" not in reason and "\x1b" not in reason, reason
         pytest.xfail(f"{exporter} cannot export {name}: {reason}")
-    assert outcome["examples"] >= SEEDS * EXAMPLES_PER_SEED * 0.5, outcome
+    assert outcome["examples"] >= seeds * EXAMPLES_PER_SEED * 0.5, outcome
     assert not outcome["blocked"], outcome["blocked"][0]
     assert outcome["worst_noise_ratio"] < gate_config.Tolerance().noise_factor, outcome
 
+
+
+def _session(name: str, exporter: str, work_dir: Path, **changes: Any) -> GateSession:
+    section = {**tomllib.loads(CONFIGS[name]), "exporter": exporter, **changes}
+    session = GateSession(gate_config.parse(section, work_dir, search_dirs=(HERE,)), work_dir=work_dir)
+    session.prepare()
+    assert session.artifact is not None, session.artifact_error
+    return session
+
+
+def test_a_left_padded_decoder_differs_only_at_padded_positions_which_no_longer_block(tmp_path):
+    """PyTorch's SDPA gives zero attention where a causal window holds only left padding; the
+    dynamo export of the Llama decoder gives uniform attention there. Valid positions agree."""
+    from dataclasses import replace
+
+    from harness.checks.parity import check_parity
+    from harness.inputs import InputCase
+
+    session = _session("llama", "dynamo", tmp_path)
+    case = InputCase("uniform", {"batch": 4, "sequence": 12}, seed=7, side="left")
+    declared = session.check_parity(case)
+    assert declared, str(declared)
+    assert declared.left_out["last_hidden_state"] > 0 and declared.outputs[0].max_abs < 1e-5
+    whole = check_parity(
+        case, replace(session.config, padded_outputs={}), session.torch_runner, session.ort_runner,
+        fp64_reference=session._fp64_reference,
+    )  # fmt: skip
+    assert not whole and whole.outputs[0].max_abs > 0.1, str(whole)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_a_near_silence_epsilon_defect_is_caught_only_by_quiet_inputs_or_samples(exporter, tmp_path):
+    """LayerNorm's epsilon exported as 1e-12 instead of 1e-5: invisible where the frames vary
+    (every wide family) or do not vary at all (zeros, constant); plain on dithered silence."""
+    import numpy as np
+
+    from harness.export import export_onnx
+    from harness.inputs import FAMILIES, InputCase
+    from tests.real_models import frame_encoder
+
+    defect = tmp_path / "defect.onnx"
+    reference = _session("frame_encoder", exporter, tmp_path / "reference")
+    export_onnx(frame_encoder(eps=1e-12), reference.config, defect)
+    rng = np.random.default_rng(0)
+    silence = rng.normal(0.0, 1e-5, (3, 10, 64))  # a near-silent recording, one per row
+    np.savez(tmp_path / "silence.npz", frames=silence.astype(np.float32))
+    session = _session("frame_encoder", exporter, tmp_path / "gate", onnx=str(defect), samples=[str(tmp_path / "silence.npz")])
+    sizes = {"batch": 3, "time": 10}
+    missed = [
+        family for family in FAMILIES if family != "quiet" and all(
+            session.check_parity(InputCase(family, sizes, seed=seed, constant=0.3, magnitude=100.0))
+            for seed in range(3)
+        )
+    ]  # fmt: skip
+    assert set(missed) == set(FAMILIES) - {"quiet"}, f"blocked by {set(FAMILIES) - {'quiet'} - set(missed)}"
+    # Dithered silence around zero. (Around a large level, PyTorch fp32 itself is unstable on it and
+    # the noise check stands down: the parity rule's "unstable" finding.)
+    assert not session.check_parity(InputCase("quiet", sizes, seed=1, constant=0.0, dither=1e-4))
+    assert not session.check_parity(InputCase("samples", sizes, sample=0, perturb="none"))
+    assert not session.check_parity(InputCase("samples", sizes, sample=0, perturb="scale", seed=2))

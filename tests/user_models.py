@@ -207,3 +207,43 @@ class GroupNormUNet(nn.Module):
 def group_norm_unet(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return GroupNormUNet().eval()
+
+
+class PaddedSequenceNet(nn.Module):
+    """Per-step outputs over a padded sequence. Like PyTorch's fused fast paths, eager inference
+    writes zeros at padded positions while the exported graph computes values there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = nn.Linear(4, 2)
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        steps = torch.tanh(self.step(tokens))
+        valid = attention_mask.unsqueeze(-1).to(steps.dtype)
+        if torch.onnx.is_in_onnx_export():
+            return steps * (2.0 - valid)  # values at padded positions too
+        return steps * valid
+
+
+def padded_sequence_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return PaddedSequenceNet().eval()
+
+
+class IgnoresReceiversNet(TwoInputNet):
+    """A bad init: the receivers branch is gated by a weight that starts, and stayed, at zero. The
+    graph reads the input; the outputs never depend on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receiver_gate = nn.Parameter(torch.zeros(8))
+
+    def forward(self, spectrum: torch.Tensor, receivers: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(self.conv(spectrum)).mean(dim=(2, 3))
+        branch = torch.tanh(self.receivers(receivers / 90.0)) * self.receiver_gate
+        return self.head(torch.cat([pooled, branch], dim=1))
+
+
+def ignores_receivers_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return IgnoresReceiversNet().eval()

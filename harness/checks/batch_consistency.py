@@ -20,7 +20,7 @@ def check_batch_consistency(
     samples and on the rest, judged by the parity tolerances (without the fp64 reference)."""
     import numpy as np
 
-    feeds = case.materialize(config.inputs)
+    feeds = case.materialize(config)
     size = case.sizes[batch_dim]
     axes = {spec.name: spec.shape.index(batch_dim) for spec in config.inputs if batch_dim in spec.shape}
     whole = runner.infer(feeds)

@@ -20,7 +20,7 @@ def _differing(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]
 
 def check_repeatable(case: InputCase, config: GateConfig, runner: OrtRunner) -> CheckResult:
     """Two runs of ``runner`` on ``case`` are bitwise equal."""
-    feeds = case.materialize(config.inputs)
+    feeds = case.materialize(config)
     first, second = runner.infer(feeds), runner.infer(feeds)
     return CheckResult(
         "determinism", "two runs of one ONNX Runtime session are bitwise equal",

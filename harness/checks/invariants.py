@@ -16,7 +16,7 @@ def check_invariants(case: InputCase, config: GateConfig, runner: OrtRunner) -> 
     """Every declared invariant holds on every value ``runner`` gives for ``case``."""
     import numpy as np
 
-    outputs = runner.infer(case.materialize(config.inputs))
+    outputs = runner.infer(case.materialize(config))
     problems = []
     for invariant in config.invariants:
         values = outputs[invariant.output].astype(np.float64)

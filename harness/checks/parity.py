@@ -1,5 +1,5 @@
 """The parity check: ONNX Runtime's outputs against PyTorch's, judged per output. (Not to be
-confused with `onnx-gate compare`, which compares benchmark runs: harness/bench_report.py.)
+confused with `onnx-gate compare`, which compares benchmark runs: harness/bench_compare.py.)
 
 Comparison results are values: truthy when they passed, and they describe themselves.
 
@@ -443,6 +443,9 @@ class ParityResult:
     noise: tuple[NoiseComparison, ...] = field(default=())
     findings: tuple[Finding, ...] = field(default=())
     in_range: bool = True
+    # Values at padded positions of outputs declared in padded_outputs: not compared.
+    left_out: Mapping[str, int] = field(default_factory=dict)
+    compared: Mapping[str, int] = field(default_factory=dict)  # values compared per output
 
     def __bool__(self) -> bool:
         return (
@@ -459,6 +462,7 @@ class ParityResult:
         scope = "" if self.in_range else " [outside the declared input range]"
         lines = [f"{head} | {self.candidate} vs {self.reference}{where}{scope}"]
         lines += [f"  {problem}" for problem in self.failures]
+        lines += [f"  {name}: {count} values at padded positions left out" for name, count in self.left_out.items() if count]
         lines += [f"  {comparison}" for comparison in self.outputs]
         lines += [f"  {comparison}" for comparison in self.noise]
         lines += [f"  {replace(finding, context='')}" for finding in self.findings]
@@ -505,11 +509,37 @@ def compare_outputs(
 
 def inputs_in_range(config: GateConfig, feeds: dict[str, np.ndarray]) -> bool:
     """Whether every input value lies inside its declared range: the normal operating region."""
-    for spec in config.inputs:
-        values = feeds[spec.name]
-        if values.size and values.dtype.kind in "fiu" and (values.min() < spec.low or values.max() > spec.high):
-            return False
-    return True
+    from harness.inputs import in_declared_domain
+
+    return in_declared_domain(config, feeds)
+
+
+def keep_valid_positions(
+    config: GateConfig, feeds: Mapping[str, np.ndarray], *runs: Mapping[str, np.ndarray] | None
+) -> tuple[list[dict[str, np.ndarray] | None], dict[str, int], tuple[str, ...]]:
+    """Each run's outputs with the padded positions of ``padded_outputs`` removed (flattened to
+    the valid values), how many values that left out per output, and any declaration that does not
+    fit the outputs. An output whose shapes disagree between runs is left whole for the shape check."""
+    from harness.checks.padded import output_validity
+
+    kept: list[dict[str, np.ndarray] | None] = [dict(run) if run is not None else None for run in runs]
+    left_out: dict[str, int] = {}
+    problems: list[str] = []
+    for name in config.padded_outputs:
+        shapes = {run[name].shape for run in kept if run is not None and name in run}
+        if len(shapes) != 1:
+            continue
+        valid = output_validity(config, name, feeds, next(iter(shapes)))
+        if isinstance(valid, str):
+            problems.append(valid)
+            continue
+        if valid is None:
+            continue
+        for run in kept:
+            if run is not None and name in run:
+                run[name] = run[name][valid]
+        left_out[name] = int(valid.size - valid.sum())
+    return kept, left_out, tuple(problems)
 
 
 def degenerate_inputs(feeds: Mapping[str, np.ndarray]) -> str:
@@ -533,25 +563,29 @@ def check_parity(
     timing: Stopwatch | None = None,
 ) -> ParityResult:
     """ONNX Runtime against PyTorch fp32 (and ``fp64_reference``'s float64 outputs, when it gives
-    any) on one input case. Outside the declared input range the tolerances relax; ``timing``
-    adds each runtime's inference time to its part."""
+    any) on one input case, on the valid positions of padded outputs. Outside the declared input
+    range the tolerances relax; ``timing`` adds each runtime's inference time to its part."""
     from harness.strategies import describe_case
 
     def call(part: str, function: Callable[..., Any], *args: Any) -> Any:
         return timing.call(part, function, *args) if timing is not None else function(*args)
 
-    feeds = case.materialize(config.inputs)
+    feeds = case.materialize(config)
     in_range = inputs_in_range(config, feeds)
     expected = call("torch_fp32", torch_runner.infer, feeds)
     actual = call("onnxruntime", ort_runner.infer, feeds)
     exact = call("torch_fp64", fp64_reference, feeds) if fp64_reference is not None else None
+    (actual, expected, exact), left_out, problems = keep_valid_positions(config, feeds, actual, expected, exact)
+    assert actual is not None and expected is not None
     tolerances = {name: config.tolerance_for(name) for name in config.outputs}
     noise_checked = {name for name, tol in tolerances.items() if tol.noise_factor}
     if not in_range:
         tolerances = {name: tol.for_inputs_outside_range() for name, tol in tolerances.items()}
-    return compare_outputs(
+    result = compare_outputs(
         actual, expected, config, candidate=ort_runner.name, reference=torch_runner.name,
         context=describe_case(case), tolerances=tolerances, in_range=in_range, degenerate=degenerate_inputs(feeds),
         # An output whose noise check is off is judged by the fixed bound alone, on every value.
         exact={name: values for name, values in (exact or {}).items() if name in noise_checked},
     )  # fmt: skip
+    compared = {name: int(values.size) for name, values in expected.items()}
+    return replace(result, failures=result.failures + problems, left_out=left_out, compared=compared)

@@ -58,6 +58,9 @@ class OutputErrors:
     # from fp64): the noise floor alone judged them.
     noise_only: int = 0
     bound_ratios: list[float] = field(default_factory=list)
+    # Values at padded positions (padded_outputs) that parity left out, and the values it compared.
+    left_out: int = 0
+    compared: int = 0
     # Integer/bool outputs: values compared exactly over every example, and how many differed.
     discrete_values: int = 0
     discrete_mismatched: int = 0
@@ -79,6 +82,8 @@ class OutputErrors:
             "examples_judged_by_noise_only": self.noise_only,
             # Worst |ONNX - PyTorch| / (atol + rtol*|PyTorch|): above 1, the fixed bound alone would block.
             "fixed_bound_ratio_worst": _finite_or_text(max(self.bound_ratios, default=0.0)),
+            "values_compared": self.compared,
+            "values_left_out_as_padding": self.left_out,
         }
         if self.ratios:
             floor, candidate = max(self.floor_max), max(self.candidate_max)
@@ -150,6 +155,7 @@ class ParityStats:
     def _reset(self) -> None:
         self.examples = 0
         self.examples_out_of_range = 0
+        self.examples_from_samples = 0
         self.errors: dict[str, OutputErrors] = {name: OutputErrors() for name in self.outputs}
         self.findings: dict[tuple[str, str], FindingRecord] = {}
         self.failures: list[str] = []  # the first line of each failing example, at most MAX_FAILURES
@@ -171,18 +177,26 @@ class ParityStats:
             if comparison.discrete:
                 errors.discrete_values += comparison.values
                 errors.discrete_mismatched += comparison.mismatched
+            errors.left_out += result.left_out.get(comparison.output, 0)
+        for name, count in result.compared.items():
+            self.errors.setdefault(name, OutputErrors()).compared += count
+        self.examples_from_samples += case is not None and case.family == "samples"
         for noise in result.noise:
             errors = self.errors.setdefault(noise.output, OutputErrors())
             errors.floor_max.append(noise.floor_max)
             errors.candidate_max.append(noise.candidate_max)
             errors.ratios.append(noise.judged_ratio)
-        for finding in result.findings:
-            key = (finding.kind, finding.output)
-            self.findings.setdefault(key, FindingRecord(finding.kind, finding.output, finding.blocking)).add(finding)
+        self.record_findings(result.findings)
         if not result:
             if len(self.failures) < MAX_FAILURES:
                 self.failures.append(str(result).splitlines()[0])
             self.failure_case = case
+
+    def record_findings(self, findings: Iterable[Finding]) -> None:
+        """Findings about the model from a check other than parity (e.g. sensitivity)."""
+        for finding in findings:
+            key = (finding.kind, finding.output)
+            self.findings.setdefault(key, FindingRecord(finding.kind, finding.output, finding.blocking)).add(finding)
 
     def summary(self, tolerances: Mapping[str, Tolerance]) -> dict[str, Any]:
         """gate.json's "parity" section."""
@@ -190,6 +204,7 @@ class ParityStats:
             "examples": self.examples,
             "examples_in_range": self.examples - self.examples_out_of_range,
             "examples_out_of_range": self.examples_out_of_range,
+            "examples_from_samples": self.examples_from_samples,
             "findings": [record.to_dict() for record in self.findings.values()],
             "outputs": {name: errors.summary() for name, errors in self.errors.items()},
             "tolerance": {name: tolerance.__dict__ for name, tolerance in tolerances.items()},
@@ -203,11 +218,15 @@ class ParityStats:
     def take_delta(self) -> dict[str, Any] | None:
         """What was recorded since the last call, as plain values; resets it (workers only: a
         worker's own totals are never reported, the controller's are)."""
-        if not self.examples and self.failure_case is None and not self.fp64_seconds and not self.bias:
+        if (
+            not self.examples and self.failure_case is None and not self.fp64_seconds and not self.findings
+            and not self.bias
+        ):  # fmt: skip
             return None
         delta = {
             "examples": self.examples,
             "out_of_range": self.examples_out_of_range,
+            "from_samples": self.examples_from_samples,
             "outputs": {name: dataclasses.asdict(errors) for name, errors in self.errors.items()},
             "findings": [dataclasses.asdict(record) for record in self.findings.values()],
             "failures": list(self.failures),
@@ -226,6 +245,7 @@ class ParityStats:
 
         self.examples += delta["examples"]
         self.examples_out_of_range += delta["out_of_range"]
+        self.examples_from_samples += delta["from_samples"]
         for name, values in delta["outputs"].items():
             self.errors.setdefault(name, OutputErrors()).merge(values)
         for values in delta["findings"]:

@@ -72,7 +72,7 @@ def _diagnose(gate: GateSession, root: Path) -> dict[str, Any]:
         reason = f"the ONNX artifact is invalid ({gate.artifact_error})"
         return entry | {"status": "skipped", "reason": reason}
     parameters = sum(p.numel() for p in gate.model.parameters())
-    feeds = case.materialize(gate.config.inputs)
+    feeds = case.materialize(gate.config)
     elements = sum(int(array.size) for array in feeds.values())
     if parameters > MAX_PARAMETERS:
         reason = f"the model has {parameters:,} parameters, over the in-gate limit of {MAX_PARAMETERS:,}"

@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from harness.config import GateConfig
 from harness.errors import GateError
-from harness.strategies import FAMILIES, InputCase
+from harness.strategies import ALL_FAMILIES, InputCase
 
 if TYPE_CHECKING:
     import numpy as np
 
-CASE_FIELDS = {"seed": int, "magnitude": float, "constant": float, "spike_fraction": float}
+CASE_FIELDS = {
+    "seed": int, "magnitude": float, "constant": float, "spike_fraction": float, "valid": str, "side": str,
+    "dither": float, "sample": int, "perturb": str,
+}  # fmt: skip
 PAIR = re.compile(r"'?(\w+)'?\s*[=:]\s*'?([-+\w.]+)'?")
 
 
@@ -23,9 +26,9 @@ def parse_case(text: str, config: GateConfig) -> InputCase:
     (``normal batch=1 seed=5``) or Hypothesis's ``InputCase(family='normal', sizes={'batch': 1}, ...)``.
     Sizes not given take the export's trace size."""
     words = re.findall(r"[a-z]+", text)
-    family = next((w for w in words if w in FAMILIES), None)
+    family = next((w for w in words if w in ALL_FAMILIES), None)
     if family is None:
-        raise GateError(f"--case {text!r} names no input family; valid: {', '.join(FAMILIES)}")
+        raise GateError(f"--case {text!r} names no input family; valid: {', '.join(ALL_FAMILIES)}")
     sizes = dict(config.trace_sizes)
     fields: dict[str, Any] = {}
     for key, value in PAIR.findall(text):

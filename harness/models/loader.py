@@ -18,7 +18,7 @@ def _shown(keys: list[str], limit: int = 3) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def import_callable(target: str, search_dirs: Sequence[Path] = ()) -> Any:
+def import_callable(target: str, search_dirs: Sequence[Path] = (), what: str = "model") -> Any:
     module_name, _, attribute = target.partition(":")
     for directory in reversed(search_dirs):
         # User models usually sit beside their pyproject.toml, which need not be installed.
@@ -28,14 +28,14 @@ def import_callable(target: str, search_dirs: Sequence[Path] = ()) -> Any:
         module = importlib.import_module(module_name)
     except Exception as exc:  # the user's module may raise anything at import time
         raise ConfigError(
-            f"model {target!r} does not import: {type(exc).__name__}: {exc}"
+            f"{what} {target!r} does not import: {type(exc).__name__}: {exc}"
         ) from None
     try:
         factory = getattr(module, attribute)
     except AttributeError:
-        raise ConfigError(f"model {target!r}: module {module_name!r} has no {attribute!r}") from None
+        raise ConfigError(f"{what} {target!r}: module {module_name!r} has no {attribute!r}") from None
     if not callable(factory):
-        raise ConfigError(f"model {target!r} is not callable")
+        raise ConfigError(f"{what} {target!r} is not callable")
     return factory
 
 

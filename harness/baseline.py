@@ -1,0 +1,188 @@
+"""The production baseline: the registered model the candidate would replace, timed beside it in the
+same session (same inputs, same threads, rounds alternating), and how far its outputs drift.
+
+Two runs on two machines cannot say whether a candidate is slower than production; one session that
+alternates the two models' rounds can: whatever slows the machine slows both alike, so the ratio of
+medians holds on any machine. The drift is a report, not a verdict: retrained weights differ.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from harness.errors import GateError
+
+REGISTRY_SPEC = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or an ONNX file."""
+
+    text: str
+    name: str | None = None
+    alias: str | None = None
+    version: str | None = None
+    file: Path | None = None
+
+
+def parse_spec(text: str, invocation_dir: Path) -> BaselineSpec:
+    match = REGISTRY_SPEC.match(text)
+    if match:
+        return BaselineSpec(text, match["name"], match["alias"], match["version"])
+    if text.startswith("models:/"):
+        raise GateError(f"--gate-baseline {text!r} is not models:/NAME@ALIAS or models:/NAME/VERSION "
+                        "(e.g. models:/heimdall-localization-onnx@staging)")
+    path = Path(text) if Path(text).is_absolute() else invocation_dir / text
+    if not path.is_file():
+        raise GateError(f"--gate-baseline {text!r} is neither models:/NAME@ALIAS, models:/NAME/VERSION nor an "
+                        "existing ONNX file")
+    return BaselineSpec(text, file=path)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path | None  # None: the registry has no such model (a first release)
+    described: str  # "models:/NAME version 3 (alias staging)" or the file's name
+    missing: str = ""
+
+
+def check_registry(spec: BaselineSpec) -> Any:
+    """The registry a models:/ baseline comes from, answering; checked when the session starts, so
+    that a registry that is down fails in seconds rather than after the whole gate."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise GateError(f"--gate-baseline {spec.text} needs MLFLOW_TRACKING_URI (the registry to read it from)")
+    from harness.publish.registry import Registry
+    from harness.publish.s3 import PublishError
+
+    registry = Registry(uri, model_name=spec.name or "", experiment="", alias=spec.alias or "")
+    try:
+        registry.check_reachable()
+    except PublishError as exc:
+        raise GateError(f"baseline {spec.text}: {exc}") from None
+    return registry
+
+
+def fetch(spec: BaselineSpec, dest: Path) -> Fetched:
+    """The baseline's ONNX file; a missing model, version or alias is a first release, not an error;
+    an unreachable registry is a GateError naming its URI without credentials."""
+    if spec.file is not None:
+        return Fetched(spec.file, spec.file.name)
+    from mlflow.exceptions import MlflowException
+
+    from harness.publish.secrets import redact
+
+    registry = check_registry(spec)
+    client = registry.client
+    try:
+        if spec.alias:
+            version = client.get_model_version_by_alias(spec.name, spec.alias)
+        else:
+            version = client.get_model_version(spec.name, spec.version)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return Fetched(None, spec.text, missing=f"the registry at {registry.display_uri} has no {spec.text}")
+        raise GateError(redact(f"baseline {spec.text}: MLflow at {registry.display_uri} refused: "
+                               f"{str(exc).strip().splitlines()[0][:300]}")) from None
+    import mlflow
+
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{spec.name}/{version.version}", dst_path=str(dest), tracking_uri=registry.tracking_uri))
+    except Exception as exc:  # the artifact store behind the registry: one line, no credentials
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise GateError(redact(f"baseline {spec.text}: downloading version {version.version} from "
+                               f"{registry.display_uri} failed ({type(exc).__name__}: {first})")) from None
+    files = sorted(folder.rglob("*.onnx"))
+    if not files:
+        raise GateError(f"baseline {spec.text} (version {version.version}) holds no .onnx file")
+    alias = f" (alias {spec.alias})" if spec.alias else ""
+    return Fetched(files[0], f"models:/{spec.name} version {version.version}{alias}")
+
+
+def alternate(first: Callable[[], Any], second: Callable[[], Any], rounds: int) -> tuple[list[float], list[float]]:
+    """Time ``first`` and ``second`` in alternating rounds, swapping which goes first each round so
+    that neither always runs on caches the other warmed."""
+    import time
+
+    times: tuple[list[float], list[float]] = ([], [])
+    for index in range(rounds):
+        order = ((0, first), (1, second)) if index % 2 == 0 else ((1, second), (0, first))
+        for slot, function in order:
+            started = time.perf_counter()
+            function()
+            times[slot].append(time.perf_counter() - started)
+    return times
+
+
+def drift(candidate: Mapping[str, np.ndarray], production: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per output: max and mean absolute difference, candidate against production."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in candidate.items():
+        other = production.get(name)
+        if other is None:
+            out[name] = {"note": "production has no such output"}
+        elif np.shape(other) != np.shape(value):
+            out[name] = {"note": f"shapes differ: {np.shape(value)} vs production {np.shape(other)}"}
+        else:
+            diff = np.abs(np.asarray(value, dtype=np.float64) - np.asarray(other, dtype=np.float64))
+            out[name] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean())}
+    return out
+
+
+def merge_drift(per_case: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The worst max and the average mean over the cases."""
+    merged: dict[str, dict[str, Any]] = {}
+    for name in per_case[0] if per_case else {}:
+        values = [case[name] for case in per_case]
+        if any("note" in v for v in values):
+            merged[name] = next(v for v in values if "note" in v)
+        else:
+            merged[name] = {"max_abs": max(v["max_abs"] for v in values),
+                            "mean_abs": float(np.mean([v["mean_abs"] for v in values]))}
+    return merged
+
+
+def slowdown_budget(rows: Sequence[Mapping[str, Any]], budget: float | None) -> str | None:
+    """``max_slowdown_vs_baseline``: no batch's candidate / production median above 1 + budget.
+    The point ratio decides, as for the other latency budgets; its interval is shown."""
+    if budget is None:
+        return None
+    misses = [f"batch {r['batch']}: candidate is {r['ratio']:.3f}x production (interval "
+              f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}]), more than the allowed {1 + budget:.2f}x"
+              for r in rows if r["ratio"] > 1 + budget]
+    if misses:
+        return f"FAILED | max_slowdown_vs_baseline {budget:g}: " + "; ".join(misses)
+    return f"PASSED | max_slowdown_vs_baseline {budget:g}: no batch slower than {1 + budget:.2f}x production"
+
+
+def baseline_markdown(section: Mapping[str, Any]) -> str:
+    lines = ["## Against production", ""]
+    if section.get("missing"):
+        return "\n".join(lines + [f"No baseline: {section['missing']} (a first release?). Nothing was compared."])
+    lines += [f"Baseline: {section['baseline']}; candidate / production median latency, rounds alternating in "
+              f"this session, same inputs and {section['threads']} threads; {section['confidence']} bootstrap "
+              "intervals.", "", "| batch | candidate ms | production ms | candidate / production | interval | rounds |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for row in section["latency"]:
+        lines.append(f"| {row['batch']} | {row['candidate_ms']:.2f} | {row['production_ms']:.2f} | "
+                     f"{row['ratio']:.3f}x | [{row['ratio_low']:.3f}, {row['ratio_high']:.3f}] | {row['rounds']} |")
+    lines += ["", f"Output drift from production on {section['drift_inputs']} (a report, not a verdict):", "",
+              "| output | max abs diff | mean abs diff |", "| --- | --- | --- |"]
+    for name, value in section["drift"].items():
+        if "note" in value:
+            lines.append(f"| {name} | {value['note']} | |")
+        else:
+            lines.append(f"| {name} | {value['max_abs']:.3g} | {value['mean_abs']:.3g} |")
+    if section.get("budget"):
+        lines += ["", f"Budget: {section['budget']}"]
+    lines += ["", f"Cost: {section['seconds']:.1f} s of gate time (download, sessions, timing, drift)."]
+    return "\n".join(lines)
