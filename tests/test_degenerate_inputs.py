@@ -45,7 +45,7 @@ def _session(folder, onnx_path=None) -> GateSession:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> GateSession:
     """A correct dynamo export: GroupNorm lowered to InstanceNormalization, whose ONNX Runtime
-    kernel is less accurate than PyTorch's on blank images (38x PyTorch's error at 64x64)."""
+    kernel is less accurate than PyTorch's on blank images (65x PyTorch's error at 64x64)."""
     return _session(tmp_path_factory.mktemp("unet"))
 
 

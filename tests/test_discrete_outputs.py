@@ -76,11 +76,10 @@ def test_a_correct_argmax_output_reports_how_many_values_were_compared_and_the_r
 
 def test_an_argmax_output_of_a_half_precision_head_blocks_once_enough_values_are_compared(tmp_path):
     """The half-precision head flips about 2e-4 of the tags (measured over 256,000): 3,072
-    comparisons see none, and the report says so (a rate above 9.7e-4 would show). 20,480 would
-    see one with 98% probability, and on these seeds they do. Exact comparison alone is only as
-    strong as its sample; the float logits before the argmax hold the evidence."""
+    comparisons catch that rate with 46% probability only (the report would say a rate above
+    9.7e-4 would show); 20,480 catch it with 98%, and on these seeds they do. Exact comparison
+    alone is only as strong as its sample; the float logits before the argmax hold the evidence."""
     session = _session(tmp_path, head_through_fp16=True)
-    assert all(session.check_parity(case) for case in PROBES)
     cases = [InputCase(family="normal", sizes={"batch": 4, "time": 64}, seed=100 + s) for s in range(80)]
     results = [session.check_parity(case) for case in cases]
     stats = session.parity_summary()["outputs"]["tags"]

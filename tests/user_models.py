@@ -195,8 +195,9 @@ class GroupNormUNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.down = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.SiLU())
-        self.middle = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.GroupNorm(8, 32), nn.SiLU())
-        self.up = nn.Sequential(nn.ConvTranspose2d(32, 16, 2, stride=2), nn.GroupNorm(4, 16), nn.SiLU())
+        # Stride 1 throughout, so that any height and width (odd ones too) round-trip.
+        self.middle = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.SiLU())
+        self.up = nn.Sequential(nn.ConvTranspose2d(32, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.SiLU())
         self.out = nn.Conv2d(32, 1, 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

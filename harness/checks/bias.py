@@ -36,7 +36,7 @@ class BiasResult:
     bias: float  # ONNX Runtime's mean signed error, in PyTorch fp32 rms errors
     torch_bias: float  # PyTorch fp32's own, in the same units
     z: float  # bias / its standard error
-    relative: float  # for "scale": mean signed error relative to |value|, e.g. 2.5e-6
+    relative: float  # for "scale": the least-squares relative scale of the error, e.g. 2.5e-6
 
     def __bool__(self) -> bool:
         return self.passed
@@ -57,7 +57,7 @@ class _Pool:
     offset_torch: list[np.ndarray] = field(default_factory=list)
     scale_onnx: list[np.ndarray] = field(default_factory=list)
     scale_torch: list[np.ndarray] = field(default_factory=list)
-    relative: list[np.ndarray] = field(default_factory=list)
+    relative: list[np.ndarray] = field(default_factory=list)  # per example: sum(d*x), sum(x*x)
 
 
 def _judge(output: str, kind: str, onnx: np.ndarray, torch: np.ndarray, relative: float) -> BiasResult:
@@ -95,11 +95,12 @@ def pooled_bias(
         pool.offset_torch.append(f / noise)
         pool.scale_onnx.append(d * sign / noise)
         pool.scale_torch.append(f * sign / noise)
-        nonzero = x != 0
-        pool.relative.append(d[nonzero] / x[nonzero])
+        pool.relative.append(np.array([float(np.dot(d, x)), float(np.dot(x, x))]))
     if not pool.offset_onnx:
         return None
-    relative = float(np.concatenate(pool.relative).mean()) if any(r.size for r in pool.relative) else 0.0
+    # The least-squares scale: sum(d*x) / sum(x*x), which values near zero cannot throw off.
+    moments = np.sum(pool.relative, axis=0)
+    relative = float(moments[0] / moments[1]) if moments[1] > 0 else 0.0
     offset = _judge(output, "offset", np.concatenate(pool.offset_onnx), np.concatenate(pool.offset_torch), 0.0)
     scale = _judge(output, "scale", np.concatenate(pool.scale_onnx), np.concatenate(pool.scale_torch), relative)
     failed = [r for r in (scale, offset) if not r]
