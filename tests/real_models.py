@@ -45,18 +45,6 @@ def vit(seed: int = 0) -> nn.Module:
     return ViTModel(config).eval()
 
 
-def llama(seed: int = 0) -> nn.Module:
-    """A Llama-style decoder: RMSNorm, rotary positions, grouped-query causal attention, SwiGLU."""
-    from transformers import LlamaConfig, LlamaModel
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, use_cache=False, attn_implementation="eager",
-    )  # fmt: skip
-    return LlamaModel(config).eval()
-
-
 def mobilenet_v2(seed: int = 0) -> nn.Module:
     """Depthwise convolutions with TensorFlow-style padding, which reads each convolution's stride."""
     from transformers import MobileNetV2Config, MobileNetV2Model

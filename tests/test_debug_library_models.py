@@ -19,22 +19,6 @@ from tests.real_architectures import CONFIGS
 
 pytest.importorskip("transformers", reason="library models need transformers (pip install -e .[test])")
 
-LLAMA = """
-model = "real_models:llama"
-outputs = ["last_hidden_state"]
-[[inputs]]
-name = "input_ids"
-shape = ["batch", "sequence"]
-dtype = "int64"
-range = [0, 99]
-dims = { batch = [1, 4], sequence = [4, 32] }
-[[inputs]]
-name = "attention_mask"
-shape = ["batch", "sequence"]
-dtype = "int64"
-range = [1, 1]
-"""
-TOML = {**CONFIGS, "llama": LLAMA}
 # One Linear deep inside each model, scaled by 1% in the exported copy only: a wrong weight that
 # the final outputs show without saying where.
 DEFECT = {
@@ -47,7 +31,7 @@ CASE = InputCase(family="normal", sizes={"batch": 2, "sequence": 8, "samples": 8
 
 
 def _config(name: str, exporter: str) -> gate_config.GateConfig:
-    return gate_config.parse({**tomllib.loads(TOML[name]), "exporter": exporter}, HERE, search_dirs=(HERE,))
+    return gate_config.parse({**tomllib.loads(CONFIGS[name]), "exporter": exporter}, HERE, search_dirs=(HERE,))
 
 
 def _debug(name: str, exporter: str, tmp_path, *, defect: bool):
