@@ -6,7 +6,7 @@ STAMP := $(VENV)/.onnx-gate-installed
 TEST_STAMP := $(VENV)/.onnx-gate-test-installed
 PYTEST_ARGS ?=
 
-.PHONY: gate test install clean
+.PHONY: gate test test-slow install clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ $(TEST_STAMP): $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# End-to-end runs that make test skips (e.g. publishing a candidate against the real servers).
+test-slow: $(TEST_STAMP)
+	ONNX_GATE_SLOW_TESTS=1 $(BIN)/python -m pytest tests -m slow $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .stack build *.egg-info

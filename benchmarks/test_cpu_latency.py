@@ -24,6 +24,8 @@ def test_cpu_latency(benchmark, gate, bench_threads, bench_backend, bench_batch)
     record = LatencyRecord.from_times(
         bench_backend, "cpu", bench_batch, times,
         flops=gate.flops_per_call(bench_batch), peak_flops=gate.sgemm_peak,
+        bytes_moved=gate.bytes_per_call(bench_batch, None if bench_backend == "pytorch" else gate.artifact.path),
+        bandwidth=gate.bandwidth,
         extra={"threads": bench_threads, "ort_graph_optimization": gate.bench_ort_runner.graph_optimization},
     )  # fmt: skip
     gate.record_latency(record)

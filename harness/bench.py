@@ -1,8 +1,11 @@
-"""Latency measurement helpers: statistics, FLOPs, the machine's sgemm peak, budgets.
+"""Latency measurement helpers: statistics, FLOPs, bytes, the machine's limits, budgets.
 
-Numbers are put next to physical limits: efficiency is the model's FLOPs per second at the median
-latency divided by an sgemm peak measured on the same machine, in the same session, with the same
-threads.
+Numbers are put next to physical limits, measured on the same machine, in the same session, with
+the same threads: an sgemm peak (FLOP/s) and a streaming read bandwidth (bytes/s). The roofline
+time of a call is ``max(FLOPs / peak, bytes / bandwidth)``: the least time either limit allows.
+Efficiency is that time over the median latency, and the larger term names the bound. At batch 1
+a network that reads all its weights once per call is usually memory-bound; efficiency against
+the FLOP peak alone would read as "25%" where the call runs close to what memory allows.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class LatencyRecord:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Per-round seconds in measurement order: `onnx-gate compare` judges changes from them.
     samples: tuple[float, ...] = ()
+    bytes_moved: float = 0.0  # per call: weights, inputs, outputs, activations too big for the cache
+    bandwidth: float = 0.0  # bytes per second: streaming reads on this device, measured in the session
 
     @classmethod
     def from_times(cls, backend: str, device: str, batch: int, times: Sequence[float], **kwargs: Any) -> LatencyRecord:
@@ -91,18 +96,67 @@ class LatencyRecord:
 
     @property
     def efficiency(self) -> float:
+        """FLOP-only efficiency: FLOPs per second over the peak. Meaningful where compute bounds."""
         if not (self.flops and self.peak_flops):
             return math.nan
         return self.flops / self.median / self.peak_flops
+
+    @property
+    def roofline(self) -> Roofline | None:
+        if not (self.flops and self.peak_flops and self.bytes_moved and self.bandwidth):
+            return None
+        return Roofline(self.flops, self.peak_flops, self.bytes_moved, self.bandwidth)
+
+    @property
+    def roofline_efficiency(self) -> float:
+        """The roofline time over the median: 1.0 runs at the limit the machine allows."""
+        roofline = self.roofline
+        return math.nan if roofline is None else roofline.seconds / self.median
 
     def to_dict(self, *, samples: bool = True) -> dict[str, Any]:
         fields = asdict(self)
         if not samples:  # benchmark.json keeps them; other documents stay readable
             del fields["samples"]
+        roofline = self.roofline
         return {
             **fields, "key": self.key, "throughput_per_s": self.throughput,
             "efficiency": self.efficiency, "median_ms": self.median * 1e3, "p95_ms": self.p95 * 1e3,
+            "roofline_efficiency": self.roofline_efficiency,
+            "bound": roofline.bound if roofline else None,
+            "roofline_ms": roofline.seconds * 1e3 if roofline else None,
         }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The least time one call can take on this machine: its FLOPs at the measured peak, or its
+    bytes at the measured bandwidth, whichever is longer."""
+
+    flops: float
+    peak_flops: float
+    bytes_moved: float
+    bandwidth: float
+
+    @property
+    def compute_s(self) -> float:
+        return self.flops / self.peak_flops
+
+    @property
+    def memory_s(self) -> float:
+        return self.bytes_moved / self.bandwidth
+
+    @property
+    def seconds(self) -> float:
+        return max(self.compute_s, self.memory_s)
+
+    @property
+    def bound(self) -> str:
+        return "memory" if self.memory_s >= self.compute_s else "compute"
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte; below peak / bandwidth (the ridge point) the call is memory-bound."""
+        return self.flops / self.bytes_moved
 
 
 def rounds_for(seconds_per_call: float, *, budget_s: float, min_rounds: int, max_rounds: int) -> int:
@@ -135,6 +189,103 @@ def sgemm_peak_flops(threads: int, size: int = 1024, repeats: int = 20) -> float
     finally:
         torch.set_num_threads(previous)
     return 2 * size**3 / best
+
+
+def read_bandwidth(threads: int, size_bytes: int | None = None, repeats: int = 5) -> float:
+    """Best streaming read rate, bytes per second, with ``threads`` threads: a sum over a float32
+    buffer much larger than any cache (STREAM's idea, read-only like a forward pass's weights).
+    ``size_bytes``: default four times the last-level cache, within [256 MiB, 512 MiB]."""
+    import torch
+
+    size_bytes = size_bytes or min(max(256 * 2**20, 4 * last_level_cache_bytes()), 512 * 2**20)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        buffer = torch.ones(size_bytes // 4)  # written once, so every page is mapped before timing
+        for _ in range(2):
+            buffer.sum()
+        best = min(time_calls(buffer.sum, repeats))
+    finally:
+        torch.set_num_threads(previous)
+    return buffer.numel() * 4 / best
+
+
+def last_level_cache_bytes(default: int = 32 * 2**20) -> int:
+    """The largest CPU cache this machine reports (Linux sysfs), else ``default``."""
+    from pathlib import Path
+
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = entry.read_text(encoding="ascii").strip().upper()
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes, default=default)
+
+
+def onnx_weight_bytes(path: Any) -> int:
+    """Bytes of an ONNX file's initializers and constants in their stored types: what one call
+    reads once. External data counts by its declared length; nothing is decoded."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def tensor_bytes(tensor: Any) -> int:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in tensor.external_data}
+            return int(entries.get("length", 0))
+        if tensor.raw_data:
+            return len(tensor.raw_data)
+        count = 1
+        for d in tensor.dims:
+            count *= d
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        return count * itemsize
+
+    total = 0
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        total += sum(tensor_bytes(t) for t in graph.initializer)
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    total += tensor_bytes(attribute.t)
+                if attribute.HasField("g"):
+                    graphs.append(attribute.g)
+                graphs.extend(attribute.graphs)
+    return total
+
+
+def activation_bytes(model: nn.Module, tensors: Sequence[Any], cache_bytes: int) -> int:
+    """Bytes one forward pass must move besides its weights: inputs read and outputs written,
+    plus each intermediate activation too large for the cache, written once and read once.
+    Smaller activations stay in cache between layers and cost no memory traffic."""
+    import torch
+
+    total = sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
+    leaves = [m for m in model.modules() if not list(m.children())]
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        for value in output if isinstance(output, (tuple, list)) else [output]:
+            if isinstance(value, torch.Tensor) and value.nbytes > cache_bytes:
+                total += 2 * value.nbytes
+
+    handles = [leaf.register_forward_hook(hook) for leaf in leaves]
+    try:
+        with torch.no_grad():
+            outputs = model(*tensors)
+    finally:
+        for handle in handles:
+            handle.remove()
+    from harness.runners import output_list
+
+    total += sum(t.nbytes for t in output_list(outputs) if isinstance(t, torch.Tensor))
+    return total
 
 
 def count_flops(model: nn.Module, tensors: Sequence[Any]) -> float:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.candidates.settings import CandidatesConfig, parse_candidates
 from harness.errors import ConfigError
 
 DEFAULT_MODEL = "harness.models:localization_net"
@@ -256,6 +257,7 @@ class GateConfig:
     bench: BenchConfig = BenchConfig()
     budget: BudgetConfig = BudgetConfig()
     publish: PublishConfig = PublishConfig()
+    candidates: CandidatesConfig = CandidatesConfig()
     sources: tuple[str, ...] = ()
     # Folders a user's model module may sit in: where the config files are, and the invocation.
     search_dirs: tuple[Path, ...] = ()
@@ -304,7 +306,7 @@ class GateConfig:
 TOP_KEYS = {
     "model", "model_kwargs", "checkpoint", "onnx", "exporter", "opset", "inputs", "outputs",
     "tolerance", "invariants", "report_dir", "bench", "budget", "publish", "padded_outputs",
-    "samples", "block_on_ignored_inputs",
+    "samples", "block_on_ignored_inputs", "candidates",
 }  # fmt: skip
 INPUT_KEYS = {"name", "shape", "dtype", "range", "dims", "mask", "lengths", "pad", "may_be_ignored"}
 MASK_KEYS = {"dim", "padding", "min_valid", "marks"}
@@ -877,6 +879,7 @@ def parse(
         bench=bench,
         budget=_parse_budget(_expect(section.get("budget", {}), dict, "budget")),
         publish=_parse_publish(_expect(section.get("publish", {}), dict, "publish")),
+        candidates=parse_candidates(section.get("candidates"), outputs),
         sources=sources,
         search_dirs=search_dirs or (base_dir,),
         padding=padding,

@@ -167,6 +167,11 @@ def pytest_configure(config: pytest.Config) -> None:
             "(they build the model from the config); drop -n/--dist from pytest_args, or gate a model "
             "named in the config with `onnx-gate run -n N`"
         )
+    if loaded.candidates.enabled and distributed.is_distributed(config):
+        raise pytest.UsageError(
+            "onnx-gate: [candidates] cannot yet run under pytest-xdist (each worker would build and judge its own "
+            "copies); drop -n, or remove [candidates] for a distributed run"
+        )
     gate = GateSession(loaded, model=api.model if api else None)
     if api:
         gate.publish_tags = dict(api.publish_tags)
@@ -279,6 +284,7 @@ def _gate(config: pytest.Config) -> GateSession | None:
 
 
 XDIST_HOOKS = "onnx-gate-xdist"
+CANDIDATE_CHECKS = ("candidates", "latency_candidates")
 
 
 class LedgerFeed:
@@ -329,6 +335,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bench_batch" in metafunc.fixturenames:
         batches = list(gate.config.bench.batches) if gate.batch_dim else [None]
         metafunc.parametrize("bench_batch", batches, ids=[f"batch{b}" for b in batches])
+    if "candidate_name" in metafunc.fixturenames:
+        names: list[str | None] = list(gate.config.candidates.build) or [None]
+        metafunc.parametrize("candidate_name", names, ids=[n or "none" for n in names], scope="session")
     if "bench_backend" in metafunc.fixturenames:
         metafunc.parametrize("bench_backend", ["pytorch", "onnxruntime"])
 
@@ -337,6 +346,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gate = _gate(config)
     if gate is None:
         return
+    if not gate.config.candidates.enabled:  # opt-in: without [candidates] their tests do not exist
+        dropped = [item for item in items if _check_name(item) in CANDIDATE_CHECKS]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if _check_name(item) not in CANDIDATE_CHECKS]
     for item in items:
         check = _check_name(item)
         if check:
@@ -433,7 +447,24 @@ def pytest_runtest_makereport(
         # sees every worker's reports; a worker's parity statistics travel with its reports.
         parity = distributed.take_worker_parity(item.config, gate) if distributed.is_worker(item.config) else None
         distributed.label(report, check, parity)
+        if check == "candidates":
+            _candidate_report(gate, item, report)
     return report
+
+
+def _candidate_report(gate: GateSession, item: pytest.Item, report: pytest.TestReport) -> None:
+    """A candidate's check outcome goes to its record. A candidate that fails a check is blocked,
+    which is a verdict about that candidate, not about the gate: its failure reads as xfail,
+    unless the config names that very candidate for publishing."""
+    name = getattr(item, "callspec", None) and item.callspec.params.get("candidate_name")
+    if not name:
+        return
+    message = _first_line(report).removeprefix("Failed: ")
+    if report.when == "call" or report.outcome != "passed":
+        gate.candidates.reported(name, item.nodeid, report.outcome, message)
+    if report.failed and gate.config.candidates.publish != name:
+        report.outcome = "skipped"
+        report.wasxfail = f"candidate {name} blocked: {message}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

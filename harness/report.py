@@ -247,6 +247,12 @@ def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
         from harness.baseline import baseline_markdown
 
         sections.append(baseline_markdown(gate.extra["baseline"]))
+    from harness.candidates.report import candidates_markdown, candidates_section
+
+    candidates = candidates_section(gate)
+    if candidates is not None:
+        document["candidates"] = candidates
+        sections.append(candidates_markdown(candidates))
     document["sections_markdown"] = sections
     if plots:
         plot_parity(gate, directory / "parity.png")

@@ -296,6 +296,7 @@ class OrtRunner(Runner):
         providers: Sequence[Any] = ("CPUExecutionProvider",),
         threads: int | None = None,
         graph_optimization: str = "ORT_ENABLE_ALL",
+        config_entries: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(input_names, output_names)
         import onnxruntime as ort
@@ -308,6 +309,8 @@ class OrtRunner(Runner):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, graph_optimization)
         options.log_severity_level = 3
+        for key, value in (config_entries or {}).items():
+            options.add_session_config_entry(key, value)
         try:
             self.session: onnxruntime.InferenceSession = ort.InferenceSession(
                 str(path), options, providers=list(providers)

@@ -11,7 +11,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.bench import BudgetResult, LatencyRecord, count_flops, sgemm_peak_flops
+from harness.bench import (
+    BudgetResult, LatencyRecord, activation_bytes, count_flops, last_level_cache_bytes, onnx_weight_bytes,
+    read_bandwidth, sgemm_peak_flops,
+)
 from harness.cache import CacheOutcome, cached_export
 from harness.checks.parity import ParityResult, check_parity
 from harness.checks.parity_stats import ParityStats
@@ -25,6 +28,8 @@ from harness.timing import Stopwatch
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from harness.candidates.session import CandidateSet
     from torch import nn
 
     from harness.baseline import BaselineSpec
@@ -91,6 +96,8 @@ class GateSession:
         self.baseline_spec: BaselineSpec | None = None  # --gate-baseline
         self.owns_benchmark_json = False
         self._flops: dict[int, float] = {}
+        self._activation_bytes: dict[int, float] = {}
+        self._weight_bytes: dict[str, float] = {}
 
     # --- what is under test ----------------------------------------------------------------
 
@@ -220,6 +227,8 @@ class GateSession:
 
         for name in ("fp64_runner", "ort_runner", "bench_ort_runner"):
             self.__dict__.pop(name, None)
+        if "candidates" in self.__dict__:
+            self.candidates.release()
         gc.collect()
 
     def new_ort_runner(self, **options: Any) -> OrtRunner:
@@ -241,14 +250,44 @@ class GateSession:
     def sgemm_peak(self) -> float:
         return sgemm_peak_flops(self.bench_threads)
 
+    @cached_property
+    def bandwidth(self) -> float:
+        """Streaming read bandwidth with the benchmark's threads, measured once in this session."""
+        return read_bandwidth(self.bench_threads)
+
+    def _bench_tensors(self, batch: int) -> list[Any]:
+        from harness.export import example_feeds
+
+        sizes = {**self.config.trace_sizes, **({self.batch_dim: batch} if self.batch_dim else {})}
+        return self.torch_runner.to_tensors(example_feeds(self.config, sizes))
+
     def flops_per_call(self, batch: int) -> float:
         if batch not in self._flops:
-            from harness.export import example_feeds
-
-            sizes = {**self.config.trace_sizes, **({self.batch_dim: batch} if self.batch_dim else {})}
-            tensors = self.torch_runner.to_tensors(example_feeds(self.config, sizes))
-            self._flops[batch] = count_flops(self.model, tensors)
+            self._flops[batch] = count_flops(self.model, self._bench_tensors(batch))
         return self._flops[batch]
+
+    def bytes_per_call(self, batch: int, onnx_path: Path | None = None) -> float:
+        """Bytes one call must move: the weights as stored (the ONNX file's initializers, or the
+        PyTorch model's parameters and buffers without ``onnx_path``) plus the activations that
+        do not fit the last-level cache, estimated from the PyTorch model in fp32."""
+        key = str(onnx_path) if onnx_path is not None else "pytorch"
+        if key not in self._weight_bytes:
+            if onnx_path is not None:
+                self._weight_bytes[key] = float(onnx_weight_bytes(onnx_path))
+            else:
+                tensors = [*self.model.parameters(), *self.model.buffers()]
+                self._weight_bytes[key] = float(sum(t.nbytes for t in tensors))
+        if batch not in self._activation_bytes:
+            cache = last_level_cache_bytes()
+            self._activation_bytes[batch] = float(activation_bytes(self.model, self._bench_tensors(batch), cache))
+        return self._weight_bytes[key] + self._activation_bytes[batch]
+
+    @cached_property
+    def candidates(self) -> CandidateSet:
+        """The candidate artifacts ([candidates] in the config), built on first use."""
+        from harness.candidates.session import CandidateSet
+
+        return CandidateSet(self)
 
     def record_latency(self, record: LatencyRecord) -> None:
         self.latency = [r for r in self.latency if r.key != record.key] + [record]

@@ -42,10 +42,14 @@ def test_a_met_budget_passes_and_the_report_has_the_latency_table_and_chart(proj
     for record in section["records"]:
         assert 0 < record["min"] <= record["median"] <= record["p95"]
         assert record["throughput_per_s"] > 0 and 0 < record["efficiency"] < 1.5
+        assert record["bound"] in ("memory", "compute") and record["roofline_efficiency"] > 0
+        assert record["bytes_moved"] > 0 and record["roofline_ms"] > 0
         # compare's statistics read the per-round samples; gate.json stays short without them.
         assert len(record["samples"]) == record["rounds"] and min(record["samples"]) == record["min"]
     assert all("samples" not in r for r in run.document["benchmarks"]["records"])
     assert section["threads"] >= 1 and section["sgemm_peak_gflops"] > 0 and section["machine"]["cpu"]
+    assert section["read_bandwidth_gbs"] > 0
+    assert "| roofline efficiency | FLOP efficiency |" in summary and "-bound) |" in summary
     assert (project.path / "reports" / "history" / f"{run.document['run_id']}.json").is_file()
 
 

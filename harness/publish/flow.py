@@ -314,13 +314,21 @@ def publish_gate(
     assert gate.artifact is not None
     from harness.export import example_feeds
 
+    path, sha256, candidate_params, candidate_tags = gate.artifact.path, gate.artifact.sha256, {}, {}
+    if gate.config.candidates.publish is not None:  # opt-in; without it the plain export ships as always
+        from harness.candidates.publish import candidate_release
+
+        release = candidate_release(gate)
+        if isinstance(release, str):
+            return PublishOutcome("refused", release)
+        path, sha256, candidate_params, candidate_tags = release.path, release.sha256, release.params, release.tags
     example = example_feeds(gate.config, {**gate.config.trace_sizes, **({gate.batch_dim: 1} if gate.batch_dim else {})})
     request = PublishRequest(
-        path=gate.artifact.path, sha256=gate.artifact.sha256, settings=gate.config.publish,
+        path=path, sha256=sha256, settings=gate.config.publish,
         gate_run_id=gate.run_id, model_type=gate.config.model, git_commit=git_commit(invocation_dir),
         params={"config": portable_summary(gate, invocation_dir), "exporter": gate.config.exporter, "opset": gate.config.opset,
-                "versions": gate.artifact.versions, "artifact_sha256": gate.artifact.sha256},
+                "versions": gate.artifact.versions, "artifact_sha256": sha256, **candidate_params},
         metrics=_metrics(gate), example=example, outputs=gate.torch_runner.infer(example),
-        report_dir=gate.report_dir, extra_tags=dict(extra_tags or {}),
+        report_dir=gate.report_dir, extra_tags={**candidate_tags, **dict(extra_tags or {})},
     )  # fmt: skip
     return publish_file(request, notify=notify)
