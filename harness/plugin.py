@@ -577,6 +577,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     color = {"green": True} if gate.verdict else {"red": True}
     terminalreporter.write_sep("=", "onnx-gate", **color)
     terminalreporter.write_line(str(gate.verdict), **color)
+    if gate.parity.fp64_unavailable:
+        from harness.report import fp64_unavailable_finding
+
+        terminalreporter.write_line(fp64_unavailable_finding(gate.parity.fp64_unavailable), yellow=True)
     failures = config.stash.get(FAILURES_KEY, None)
     if failures is not None and failures.items:
         for line in failures.lines():

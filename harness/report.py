@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.checks.parity_stats import case_to_dict
+from harness.checks.parity_stats import case_to_dict, describe_exact
 from harness.ledger import Verdict
 
 if TYPE_CHECKING:
@@ -40,6 +40,15 @@ def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: st
     }
 
 
+def fp64_unavailable_finding(reason: str) -> str:
+    """The one line that says the float64 reference could not run, for summary.md and the terminal."""
+    return (
+        f"FINDING | the model cannot run in float64 ({reason}): the noise-floor check is off and parity "
+        "used the fixed atol/rtol/mae bound only, which cannot tell an export as accurate as PyTorch "
+        "from one a few times less accurate."
+    )
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -68,7 +77,12 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "| ONNX vs fp64 (max) | worst noise ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
+    exact: list[str] = []
     for name, stats in parity["outputs"].items():
+        if "compared_exactly" in stats:
+            exact.append(f"- `{name}` ({stats['examples']} examples): "
+                         + describe_exact(stats["compared_exactly"], stats["values_differing"]) + ".")
+            continue
         tol = parity["tolerance"][name]
         bound = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}, mae < {tol['mae']:g}"
         if tol["noise_factor"]:
@@ -91,10 +105,20 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "same inputs; the noise ratio is ONNX Runtime's deviation from float64 in units of it. "
         f"fp64 reference cost: {parity['fp64_reference_seconds']} s for {parity['examples']} examples.",
     ]
+    if exact:
+        lines += ["", "Integer and bool outputs, compared exactly:", "", *exact]
+    if parity.get("systematic_error"):
+        lines += ["", "Systematic error (mean signed error over a fixed sample, one case per input family "
+                  "and pinned batch size):", "", *[f"- `{line}`" for line in parity["systematic_error"]]]
+    if parity.get("findings") or parity.get("fp64_unavailable"):
+        lines += ["", "## Findings about the model", ""]
+    if parity.get("fp64_unavailable"):
+        lines += [f"- {fp64_unavailable_finding(parity['fp64_unavailable'])}", ""]
     if parity.get("findings"):
-        lines += ["", "## Findings about the model", "",
-                  "PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs, "
-                  "or the outputs do not depend on an input (ignored_input). "
+        lines += ["PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs, "
+                  "or the outputs do not depend on an input (ignored_input); or the inputs are degenerate "
+                  "(constant) and PyTorch is exact by luck, where ONNX Runtime is less accurate yet within "
+                  "atol/rtol (degenerate). "
                   "That is a property of the model, not of the export; a finding blocks only where the "
                   "config says so (`block_on_unstable`, `allow_non_finite` under `[tool.onnx-gate.tolerance]`, "
                   "`block_on_ignored_inputs`).", "",
@@ -106,9 +130,6 @@ def summary_markdown(document: dict[str, Any]) -> str:
                 f"({finding['examples_in_range']} / {finding['examples_out_of_range']}) | "
                 f"{'yes' if finding['blocking'] else 'no'} | `{finding['worst']}` |"
             )
-    if parity.get("fp64_unavailable"):
-        lines += ["", f"> WARNING: noise-floor check off, the model cannot run in float64 "
-                  f"({parity['fp64_unavailable']}); parity used the fixed tolerance only."]
     if document.get("divergence"):
         from harness.debug.in_gate import summary_section
 
@@ -192,7 +213,10 @@ def _absolute_paths_line(count: int) -> str:
 
 def plot_parity(gate: GateSession, path: Path) -> Path | None:
     """Histogram of per-example max abs error per output, on a log axis."""
-    series = {name: errors.max_abs for name, errors in gate.parity.errors.items() if errors.max_abs}
+    series = {
+        name: errors.max_abs for name, errors in gate.parity.errors.items()
+        if errors.max_abs and not errors.discrete_values  # counts of differing values, not errors
+    }  # fmt: skip
     if not series:
         return None
     from harness.plots import saved_figure

@@ -121,6 +121,23 @@ class Runner(ABC):
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
+def _keeping_attributes(source: Any, stand_in_class: type) -> Any:
+    """A module of ``stand_in_class`` (a Conv2d subclass with its own forward) that keeps every
+    attribute, parameter, buffer and hook of ``source``.
+
+    Library code inspects the modules it calls: transformers' MobileNetV2 reads ``.stride``,
+    ``.kernel_size`` and ``.dilation`` of a convolution for TF-style padding, others read
+    ``.weight.dtype`` or test ``isinstance(m, nn.Conv2d)``. A stand-in that lacked any of them
+    would make the float64 run fail, and the noise check with it. The tensors are shared with
+    ``source``; the containers are copied, so that what the stand-in adds stays its own.
+    """
+    stand_in = stand_in_class.__new__(stand_in_class)
+    stand_in.__dict__.update(
+        {key: copy.copy(value) if isinstance(value, (dict, set)) else value for key, value in vars(source).items()}
+    )
+    return stand_in
+
+
 def _shifted_depthwise(conv: Any) -> Any:
     """A float64 stand-in for a depthwise Conv2d: the same sum, as k*k shifted multiply-adds on
     channels-last memory.
@@ -130,19 +147,13 @@ def _shifted_depthwise(conv: Any) -> Any:
     fused ``addcmul_`` over rows of W*C contiguous values, with no temporaries; the output is
     channels-last memory seen as NCHW, so the ``permute(0, 2, 3, 1)`` ConvNeXt applies next
     is free. The result is the same function; only the fp64 summation order differs,
-    ~1e-16 relative, far below fp32 noise.
+    ~1e-16 relative, far below fp32 noise. It is still a Conv2d with every attribute of the
+    one it replaces (``_keeping_attributes``).
     """
     import torch
     from torch import nn
 
-    class ShiftedDepthwise(nn.Module):
-        def __init__(self, source: nn.Conv2d) -> None:
-            super().__init__()
-            # (kh, kw, C): one contiguous row of per-channel weights per tap.
-            self.register_buffer("taps", source.weight.detach()[:, 0].permute(1, 2, 0).contiguous())
-            self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
-            self.padding = source.padding
-
+    class ShiftedDepthwise(nn.Conv2d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             n, c, h, w = x.shape
             kh, kw = self.taps.shape[:2]
@@ -160,7 +171,11 @@ def _shifted_depthwise(conv: Any) -> Any:
                         out.addcmul_(padded[:, i:i + height, j:j + width], self.taps[i, j])
             return out.permute(0, 3, 1, 2)
 
-    return ShiftedDepthwise(conv)
+    stand_in = _keeping_attributes(conv, ShiftedDepthwise)
+    # (kh, kw, C): one contiguous row of per-channel weights per tap.
+    taps = conv.weight.detach()[:, 0].permute(1, 2, 0).contiguous()
+    stand_in.register_buffer("taps", taps, persistent=False)
+    return stand_in
 
 
 def _patch_matmul(conv: Any) -> Any:
@@ -168,31 +183,29 @@ def _patch_matmul(conv: Any) -> Any:
     downsampling, ViT patch embeddings): non-overlapping patches, so the convolution is exactly one
     dgemm of the (N*H'*W', kh*kw*C) patch matrix by the weights, with no im2col duplication. Reads
     channels-last memory without a copy and writes it, so the next ``permute(0, 2, 3, 1)`` is free.
-    The same function; only the fp64 summation order differs."""
+    The same function; only the fp64 summation order differs. It is still a Conv2d with every
+    attribute of the one it replaces (``_keeping_attributes``).
+    """
     import torch
     from torch import nn
 
-    class PatchMatmul(nn.Module):
-        def __init__(self, source: nn.Conv2d) -> None:
-            super().__init__()
-            out_channels, kh, kw = source.out_channels, *source.kernel_size
-            # (kh*kw*C, O), rows in the order the patches are flattened below.
-            weight = source.weight.detach().permute(2, 3, 1, 0)
-            weight = weight.reshape(kh * kw * source.in_channels, out_channels)
-            self.register_buffer("weight", weight.contiguous())
-            self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
-            self.kernel_size = (kh, kw)
-
+    class PatchMatmul(nn.Conv2d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             n, c, h, w = x.shape
             kh, kw = self.kernel_size
             height, width = h // kh, w // kw
             patches = x.permute(0, 2, 3, 1)[:, :height * kh, :width * kw]
             patches = patches.reshape(n, height, kh, width, kw, c).transpose(2, 3).reshape(-1, kh * kw * c)
-            out = patches @ self.weight if self.bias is None else torch.addmm(self.bias, patches, self.weight)
+            weight = self.patch_weight
+            out = patches @ weight if self.bias is None else torch.addmm(self.bias, patches, weight)
             return out.view(n, height, width, -1).permute(0, 3, 1, 2)
 
-    return PatchMatmul(conv)
+    stand_in = _keeping_attributes(conv, PatchMatmul)
+    kh, kw = conv.kernel_size
+    # (kh*kw*C, O), rows in the order the patches are flattened in forward.
+    weight = conv.weight.detach().permute(2, 3, 1, 0).reshape(kh * kw * conv.in_channels, conv.out_channels)
+    stand_in.register_buffer("patch_weight", weight.contiguous(), persistent=False)
+    return stand_in
 
 
 def _fast_fp64_stand_in(child: Any) -> Any | None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from harness.baseline import BaselineSpec
+    from harness.checks.bias import BiasResult
 
 
 def new_run_id() -> str:
@@ -326,6 +327,39 @@ class GateSession:
         )
         self.parity.record(result, case)
         return result
+
+    def bias_cases(self) -> list[InputCase]:
+        """The bias check's fixed sample: one case per input family and pinned batch size, at the
+        trace sizes, skipping degenerate (constant) inputs, where PyTorch is exact by luck."""
+        from harness.checks.parity import degenerate_inputs
+        from harness.strategies import FAMILIES
+
+        batches = self.pinned_batches() or [None]
+        cases = [
+            InputCase(family, {**self.config.trace_sizes, **({self.batch_dim: b} if b is not None else {})}, seed=index)
+            for index, (family, b) in enumerate((f, b) for f in FAMILIES for b in batches)
+        ]  # fmt: skip
+        return [case for case in cases if not degenerate_inputs(case.materialize(self.config))]
+
+    def check_bias(self) -> list[BiasResult] | None:
+        """The systematic-error check (harness/checks/bias.py) per float output over
+        ``bias_cases``; None without a float64 reference."""
+        from harness.checks.bias import pooled_bias
+
+        checked = [name for name, factor in self._noise_factors().items() if factor]
+        examples: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in checked}
+        for case in self.bias_cases():
+            feeds = case.materialize(self.config)
+            exact = self._fp64_reference(feeds)
+            if exact is None:
+                return None
+            expected = self.timing.call("torch_fp32", self.torch_runner.infer, feeds)
+            actual = self.timing.call("onnxruntime", self.ort_runner.infer, feeds)
+            for name in checked:
+                examples[name].append((actual[name], expected[name], exact[name]))
+        results = [result for name in checked if (result := pooled_bias(name, examples[name])) is not None]
+        self.parity.bias = [str(result) for result in results]
+        return results
 
     def parity_summary(self) -> dict[str, Any]:
         """gate.json's "parity" section."""

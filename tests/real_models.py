@@ -45,6 +45,15 @@ def vit(seed: int = 0) -> nn.Module:
     return ViTModel(config).eval()
 
 
+def mobilenet_v2(seed: int = 0) -> nn.Module:
+    """Depthwise convolutions with TensorFlow-style padding, which reads each convolution's stride."""
+    from transformers import MobileNetV2Config, MobileNetV2Model
+
+    torch.manual_seed(seed)
+    config = MobileNetV2Config(image_size=32, depth_multiplier=0.35, tf_padding=True)
+    return _realistic_(MobileNetV2Model(config), seed)
+
+
 def resnet(seed: int = 0) -> nn.Module:
     """A CNN with BatchNorm."""
     from transformers import ResNetConfig, ResNetModel

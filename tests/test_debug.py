@@ -396,3 +396,31 @@ def test_a_debug_failure_in_the_gate_becomes_a_one_line_reason(tmp_path):
 
     assert entry["status"] == "error", entry
     assert entry["reason"] == "debug failed: ArtifactError: cannot read ONNX file 'good.onnx': DecodeError"
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
+def test_nan_that_only_onnx_runtime_gives_is_the_divergence_and_never_within(exporter, tmp_path):
+    """A stem LayerNorm exported with epsilon 0: on all-zero input (and a stem without bias, as
+    timm initialises it) its variance is 0 and ONNX Runtime gives 0/0; PyTorch (epsilon 1e-6) does not."""
+    import torch
+
+    def zero_stem_bias(model):
+        with torch.no_grad():
+            model.backbone.stem[0].bias.zero_()
+        return model
+
+    def no_eps(model) -> None:
+        zero_stem_bias(model).backbone.stem[1].eps = 0.0
+
+    config = _config(exporter)
+    path = _export(exporter, tmp_path / "eps0.onnx", no_eps)
+    zeros = InputCase(family="zeros", sizes={"batch": 1}, seed=0).materialize(config.inputs)
+    reference = zero_stem_bias(localization_net("test"))
+    result = diagnose(DebugRequest(config, path, zeros, "zeros", HERE.parent), reference)
+    lines = headline(result)
+    assert result.mismatch and not any(result.unoptimised_ok.values()), lines
+    assert result.verdict.culprit is not None, lines
+    assert result.verdict.culprit.module == "backbone.stem.1", lines
+    assert lines[0].startswith("FAILED | the mismatch starts in `backbone.stem.1`"), lines
+    assert "NaN/Inf" in lines[0], lines
+    assert not any("within" in line and line.startswith("PASSED") for line in lines), lines

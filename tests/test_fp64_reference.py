@@ -106,6 +106,72 @@ def test_the_fast_float64_localization_net_computes_the_plain_double_model(size)
         np.testing.assert_allclose(fast[name], expected.numpy(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "make", [lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6), lambda: nn.Conv2d(6, 8, 2, stride=2)],
+    ids=["depthwise", "patch"],
+)
+def test_a_stand_in_keeps_every_attribute_of_the_convolution_it_replaces(make):
+    conv = make().double()
+    stand_in = _fast_fp64_stand_in(conv)
+    assert isinstance(stand_in, nn.Conv2d)
+    for name, value in vars(conv).items():
+        assert hasattr(stand_in, name), name
+    for name in ("stride", "kernel_size", "dilation", "padding", "groups", "in_channels", "out_channels"):
+        assert getattr(stand_in, name) == getattr(conv, name), name
+    assert stand_in.weight is conv.weight
+    # What the stand-in adds stays its own: the convolution it copied is unchanged.
+    assert set(dict(conv.named_buffers())) == set() and "taps" not in vars(conv)["_buffers"]
+
+
+def test_a_library_model_that_reads_its_convolutions_attributes_runs_in_float64_with_the_stand_ins():
+    """transformers' MobileNetV2 reads each convolution's .stride for TF-style padding."""
+    pytest.importorskip("transformers")
+    from tests import real_models
+
+    model = real_models.mobilenet_v2()
+    runner = TorchRunner(model, ["pixel_values"], ["last_hidden_state", "pooler_output"], dtype="float64")
+    assert "ShiftedDepthwise" in {type(m).__name__ for m in runner.model.modules()}
+    feeds = {"pixel_values": np.random.default_rng(3).normal(size=(2, 3, 32, 32)).astype(np.float32)}
+    fast = runner.infer(feeds)
+    with torch.inference_mode():
+        plain = copy.deepcopy(model).double()(torch.from_numpy(feeds["pixel_values"]).double())
+    for name in ("last_hidden_state", "pooler_output"):
+        np.testing.assert_allclose(fast[name], plain[name].numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_the_gate_keeps_its_noise_check_on_a_library_model_that_needs_the_stand_ins(tmp_path):
+    pytest.importorskip("transformers")
+    import tomllib
+
+    from harness import config as gate_config
+    from harness.session import GateSession
+    from harness.strategies import InputCase
+    from tests.conftest import HERE
+
+    section = tomllib.loads(MOBILENET_V2)
+    session = GateSession(gate_config.parse(section, tmp_path, search_dirs=(HERE,)), work_dir=tmp_path)
+    session.prepare()
+    assert session.artifact is not None, session.artifact_error
+    for family in ("normal", "large"):
+        result = session.check_parity(InputCase(family=family, sizes={"batch": 2}, seed=1, magnitude=100.0))
+        assert result, str(result)
+        assert result.noise, "the noise check must have run"
+    assert session.parity.fp64_unavailable is None
+
+
+MOBILENET_V2 = """
+model = "real_models:mobilenet_v2"
+exporter = "torchscript"
+outputs = ["last_hidden_state", "pooler_output"]
+[[inputs]]
+name = "pixel_values"
+shape = ["batch", 3, 32, 32]
+range = [-2.0, 2.0]
+dims = { batch = [1, 4] }
+"""
+
+
 @pytest.mark.parametrize("name", ["bert", "vit", "resnet", "convnext", "wav2vec2", "lstm"])
 def test_the_float64_reference_of_a_large_model_casts_as_it_runs_and_computes_the_double_model(name, monkeypatch):
     """Above LAZY_FP64_BYTES the reference holds no double copy; here the limit is lowered so that

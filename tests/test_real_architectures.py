@@ -54,6 +54,9 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
 
     for hypothesis_seed in range(seeds):
         seed(hypothesis_seed)(parity_holds)()
+    # The systematic-error check, as conformance/test_parity.py runs it once per gate.
+    bias = session.check_bias() or []
+    blocked += [str(result) for result in bias if not result]
     summary = session.parity_summary()
     return {
         "model": name, "exporter": exporter, "outcome": "block" if blocked else "pass",
@@ -62,6 +65,7 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
         "worst_noise_ratio": max(o.get("noise_ratio_worst", 0.0) for o in summary["outputs"].values()),
         "worst_fixed_bound_ratio": max(o.get("fixed_bound_ratio_worst", 0.0) for o in summary["outputs"].values()),
         "findings": [f["worst"] for f in summary["findings"]],
+        "worst_bias": max((abs(r.bias) for r in bias), default=0.0),
     }  # fmt: skip
 
 

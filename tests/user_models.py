@@ -144,6 +144,72 @@ def data_dependent_net() -> nn.Module:
     return DataDependentNet().eval()
 
 
+class ArgmaxTagger(nn.Module):
+    """A tagger whose only output is discrete: int64 argmax tags per time step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(16, 64), nn.GELU())
+        self.head = nn.Linear(64, 12)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(features)).argmax(dim=-1)
+
+
+def argmax_tagger(seed: int = 0, head_through_fp16: bool = False) -> nn.Module:
+    torch.manual_seed(seed)
+    model = ArgmaxTagger().eval()
+    if head_through_fp16:  # the defect: a tag head exported in half precision
+        with torch.no_grad():
+            for parameter in model.head.parameters():
+                parameter.copy_(parameter.half().float())
+    return model
+
+
+class BoxesAndScores(nn.Module):
+    """A YOLO-style head: one tensor of pixel box coordinates (0-640) and 0-1 class scores."""
+
+    def __init__(self, scores_through_fp16: bool = False) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(16, 64), nn.SiLU())
+        self.boxes = nn.Linear(64, 4)
+        self.scores = nn.Linear(64, 20)
+        self.scores_through_fp16 = scores_through_fp16
+
+    def forward(self, anchors: torch.Tensor) -> torch.Tensor:
+        hidden = self.features(anchors)
+        scores = torch.sigmoid(self.scores(hidden))
+        if self.scores_through_fp16:  # the defect: the score branch ran in half precision
+            scores = scores.half().float()
+        return torch.cat([640 * torch.sigmoid(self.boxes(hidden)), scores], dim=-1)
+
+
+def boxes_and_scores(seed: int = 0, scores_through_fp16: bool = False) -> nn.Module:
+    torch.manual_seed(seed)
+    return BoxesAndScores(scores_through_fp16).eval()
+
+
+class GroupNormUNet(nn.Module):
+    """A small U-Net-style encoder/decoder with GroupNorm, on images of any height and width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.SiLU())
+        # Stride 1 throughout, so that any height and width (odd ones too) round-trip.
+        self.middle = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.SiLU())
+        self.up = nn.Sequential(nn.ConvTranspose2d(32, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.SiLU())
+        self.out = nn.Conv2d(32, 1, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        skip = self.down(image)
+        return self.out(torch.cat([skip, self.up(self.middle(skip))], dim=1))
+
+
+def group_norm_unet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return GroupNormUNet().eval()
+
+
 class PaddedSequenceNet(nn.Module):
     """Per-step outputs over a padded sequence. Like PyTorch's fused fast paths, eager inference
     writes zeros at padded positions while the exported graph computes values there."""

@@ -21,6 +21,24 @@ if TYPE_CHECKING:
 MAX_FAILURES = 20  # failure lines kept; the count of failing examples is in the ledger
 
 
+def detectable_flip_rate(compared: int, confidence: float = 0.95) -> float:
+    """The smallest rate of differing values that ``compared`` exact comparisons would have caught
+    at least once with probability ``confidence``: 1 - (1 - p)^n = confidence, about 3/n at 95%."""
+    if compared <= 0:
+        return 1.0
+    return -math.expm1(math.log1p(-confidence) / compared)
+
+
+def describe_exact(compared: int, differing: int) -> str:
+    """One sentence on an exactly compared output, for summary.md."""
+    if differing:
+        return f"{differing:,} of {compared:,} values differ"
+    return (
+        f"{compared:,} values compared exactly, none differ: a flip rate above "
+        f"{detectable_flip_rate(compared):.2g} would have been seen with 95% probability"
+    )
+
+
 def _finite_or_text(value: float) -> float | str:
     """JSON has no NaN/Inf: write them as text rather than as invalid JSON."""
     return value if math.isfinite(value) else str(value)
@@ -43,10 +61,19 @@ class OutputErrors:
     # Values at padded positions (padded_outputs) that parity left out, and the values it compared.
     left_out: int = 0
     compared: int = 0
+    # Integer/bool outputs: values compared exactly over every example, and how many differed.
+    discrete_values: int = 0
+    discrete_mismatched: int = 0
 
     def summary(self) -> dict[str, float | int | str]:
         if not self.max_abs:
             return {"examples": 0}
+        if self.discrete_values:
+            return {
+                "examples": len(self.max_abs), "compared_exactly": self.discrete_values,
+                "values_differing": self.discrete_mismatched,
+                "detectable_flip_rate": detectable_flip_rate(self.discrete_values),
+            }  # fmt: skip
         summary: dict[str, float | int | str] = {
             "examples": len(self.max_abs),
             "max_abs": _finite_or_text(max(self.max_abs)),
@@ -122,6 +149,7 @@ class ParityStats:
     def __init__(self, outputs: Iterable[str]) -> None:
         self.outputs = tuple(outputs)
         self.fp64_unavailable: str | None = None  # why the model cannot run in float64
+        self.bias: list[str] = []  # the systematic-error check's verdict per output, once per session
         self._reset()
 
     def _reset(self) -> None:
@@ -146,6 +174,9 @@ class ParityStats:
             errors.mean_abs.append(comparison.mean_abs)
             errors.noise_only += comparison.excused > 0
             errors.bound_ratios.append(comparison.bound_ratio)
+            if comparison.discrete:
+                errors.discrete_values += comparison.values
+                errors.discrete_mismatched += comparison.mismatched
             errors.left_out += result.left_out.get(comparison.output, 0)
         for name, count in result.compared.items():
             self.errors.setdefault(name, OutputErrors()).compared += count
@@ -179,6 +210,7 @@ class ParityStats:
             "tolerance": {name: tolerance.__dict__ for name, tolerance in tolerances.items()},
             "fp64_reference_seconds": round(self.fp64_seconds, 3),
             "fp64_unavailable": self.fp64_unavailable,
+            "systematic_error": list(self.bias),
         }
 
     # --- across xdist workers: plain values only ---------------------------------------------
@@ -186,7 +218,10 @@ class ParityStats:
     def take_delta(self) -> dict[str, Any] | None:
         """What was recorded since the last call, as plain values; resets it (workers only: a
         worker's own totals are never reported, the controller's are)."""
-        if not self.examples and self.failure_case is None and not self.fp64_seconds and not self.findings:
+        if (
+            not self.examples and self.failure_case is None and not self.fp64_seconds and not self.findings
+            and not self.bias
+        ):  # fmt: skip
             return None
         delta = {
             "examples": self.examples,
@@ -198,8 +233,10 @@ class ParityStats:
             "failure_case": case_to_dict(self.failure_case),
             "fp64_seconds": self.fp64_seconds,
             "fp64_unavailable": self.fp64_unavailable,
+            "bias": list(self.bias),
         }
         self._reset()
+        self.bias = []
         return delta
 
     def merge_delta(self, delta: Mapping[str, Any]) -> None:
@@ -219,3 +256,4 @@ class ParityStats:
             self.failure_case = InputCase(**delta["failure_case"])
         self.fp64_seconds += delta["fp64_seconds"]
         self.fp64_unavailable = self.fp64_unavailable or delta["fp64_unavailable"]
+        self.bias = self.bias or list(delta.get("bias", []))

@@ -5,6 +5,11 @@
 * TorchScript: node names ``/backbone/stem/stem.0/Conv``; a segment is a module's path relative to
   an ancestor (``stages.0`` under ``backbone``), so segments are resolved against the module list.
 
+A model that names its outputs (every transformers model) is exported through a wrapper that holds
+it as ``inner`` (harness/export.py), so every scope starts with ``inner``: ``inner.encoder`` in
+dynamo metadata, ``/inner/encoder/...`` in node names. The scopes are read both as they are and
+with that prefix dropped, and the reading that places more nodes in the model's own modules wins.
+
 A module's output is the last value produced within its scope that is consumed outside it or is
 a graph output. Its inputs are the values its nodes consume from outside, minus constants.
 """
@@ -14,12 +19,14 @@ from __future__ import annotations
 import ast
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 if TYPE_CHECKING:
     import onnx
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+# The attribute under which harness/export.py's OutputsByName wrapper holds the exported model.
+WRAPPER_SCOPE = "inner"
 
 
 @dataclass(frozen=True)
@@ -46,24 +53,32 @@ class Alignment:
         return list(dict.fromkeys(n for n in names if n not in self.graph_inputs))
 
 
-def _dynamo_scope(node: onnx.NodeProto) -> list[str] | None:
+def _dynamo_scope(node: onnx.NodeProto, wrapper: str) -> list[str] | None:
     for prop in node.metadata_props:
         if prop.key == NAME_SCOPES:
             try:
                 scopes = ast.literal_eval(prop.value)
             except (ValueError, SyntaxError):
                 return None
-            # Drop the root '' and the trailing FX node name.
-            return [s for s in scopes[:-1] if s]
+            # Drop the root '' and the trailing FX node name (and the wrapper's own scope).
+            chain = [s for s in scopes[:-1] if s]
+            if wrapper:
+                chain = [s.removeprefix(f"{wrapper}.") for s in chain if s != wrapper]
+            return chain
     return None
 
 
-def _torchscript_scope(node: onnx.NodeProto, modules: Sequence[str]) -> list[str] | None:
+def _torchscript_scope(node: onnx.NodeProto, modules: Sequence[str], wrapper: str) -> list[str] | None:
     if not node.name.startswith("/"):
         return None
+    segments = node.name.split("/")[1:-1]
+    if wrapper:
+        if not segments or segments[0] != wrapper:
+            return []
+        segments = segments[1:]
     chain: list[str] = []
     current = ""
-    for segment in node.name.split("/")[1:-1]:
+    for segment in segments:
         prefix = f"{current}." if current else ""
         candidates = [
             m for m in modules
@@ -76,15 +91,32 @@ def _torchscript_scope(node: onnx.NodeProto, modules: Sequence[str]) -> list[str
     return chain
 
 
+def _placed(scopes: list[list[str] | None], known: set[str]) -> int:
+    """Nodes whose scope chain names at least one of the model's modules."""
+    return sum(1 for chain in scopes if chain and any(s in known for s in chain))
+
+
 def node_scopes(model: onnx.ModelProto, modules: Sequence[str]) -> tuple[str, list[list[str] | None]]:
     """The scheme that applies and, per node, the chain of module paths it was exported from."""
-    dynamo = [_dynamo_scope(node) for node in model.graph.node]
-    if any(s is not None for s in dynamo):
-        return "dynamo metadata", dynamo
-    torchscript = [_torchscript_scope(node, modules) for node in model.graph.node]
-    if any(s for s in torchscript):
-        return "TorchScript node names", torchscript
-    return "none", [None] * len(model.graph.node)
+    known = set(modules)
+    nodes = model.graph.node
+    readers: tuple[tuple[str, Callable[[onnx.NodeProto, str], list[str] | None]], ...] = (
+        ("dynamo metadata", _dynamo_scope),
+        ("TorchScript node names", lambda node, wrapper: _torchscript_scope(node, modules, wrapper)),
+    )
+    for scheme, read in readers:
+        plain = [read(node, "") for node in nodes]
+        wrapped = [read(node, WRAPPER_SCOPE) for node in nodes]
+        if scheme.startswith("TorchScript"):
+            present = any(plain) or any(wrapped)
+        else:  # dynamo metadata counts even where it names no module (a model without children)
+            present = any(s is not None for s in plain)
+        if not present:
+            continue
+        if _placed(wrapped, known) > _placed(plain, known):
+            return f"{scheme}, under the exporter's `{WRAPPER_SCOPE}` wrapper", wrapped
+        return scheme, plain
+    return "none", [None] * len(nodes)
 
 
 def static_values(model: onnx.ModelProto) -> set[str]:

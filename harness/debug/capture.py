@@ -52,9 +52,11 @@ def relative_source(filename: str, line: int, root: Path) -> str:
     except OSError:
         return f"{path.name}:{line}"
     bases = [root.resolve(), *(Path(p).resolve() for p in sys.path if p and Path(p).is_dir())]
-    for base in bases:
-        if base in path.parents:
-            return f"{path.relative_to(base).as_posix()}:{line}"
+    # The deepest base wins: a library in a venv inside the project reads as
+    # `transformers/models/bert/modeling_bert.py`, not `.venv/lib/python3.11/site-packages/...`.
+    holding = [base for base in bases if base in path.parents]
+    if holding:
+        return f"{path.relative_to(max(holding, key=lambda b: len(b.parts))).as_posix()}:{line}"
     return f"{path.name}:{line}"
 
 
@@ -89,8 +91,9 @@ def _numpy(tensors: Sequence[Any]) -> list[np.ndarray]:
 
 
 def _run_hooked(
-    model: nn.Module, tensors: Sequence[Any], modules: dict[str, ModuleCall], precision: str, root: Path
-) -> list[np.ndarray]:
+    model: nn.Module, tensors: Sequence[Any], modules: dict[str, ModuleCall], precision: str, root: Path,
+    output_names: Sequence[str],
+) -> list[np.ndarray]:  # fmt: skip
     import torch
 
     from harness.runners import output_list
@@ -118,7 +121,8 @@ def _run_hooked(
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     try:
         with torch.inference_mode():
-            return _numpy(_tensors(output_list(model(*tensors))))
+            # Named outputs by name, in the config's order, as the runners and the export take them.
+            return _numpy(_tensors(output_list(model(*tensors), output_names)))
     finally:
         for handle in handles:
             handle.remove()
@@ -133,10 +137,10 @@ def capture_modules(
 
     modules: dict[str, ModuleCall] = {}
     runner32 = TorchRunner(model, input_names, output_names)
-    outputs32 = _run_hooked(runner32.model, runner32.to_tensors(feeds), modules, "32", root)
+    outputs32 = _run_hooked(runner32.model, runner32.to_tensors(feeds), modules, "32", root, output_names)
     try:
         runner64 = TorchRunner(model, input_names, output_names, dtype="float64")
-        outputs64 = _run_hooked(runner64.model, runner64.to_tensors(feeds), modules, "64", root)
+        outputs64 = _run_hooked(runner64.model, runner64.to_tensors(feeds), modules, "64", root, output_names)
     except Exception as exc:  # a model without float64 kernels: errors are shown without a floor
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return Capture(modules, outputs32, None, f"{type(exc).__name__}: {first}")

@@ -31,6 +31,13 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def _json_number(value: float | None) -> float | str | None:
+    """JSON has no Inf (a NaN/Inf divergence has an infinite ratio): written as text."""
+    import math
+
+    return value if value is None or math.isfinite(value) else str(value)
+
+
 def _found(result: DebugResult) -> dict[str, Any]:
     from harness.debug.report import headline
 
@@ -41,8 +48,9 @@ def _found(result: DebugResult) -> dict[str, Any]:
     if row is not None:
         culprit = {
             "module": row.module, "class": row.cls, "source": row.source, "onnx_ops": row.ops,
-            "max_abs": row.max_abs, "floor": row.floor, "ratio": row.ratio,
-            "isolated_ratio": result.isolation.ratio if result.isolation else None,
+            "max_abs": row.max_abs, "floor": row.floor, "ratio": _json_number(row.ratio),
+            "nonfinite_values": row.nonfinite,
+            "isolated_ratio": _json_number(result.isolation.ratio) if result.isolation else None,
         }  # fmt: skip
     return {
         "status": status, "culprit": culprit, "fusion_only": result.fusion_only,

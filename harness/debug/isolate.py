@@ -30,11 +30,17 @@ class Isolation:
     ratio: float | None = None
     exceeds: bool = False
     problem: str = ""  # why it could not be isolated
+    nonfinite: int = 0  # NaN/Inf values where PyTorch's are finite
 
     def __str__(self) -> str:
         if self.problem:
             return f"not isolated: {self.problem}"
         verdict = "FAILED" if self.exceeds else "PASSED"
+        if self.nonfinite:
+            return (
+                f"{verdict} | {self.module} alone, on PyTorch's own inputs: NaN/Inf in {self.nonfinite} "
+                "values where PyTorch's are finite"
+            )
         floor = (
             f"floor {self.floor:.3g}, ratio {self.ratio:.3g}" if self.floor is not None else "no fp64 floor"
         )
@@ -101,10 +107,12 @@ def isolate(
         return result
     import numpy as np
 
-    result.max_abs = float(np.abs(actual.astype(np.float64) - result.expected32.astype(np.float64)).max())
+    difference = np.abs(actual.astype(np.float64) - result.expected32.astype(np.float64))
+    result.max_abs = float(difference[np.isfinite(difference)].max(initial=0.0))
+    result.nonfinite = int(np.count_nonzero(~np.isfinite(actual) & np.isfinite(result.expected32)))
     if result.expected64 is not None:
         noise = compare_noise(row.module, actual, result.expected32, result.expected64, factor)
         result.floor, result.ratio, result.exceeds = noise.floor_max, noise.ratio, not noise.passed
     else:
-        result.exceeds = row.exceeds
+        result.exceeds = row.exceeds or bool(result.nonfinite)
     return result

@@ -24,7 +24,7 @@ def _cells(row: ModuleRow, culprit: bool) -> tuple[str, ...]:
         "-" if row.cls == "graph output" else {True: "within", False: "off", None: "unchecked"}[row.inputs_ok]
     )
     name = f"**{row.module}**" if culprit else row.module
-    ratio = _num(row.ratio) + (" !" if row.exceeds else "")
+    ratio = ("NaN/Inf" if row.nonfinite else _num(row.ratio)) + (" !" if row.exceeds else "")
     return (name, row.cls, row.source, row.ops, _num(row.max_abs), _num(row.floor), ratio, inputs)
 
 
@@ -68,11 +68,17 @@ def headline(result: DebugResult, *, unaligned_at: str = "below") -> list[str]:
     culprit = used.culprit
     if culprit is not None:
         start = f"FAILED | the mismatch starts in `{culprit.module}` ({culprit.cls}, {culprit.source})"
-        lines.append(
-            f"{start}: its output is {culprit.ratio:.3g}x PyTorch's own fp32 noise (allowed {factor:g}x) "
-            "while its inputs are within it."
-            if culprit.ratio is not None else f"{start}; no fp64 floor."
-        )  # fmt: skip
+        if culprit.nonfinite:
+            lines.append(
+                f"{start}: ONNX Runtime gives NaN/Inf in {culprit.nonfinite} of its output values where "
+                "PyTorch's are finite, while its inputs are within PyTorch's fp32 noise."
+            )
+        else:
+            lines.append(
+                f"{start}: its output is {culprit.ratio:.3g}x PyTorch's own fp32 noise (allowed {factor:g}x) "
+                "while its inputs are within it."
+                if culprit.ratio is not None else f"{start}; no fp64 floor."
+            )  # fmt: skip
         if result.isolation is not None:
             lines.append(f"Isolation: {result.isolation}")
     elif used.suspect is not None:

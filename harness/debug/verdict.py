@@ -32,6 +32,8 @@ class ModuleRow:
     input_ratio: float | None
     # ONNX input value -> index of the PyTorch input it carries, for the isolation run.
     input_map: Mapping[str, int] = field(default_factory=dict)
+    # Values ONNX Runtime makes NaN/Inf where PyTorch fp32 is finite: a divergence of its own.
+    nonfinite: int = 0
 
 
 @dataclass
@@ -59,13 +61,17 @@ def _row(
     max_abs = float(diff.max()) if diff.size else 0.0
     mean_abs = float(diff.mean()) if diff.size else 0.0
     if ref64 is None:
-        # No floor: fall back to a fixed relative bound of a few hundred fp32 ulps.
-        scale = float(np.abs(ref32).max()) if ref32.size else 0.0
-        return ModuleRow(name, cls, source, ops, order, depth, max_abs, mean_abs, None, None,
-                         max_abs > 512 * 2.0**-23 * max(scale, 1.0), None, None)  # fmt: skip
+        # No floor: fall back to a fixed relative bound of a few hundred fp32 ulps. NaN/Inf that
+        # only ONNX Runtime produces is beyond any bound.
+        scale = float(np.abs(ref32[np.isfinite(ref32)]).max(initial=0.0))
+        onnx_only = int(np.count_nonzero(~np.isfinite(onnx) & np.isfinite(ref32)))
+        return ModuleRow(name, cls, source, ops, order, depth, max_abs, mean_abs, None,
+                         float("inf") if onnx_only else None,
+                         bool(onnx_only) or max_abs > 512 * 2.0**-23 * max(scale, 1.0), None, None,
+                         nonfinite=onnx_only)  # fmt: skip
     noise = compare_noise(name, onnx, ref32, ref64, factor)
     return ModuleRow(name, cls, source, ops, order, depth, max_abs, mean_abs, noise.floor_max, noise.ratio,
-                     not noise.passed, None, None)  # fmt: skip
+                     not noise.passed, None, None, nonfinite=noise.nonfinite)  # fmt: skip
 
 
 def _check_inputs(
