@@ -52,7 +52,12 @@ def self_contained_copy(path: Path, work_dir: Path) -> tuple[Path, int]:
     path to check and how many data files were inlined (0: ``path`` itself, unchanged)."""
     if not path.is_file():
         return path, 0
-    files = manifest(path)
+    try:
+        files = manifest(path)
+    except ArtifactError:
+        raise
+    except Exception:  # not a readable model at all: inspect_onnx says so in one line
+        return path, 0
     if files.self_contained or files.size >= PROTOBUF_LIMIT:
         return path, 0
     work_dir.mkdir(parents=True, exist_ok=True)

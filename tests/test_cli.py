@@ -30,7 +30,7 @@ def test_run_with_a_suite_path_from_the_readme_works_from_a_users_own_folder(pro
         sys.executable, "-m", "harness.cli", "run", "conformance/test_parity.py",
         "--gate-config", "gate.toml", "--hypothesis-profile=smoke",
     )  # fmt: skip
-    assert result.parseoutcomes() == {"passed": 4}, result.stdout.str()
+    assert result.parseoutcomes() == {"passed": 5}, result.stdout.str()
     document = json.loads(next((project.path / "reports").glob("*/gate.json")).read_text())
     assert document["checks"]["parity"]["status"] == "passed"
     assert document["checks"]["contract"]["status"] == "not run"

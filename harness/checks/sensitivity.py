@@ -70,6 +70,10 @@ def check_sensitivity(config: GateConfig, runner: Runner) -> SensitivityResult:
         if changed is None:
             skipped.append(f"{spec.name} (takes one value only)")
             continue
+        if not any(np.isfinite(values).any() for values in reference.values() if values.dtype.kind in "fc"):
+            if all(values.dtype.kind in "fc" for values in reference.values()):
+                skipped.append(f"{spec.name} (every output is NaN/Inf on the drawn input)")
+                continue
         checked.append(spec.name)
         if _same(reference, runner.infer({**base, spec.name: changed})):
             findings.append(Finding(
