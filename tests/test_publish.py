@@ -368,3 +368,24 @@ def test_published_params_and_tags_carry_no_absolute_path(project, stack, monkey
     absolute = {key: value for key, value in values.items() if re.search(r"(^|[\s'\"\[(=])/[\w.-]+/", value)}
     assert absolute == {}
     assert published.params["config.sources"] == '["gate.toml"]'
+
+
+def test_a_conflict_the_sqlite_registry_gives_a_concurrent_writer_is_tried_once_more(stack, tmp_path, monkeypatch):
+    from harness.publish.registry import Registry
+
+    _, env = stack
+    request = _request(_artifact(tmp_path, 6), _unique("conflict"))
+    real_start_run, calls = Registry.start_run, []
+
+    # The one fake: a SQLite-backed server answers a write that went through, then was retried, with
+    # an IntegrityError only under concurrent load; it cannot be made to on demand.
+    def conflicting_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("RestException: BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed")
+        return real_start_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Registry, "start_run", conflicting_once)
+    outcome = flow.publish_file(request, env)
+    assert outcome.status == "published" and outcome.created_version, outcome.reason
+    assert len(calls) == 2 and [v.version for v in _versions(env, request.settings.model_name)] == ["1"]

@@ -164,26 +164,15 @@ def publish_file(
         outcome.s3_uri, outcome.uploaded = upload.uri, not upload.reused
         outcome.extra["upload_seconds"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        run_id = registry.start_run(f"gate-{request.gate_run_id}", request.params, request.metrics)
-        outcome.run_id, outcome.run_url = run_id, registry.run_url(run_id)
-        try:
-            if request.report_dir is not None:
-                registry.log_reports(request.report_dir)
-            tags = {
-                "s3_uri": upload.uri, "sha256": request.sha256, "size": str(upload.size),
-                "gate_run_id": request.gate_run_id, "git_commit": request.git_commit, **request.model_tags,
-                **request.extra_tags,
-            }  # fmt: skip
-            version, created = _register_once(store, registry, request, tags, notify)
-            registry.set_alias(version.version)  # only READY versions come back from _register_once
-            outcome.status, outcome.version, outcome.created_version, outcome.alias = (
-                "published", str(version.version), created, settings.alias,
-            )
-            registry.end_run("FINISHED")
-            outcome.extra["registry_seconds"] = round(time.perf_counter() - started, 2)
-        except BaseException:
-            registry.end_run("FAILED")
-            raise
+        for attempt in range(REGISTRY_ATTEMPTS):
+            try:
+                _record_and_register(registry, store, request, upload, outcome, notify)
+                break
+            except Exception as exc:
+                if attempt + 1 == REGISTRY_ATTEMPTS or not _transient_registry_error(exc):
+                    raise
+                notify(f"onnx-gate: MLflow answered a concurrent write with a conflict ({type(exc).__name__}); trying once more")
+        outcome.extra["registry_seconds"] = round(time.perf_counter() - started, 2)
     except PublishRefused as exc:
         outcome.status, outcome.reason = "refused", redact(str(exc))
     except PublishError as exc:
@@ -200,6 +189,43 @@ def publish_file(
         outcome.reason += (f"; {outcome.s3_uri} is uploaded and verified but not registered: a later "
                            "--gate-publish run of this artifact reuses it instead of uploading again")
     return outcome
+
+
+# A SQLite-backed MLflow server can answer concurrent writers with "database is locked"; MLflow's
+# client retries, and a write that in fact went through then fails as an IntegrityError. The stage is
+# idempotent (one version per sha256, found before any new one is made), so it runs once more.
+REGISTRY_ATTEMPTS = 2
+
+
+def _transient_registry_error(exc: BaseException) -> bool:
+    return "IntegrityError" in str(exc) or "database is locked" in str(exc)
+
+
+def _record_and_register(
+    registry: Any, store: ArtifactStore, request: PublishRequest, upload: Any, outcome: PublishOutcome,
+    notify: Notify,
+) -> None:
+    """One MLflow run for this gate, the version (one per artifact) and the alias."""
+    settings = request.settings
+    run_id = registry.start_run(f"gate-{request.gate_run_id}", request.params, request.metrics)
+    outcome.run_id, outcome.run_url = run_id, registry.run_url(run_id)
+    try:
+        if request.report_dir is not None:
+            registry.log_reports(request.report_dir)
+        tags = {
+            "s3_uri": upload.uri, "sha256": request.sha256, "size": str(upload.size),
+            "gate_run_id": request.gate_run_id, "git_commit": request.git_commit, **request.model_tags,
+            **request.extra_tags,
+        }  # fmt: skip
+        version, created = _register_once(store, registry, request, tags, notify)
+        registry.set_alias(version.version)  # only READY versions come back from _register_once
+        outcome.status, outcome.version, outcome.created_version, outcome.alias = (
+            "published", str(version.version), created, settings.alias,
+        )
+        registry.end_run("FINISHED")
+    except BaseException:
+        registry.end_run("FAILED")
+        raise
 
 
 @contextmanager
