@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.conftest import TWO_INPUT_NET
+
 PADDED = """
 model = "user_models:padded_sequence_net"
 exporter = "%(exporter)s"
@@ -29,23 +31,8 @@ mask = { padding = "both", min_valid = 1 }
 steps = { by = "attention_mask", axis = 1 }
 """
 
-IGNORING = """
-model = "user_models:ignores_receivers_net"
-exporter = "%(exporter)s"
-outputs = ["estimate"]
-report_dir = "reports"
-
-[[inputs]]
-name = "spectrum"
-shape = ["batch", 1, 16, 16]
-range = [0.0, 1.0]
-dims = { batch = [1, 4] }
-
-[[inputs]]
-name = "receivers"
-shape = ["batch", 6]
-range = [-90.0, 90.0]
-"""
+# TWO_INPUT_NET with its receivers branch gated by a zero-initialised weight.
+IGNORING = TWO_INPUT_NET.replace("user_models:two_input_net", "user_models:ignores_receivers_net")
 
 
 def _samples(folder):
