@@ -28,8 +28,8 @@ def test_the_candidate_against_the_production_baseline(gate, bench_threads, onnx
     with tempfile.TemporaryDirectory(prefix="onnx-gate-baseline-") as scratch:
         fetched = fetch(spec, Path(scratch))
         if fetched.path is None:  # a first release: stated, not an error
-            gate.extra["baseline"] = {"spec": spec.text, "missing": fetched.missing,
-                                      "seconds": time.perf_counter() - started}
+            gate.record("baseline", {"spec": spec.text, "missing": fetched.missing,
+                                     "seconds": time.perf_counter() - started})
             return
         names = ([s.name for s in gate.config.inputs], list(gate.config.outputs))
         production = OrtRunner(fetched.path, *names, threads=bench_threads)  # holds the model in memory
@@ -38,7 +38,7 @@ def test_the_candidate_against_the_production_baseline(gate, bench_threads, onnx
                "confidence": f"{1 - gate.config.bench.significance:.0%}"}
     budget = gate.config.budget.max_slowdown_vs_baseline
     for batch in gate.config.bench.batches if gate.batch_dim else [None]:
-        sizes = {**gate.config.trace_sizes, **({gate.batch_dim: batch} if gate.batch_dim else {})}
+        sizes = gate.sizes_at(batch)
         feeds = example_feeds(gate.config, sizes, seed=batch or 0)
         run_candidate = lambda: candidate.session.run(None, feeds)  # noqa: E731
         run_production = lambda: production.session.run(None, feeds)  # noqa: E731
@@ -53,7 +53,7 @@ def test_the_candidate_against_the_production_baseline(gate, bench_threads, onnx
             "batch": batch, "rounds": rounds, "candidate_ms": effect.head * 1e3, "production_ms": effect.base * 1e3,
             "ratio": 1 + effect.change, "ratio_low": 1 + effect.low, "ratio_high": 1 + effect.high,
         })  # fmt: skip
-    cases = [InputCase(FAMILIES[0], {**gate.config.trace_sizes, **({gate.batch_dim: b} if gate.batch_dim else {})}, seed)
+    cases = [InputCase(FAMILIES[0], gate.sizes_at(b), seed)
              for b in (gate.pinned_batches() or [None]) for seed in DRIFT_SEEDS]
     section["drift"] = merge_drift([
         _drift(gate.config, candidate, production, case.materialize(gate.config)) for case in cases
@@ -63,7 +63,7 @@ def test_the_candidate_against_the_production_baseline(gate, bench_threads, onnx
     if verdict is not None:
         section["budget"] = verdict
     section["seconds"] = time.perf_counter() - started
-    gate.extra["baseline"] = section
+    gate.record("baseline", section)
     assert verdict is None or verdict.startswith("PASSED"), verdict
 
 

@@ -21,7 +21,7 @@ BLOCK = 3
 def test_candidates_side_by_side(gate, bench_threads, bench_batch):
     if not gate.config.candidates.enabled:
         pytest.skip("no [candidates] in the config")
-    sizes = {**gate.config.trace_sizes, **({gate.batch_dim: bench_batch} if gate.batch_dim else {})}
+    sizes = gate.sizes_at(bench_batch)
     feeds = example_feeds(gate.config, sizes, seed=bench_batch)
     torch_runner = gate.torch_runner
     tensors = torch_runner.to_tensors(feeds)

@@ -11,7 +11,7 @@ from harness.export import example_feeds
 
 @pytest.mark.gate_check("latency_cpu")
 def test_cpu_latency(benchmark, gate, bench_threads, bench_backend, bench_batch):
-    sizes = {**gate.config.trace_sizes, **({gate.batch_dim: bench_batch} if gate.batch_dim else {})}
+    sizes = gate.sizes_at(bench_batch)
     feeds = example_feeds(gate.config, sizes, seed=bench_batch)
     if bench_backend == "pytorch":
         runner = gate.torch_runner
@@ -40,5 +40,5 @@ def test_cpu_latency_meets_the_budgets(gate):
     if not cpu:
         pytest.skip("no CPU latency was measured in this session, so no budget can be judged")
     result = check_budgets(gate.latency, gate.config.budget, gate.config.bench.batches)
-    gate.budget_result = result
+    gate.record("latency_budget", result)
     assert result, str(result)

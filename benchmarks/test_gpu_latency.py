@@ -14,9 +14,11 @@ from harness.export import example_feeds
 
 @pytest.fixture(scope="session")
 def cuda_ready(gate):
+    from harness.session import NotRun
+
     reason = gpu.unavailable_reason()
     if reason:
-        gate.gpu_unavailable = reason
+        gate.record("gpu_parity", NotRun(reason))
         pytest.skip(f"no GPU benchmark: {reason}")
     return True
 
@@ -24,7 +26,7 @@ def cuda_ready(gate):
 @pytest.fixture(scope="session")
 def gpu_parity(gate, cuda_ready):
     result = gpu.check_gpu_parity(gate)
-    gate.gpu_parity = result
+    gate.record("gpu_parity", result)
     return result
 
 
@@ -44,7 +46,7 @@ def test_onnx_runtime_cuda_matches_the_cpu_fp32_reference(gpu_parity):
 def test_gpu_latency(benchmark, gate, gpu_parity, gpu_peak_flops, backend, bench_batch):
     if not gpu_parity:
         pytest.skip("GPU parity failed: a GPU latency would not count")
-    sizes = {**gate.config.trace_sizes, **({gate.batch_dim: bench_batch} if gate.batch_dim else {})}
+    sizes = gate.sizes_at(bench_batch)
     feeds = example_feeds(gate.config, sizes, seed=bench_batch)  # the same inputs for every runner
     with gpu.timed_call(gate, backend, feeds) as function:
         times = run_benchmark(benchmark, gate, function, group=f"cuda batch {bench_batch}")
@@ -66,5 +68,5 @@ def test_gpu_latency_meets_the_budgets(gate, gpu_parity):
     if not gpu_parity:
         pytest.skip("GPU parity failed: GPU latencies were not measured")
     result = check_gpu_budgets(gate.latency, budget)
-    gate.gpu_budget_result = result
+    gate.record("latency_gpu_budget", result)
     assert result, str(result)

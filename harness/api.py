@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 if TYPE_CHECKING:
     from torch import nn
 
+    from harness.outcome import GateOutcome
+    from harness.publish.outcome import PublishOutcome
+
 
 @dataclass
 class GateResult:
@@ -17,14 +20,34 @@ class GateResult:
     reason: str
     exit_code: int
     verdict: str | None = None
-    s3_uri: str | None = None
     sha256: str | None = None
-    registered_name: str | None = None
-    version: str | None = None
-    alias: str | None = None
     parity: dict[str, Any] = field(default_factory=dict)
     latency: list[dict[str, Any]] = field(default_factory=list)
     report_path: Path | None = None
+    publish: PublishOutcome | None = None  # what the publish target said, when asked to publish
+
+    # Where the model went, as the publish outcome says (None without a publish).
+    @property
+    def location(self) -> str | None:
+        """Where the artifact's bytes are: an s3:// URI (target s3+mlflow) or MLflow's artifact URI."""
+        return self.publish.location if self.publish else None
+
+    @property
+    def s3_uri(self) -> str | None:
+        """The artifact's location, named as before publish targets: an s3:// URI for s3+mlflow."""
+        return self.location
+
+    @property
+    def registered_name(self) -> str | None:
+        return self.publish.registered_name if self.publish else None
+
+    @property
+    def version(self) -> str | None:
+        return self.publish.version if self.publish else None
+
+    @property
+    def alias(self) -> str | None:
+        return self.publish.alias if self.publish else None
 
 
 def export_and_register_model(
@@ -48,30 +71,28 @@ def export_and_register_model(
 
     from harness.api_request import ApiRequest
     from harness.cli import gate_test_paths
-    from harness.profiles import GATE_RUN_PROFILE
+    from harness.profiles import with_gate_run_profile
 
     request = ApiRequest(model, config_overrides or {}, {"training_run_id": run_id} if run_id else {})
-    args = [*gate_test_paths(), *pytest_args]
-    if not any(a.startswith("--hypothesis-profile") for a in args):
-        args.append(f"--hypothesis-profile={GATE_RUN_PROFILE}")
+    args = with_gate_run_profile([*gate_test_paths(), *pytest_args])
     if publish:
         args.append("--gate-publish")
     exit_code = int(pytest.main(args, plugins=[request]))
-    gate = request.gate
-    if gate is None or gate.verdict is None:
+    if request.outcome is None:
         return GateResult(False, f"the gate did not run (pytest exit status {exit_code}); see its output", exit_code)
-    outcome = gate.publish_outcome
-    result = GateResult(
-        success=bool(gate.verdict) and exit_code == 0 and (outcome is None or bool(outcome)),
-        reason=str(gate.verdict) if not gate.verdict else (str(outcome) if outcome is not None else str(gate.verdict)),
+    return _result(request.outcome, exit_code)
+
+
+def _result(outcome: GateOutcome, exit_code: int) -> GateResult:
+    verdict, published = outcome.verdict, outcome.publish
+    return GateResult(
+        success=outcome.passed and exit_code == 0,
+        reason=str(verdict) if not verdict else (str(published) if published is not None else str(verdict)),
         exit_code=exit_code,
-        verdict="passed" if gate.verdict else "failed",
-        sha256=gate.artifact.sha256 if gate.artifact else None,
-        parity=gate.parity_summary(),
-        latency=[r.to_dict() for r in gate.latency],
-        report_path=gate.report_dir / "summary.md",
+        verdict="passed" if verdict else "failed",
+        sha256=outcome.artifact.sha256 if outcome.artifact else None,
+        parity=dict(outcome.parity),
+        latency=[r.to_dict() for r in outcome.latency],
+        report_path=outcome.report_dir / "summary.md",
+        publish=published,
     )  # fmt: skip
-    if outcome is not None:
-        result.s3_uri, result.registered_name = outcome.s3_uri, outcome.registered_name
-        result.version, result.alias = outcome.version, outcome.alias
-    return result

@@ -1,5 +1,6 @@
 """What the gate's plugin and the Python API share, so that neither imports the other: the stash
-key of the session and the request object by which the API hands a model to the plugin."""
+keys of the session and its outcome, and the request object by which the API hands a model to the
+plugin."""
 
 from __future__ import annotations
 
@@ -10,23 +11,26 @@ import pytest
 if TYPE_CHECKING:
     from torch import nn
 
+    from harness.outcome import GateOutcome
     from harness.session import GateSession
 
 GATE_KEY = pytest.StashKey["GateSession"]()
+OUTCOME_KEY = pytest.StashKey["GateOutcome"]()  # set at the session's end, when a check ran
 
 
 class ApiRequest:
     """A pytest plugin object that hands the gate a model and config overrides, and takes back
-    the finished session. The gate's plugin looks for it in pytest_configure."""
+    the session's outcome. The gate's plugin looks for it in pytest_configure."""
 
     def __init__(self, model: nn.Module | None, overrides: Mapping[str, Any], publish_tags: Mapping[str, str]) -> None:
         self.model = model
         self.overrides = dict(overrides)
         self.publish_tags = dict(publish_tags)
-        self.gate: GateSession | None = None
+        self.outcome: GateOutcome | None = None
 
+    @pytest.hookimpl(trylast=True)  # after the gate's own session end has built the outcome
     def pytest_sessionfinish(self, session: Any) -> None:
-        self.gate = session.config.stash.get(GATE_KEY, None)
+        self.outcome = session.config.stash.get(OUTCOME_KEY, None)
 
 
 def api_request(config: pytest.Config) -> ApiRequest | None:

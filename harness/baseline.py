@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from harness.errors import GateError
+from harness.errors import GateError, first_line
 
 REGISTRY_SPEC = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
@@ -60,7 +60,7 @@ def check_registry(spec: BaselineSpec) -> Any:
     if not uri:
         raise GateError(f"--gate-baseline {spec.text} needs MLFLOW_TRACKING_URI (the registry to read it from)")
     from harness.publish.registry import Registry
-    from harness.publish.s3 import PublishError
+    from harness.publish.outcome import PublishError
 
     registry = Registry(uri, model_name=spec.name or "", experiment="", alias=spec.alias or "")
     try:
@@ -90,7 +90,7 @@ def fetch(spec: BaselineSpec, dest: Path) -> Fetched:
         if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return Fetched(None, spec.text, missing=f"the registry at {registry.display_uri} has no {spec.text}")
         raise GateError(redact(f"baseline {spec.text}: MLflow at {registry.display_uri} refused: "
-                               f"{str(exc).strip().splitlines()[0][:300]}")) from None
+                               f"{first_line(exc)[:300]}")) from None
     import mlflow
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def fetch(spec: BaselineSpec, dest: Path) -> Fetched:
         folder = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{spec.name}/{version.version}", dst_path=str(dest), tracking_uri=registry.tracking_uri))
     except Exception as exc:  # the artifact store behind the registry: one line, no credentials
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        first = first_line(exc)[:300]
         raise GateError(redact(f"baseline {spec.text}: downloading version {version.version} from "
                                f"{registry.display_uri} failed ({type(exc).__name__}: {first})")) from None
     files = sorted(folder.rglob("*.onnx"))

@@ -17,36 +17,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from harness.config import GPU_BASELINES
+from harness.runner_kinds import ONNXRUNTIME, PYTORCH, backends, label, runs_onnxruntime
 
 if TYPE_CHECKING:
     from torch import nn
 
     from harness.config import BudgetConfig
-
-# The original design's claims, shown beside the measured numbers.
-DESIGN_CLAIMS = {
-    ("onnxruntime", "cpu"): "20-30 ms",
-    ("pytorch", "cpu"): "40-50 ms",
-    ("speedup", "cpu"): "1.5-2.5x",
-    ("onnxruntime", "cuda"): "< 5 ms",
-    ("onnxruntime-cudagraph", "cuda"): "< 5 ms",
-}
-
-# How the report names each runner.
-BACKEND_NAMES = {
-    ("pytorch", "cpu"): "PyTorch CPU",
-    ("onnxruntime", "cpu"): "ONNX Runtime CPU",
-    ("pytorch", "cuda"): "PyTorch eager",
-    ("pytorch-cuda-graph", "cuda"): "PyTorch CUDA graph",
-    ("onnxruntime", "cuda"): "ONNX Runtime CUDA",
-    ("onnxruntime-cudagraph", "cuda"): "ONNX Runtime CUDA graph",
-}
-
-
-def backend_name(backend: str, device: str) -> str:
-    return BACKEND_NAMES.get((backend, device), f"{backend} on {device}")
-
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile of already sorted values, q in [0, 100]."""
@@ -341,9 +317,9 @@ def speedups(records: Sequence[LatencyRecord], device: str = "cpu") -> dict[int,
     """PyTorch median / ONNX Runtime median per batch size on ``device``."""
     by_key = {(r.backend, r.batch): r for r in records if r.device == device}
     return {
-        batch: by_key[("pytorch", batch)].median / record.median
+        batch: by_key[(PYTORCH, batch)].median / record.median
         for (backend, batch), record in sorted(by_key.items())
-        if backend == "onnxruntime" and ("pytorch", batch) in by_key
+        if backend == ONNXRUNTIME and (PYTORCH, batch) in by_key
     }
 
 
@@ -366,7 +342,7 @@ def _check_ceilings(records: Sequence[LatencyRecord], budget: BudgetConfig, devi
                     checked: list[str]) -> None:
     """``max_latency_ms`` on ``device``: the p95 of the best ONNX Runtime runner per batch."""
     for batch, ceiling in sorted(budget.max_latency_ms.get(device, {}).items()):
-        measured = [r for r in records if r.device == device and r.batch == batch and r.backend.startswith("onnxruntime")]
+        measured = [r for r in records if r.device == device and r.batch == batch and runs_onnxruntime(r.backend, device)]
         if not measured:
             misses.append(f"max_latency_ms {ceiling:g} on {device} at batch {batch}: not measured")
             continue
@@ -383,8 +359,8 @@ def _check_ceilings(records: Sequence[LatencyRecord], budget: BudgetConfig, devi
 class GpuSpeedup:
     """An ONNX Runtime GPU runner against a PyTorch GPU baseline at one batch size."""
 
-    runner: str  # "onnxruntime" or "onnxruntime-cudagraph"
-    baseline: str  # one of GPU_BASELINES
+    runner: str  # an ONNX Runtime GPU backend (harness/runner_kinds.py)
+    baseline: str  # a PyTorch GPU backend
     batch: int
     ratio: float  # baseline median / runner median: above 1, ONNX Runtime is faster
 
@@ -395,8 +371,7 @@ class GpuSpeedup:
 
     @property
     def sentence(self) -> str:
-        return (f"{backend_name(self.runner, 'cuda')} is {self.ratio:.2f}x "
-                f"{backend_name(self.baseline, 'cuda')}: {self.verdict}")
+        return f"{label(self.runner, 'cuda')} is {self.ratio:.2f}x {label(self.baseline, 'cuda')}: {self.verdict}"
 
     def __str__(self) -> str:
         return f"batch {self.batch}: {self.sentence}"
@@ -411,8 +386,8 @@ def gpu_speedups(records: Sequence[LatencyRecord]) -> list[GpuSpeedup]:
     return [
         GpuSpeedup(runner.backend, baseline, runner.batch, by_key[(baseline, runner.batch)].median / runner.median)
         for runner in sorted(by_key.values(), key=lambda r: (r.batch, r.backend))
-        if runner.backend.startswith("onnxruntime")
-        for baseline in GPU_BASELINES
+        if runs_onnxruntime(runner.backend, "cuda")
+        for baseline in backends("cuda", PYTORCH)
         if (baseline, runner.batch) in by_key
     ]
 
@@ -439,7 +414,7 @@ def check_gpu_budgets(records: Sequence[LatencyRecord], budget: BudgetConfig) ->
     checked: list[str] = []
     ratios = gpu_speedups(records)
     measured = {r.batch for r in records if r.device == "cuda"}
-    for baseline in GPU_BASELINES:
+    for baseline in backends("cuda", PYTORCH):
         floors = budget.min_gpu_speedup.get(baseline, {})
         batches = {b for b in floors if b is not None} | (measured if None in floors else set())
         for batch in sorted(batches):

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.bench import (
-    DESIGN_CLAIMS, BudgetResult, LatencyRecord, best_against_best, gpu_speedups, machine_info, speedups,
+    BudgetResult, LatencyRecord, best_against_best, gpu_speedups, machine_info, speedups,
 )
 from harness.bench_compare import HISTORY_DIR
+from harness.errors import first_line
+from harness.runner_kinds import ONNXRUNTIME, SPEEDUP_CLAIM_CPU, kind_of
 
 if TYPE_CHECKING:
     from harness.session import GateSession
@@ -22,21 +24,27 @@ if TYPE_CHECKING:
 
 def gate_bench_section(gate: GateSession, *, samples: bool = True) -> dict[str, Any]:
     """benchmark.json's "onnx_gate" section; gate.json's "benchmarks" leaves the samples out."""
+    from harness.checks.parity import ParityResult
+    from harness.runners import DEFAULT_GRAPH_OPTIMIZATION
+    from harness.session import NotRun
+
     records = sorted(gate.latency, key=lambda r: (r.device, r.batch, r.backend))
+    gpu_parity = gate.recorded("gpu_parity")
     return {
         "run_id": gate.run_id,
         "records": [r.to_dict(samples=samples) for r in records],
         "speedups": {device: {str(b): v for b, v in speedups(records, device).items()} for device in ("cpu", "cuda")},
         "threads": gate.bench_threads,
-        "ort_graph_optimization": gate.bench_ort_runner.graph_optimization if gate.latency else None,
+        # The gate's runners all use the default: asking a runner could load an ONNX Runtime session again.
+        "ort_graph_optimization": DEFAULT_GRAPH_OPTIMIZATION if records else None,
         "sgemm_peak_gflops": gate.sgemm_peak / 1e9,
-        "read_bandwidth_gbs": gate.bandwidth / 1e9 if "bandwidth" in gate.__dict__ else None,
-        "flops_per_call": {str(b): f for b, f in sorted(gate._flops.items())},
-        "budget": str(gate.budget_result) if gate.budget_result is not None else None,
-        "budget_lines": gate.budget_result.lines() if gate.budget_result is not None else [],
-        "gpu_parity": str(gate.gpu_parity).splitlines()[0] if gate.gpu_parity is not None else None,
-        "gpu": gpu_section(records, unavailable=gate.gpu_unavailable, budget=gate.gpu_budget_result,
-                           budget_set=gate.config.budget.has_gpu_limits),
+        "read_bandwidth_gbs": bandwidth / 1e9 if (bandwidth := gate.measured_bandwidth()) is not None else None,
+        "flops_per_call": {str(b): f for b, f in gate.measured_flops().items()},
+        "budget": str(budget) if (budget := gate.recorded("latency_budget")) is not None else None,
+        "budget_lines": budget.lines() if budget is not None else [],
+        "gpu_parity": first_line(gpu_parity) if isinstance(gpu_parity, ParityResult) else None,
+        "gpu": gpu_section(records, unavailable=gpu_parity.reason if isinstance(gpu_parity, NotRun) else None,
+                           budget=gate.recorded("latency_gpu_budget"), budget_set=gate.config.budget.has_gpu_limits),
         "machine": machine_info(),
         "plan": gate.bench_plan.__dict__,
     }
@@ -117,10 +125,14 @@ def flop_efficiency_cell(record: dict[str, Any]) -> str:
 def _speedup_cell(record: dict[str, Any], cpu_ratio: float | None, gpu: dict[str, Any]) -> str:
     if record["device"] != "cuda":
         return "" if cpu_ratio is None else f"{cpu_ratio:.2f}x"
-    short = {"pytorch": "eager", "pytorch-cuda-graph": "graph"}
-    cells = [f"{s['ratio']:.2f}x {short.get(s['baseline'], s['baseline'])}" for s in gpu.get("speedups", [])
+    cells = [f"{s['ratio']:.2f}x {_short(s['baseline'])}" for s in gpu.get("speedups", [])
              if s["runner"] == record["backend"] and s["batch"] == record["batch"]]
     return ", ".join(cells)
+
+
+def _short(baseline: str) -> str:
+    kind = kind_of(baseline, "cuda")
+    return kind.short if kind is not None and kind.short else baseline
 
 
 def archive_benchmark_json(gate: GateSession) -> Path | None:
@@ -152,11 +164,12 @@ def latency_markdown(section: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     for r in records:
-        speedup = ratios.get(r["device"], {}).get(str(r["batch"])) if r["backend"] == "onnxruntime" else None
+        speedup = ratios.get(r["device"], {}).get(str(r["batch"])) if r["backend"] == ONNXRUNTIME else None
         speedup_cell = _speedup_cell(r, speedup, gpu)
-        claim = DESIGN_CLAIMS.get((r["backend"], r["device"]), "") if r["batch"] == 1 else ""
+        kind = kind_of(r["backend"], r["device"])
+        claim = kind.design_claim if kind is not None and r["batch"] == 1 else ""
         if speedup is not None and r["batch"] == 1 and r["device"] == "cpu":
-            claim += f" (speedup claim {DESIGN_CLAIMS[('speedup', 'cpu')]})"
+            claim += f" (speedup claim {SPEEDUP_CLAIM_CPU})"
         lines.append(
             f"| {r['device']} | {r['backend']} | {r['batch']} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | "
             f"{r['min'] * 1e3:.2f} | {r['throughput_per_s']:.0f} | {speedup_cell} | "

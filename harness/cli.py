@@ -51,11 +51,9 @@ def gate_test_paths() -> list[str]:
 def run(pytest_args: Sequence[str]) -> int:
     import pytest
 
-    from harness.profiles import GATE_RUN_PROFILE
+    from harness.profiles import with_gate_run_profile
 
-    args = [_installed_suite_path(a) for a in pytest_args]
-    if not any(a == "--hypothesis-profile" or a.startswith("--hypothesis-profile=") for a in args):
-        args.append(f"--hypothesis-profile={GATE_RUN_PROFILE}")
+    args = with_gate_run_profile([_installed_suite_path(a) for a in pytest_args])
     # Paths the user names replace the whole gate (e.g. one conformance file while debugging).
     named_paths = [
         a for a in positional_arguments(args)
@@ -252,6 +250,8 @@ def bench_results(arguments: argparse.Namespace) -> int:
 
 
 def _add_debug_parser(commands: Any) -> None:
+    from harness.config import OVERRIDE_OPTIONS  # the overrides `run` takes from the pytest plugin
+
     debug = commands.add_parser(
         "debug", help="name the module that introduced a parity mismatch",
         description="Run PyTorch (fp32 and fp64) with a hook on every named module and ONNX Runtime once with "
@@ -272,25 +272,18 @@ def _add_debug_parser(commands: Any) -> None:
                        "Default: %(default)r (the latest run)")
     debug.add_argument("--gate-config", metavar="FILE", type=Path, default=None,
                        help="TOML file with the gate's config, as for `run`. Default: %(default)r")
-    for option, (key, metavar) in DEBUG_OVERRIDES.items():
-        debug.add_argument(f"--{option}", dest=key, metavar=metavar, default=None,
+    for option, (key, metavar) in OVERRIDE_OPTIONS.items():
+        debug.add_argument(option, dest=key, metavar=metavar, default=None,
                            type=int if key == "opset" else None,
                            choices=("dynamo", "torchscript") if key == "exporter" else None,
                            help=f"as for `run` (config key {key!r}). Default: %(default)r")
-
-
-# The --gate-* options `run` takes from the pytest plugin: option -> (config key, metavar).
-DEBUG_OVERRIDES = {
-    "gate-model": ("model", "MODULE:CALLABLE"), "gate-checkpoint": ("checkpoint", "FILE"),
-    "gate-onnx": ("onnx", "FILE"), "gate-exporter": ("exporter", "NAME"), "gate-opset": ("opset", "N"),
-    "gate-report-dir": ("report_dir", "DIR"),
-}  # fmt: skip
 
 
 def debug(arguments: argparse.Namespace) -> int:
     import tempfile
 
     from harness import config as gate_config
+    from harness.config import OVERRIDE_OPTIONS
     from harness.debug import DebugRequest, diagnose
     from harness.debug.inputs import failing_case, load_npz, parse_case, report_folder
     from harness.debug.report import terminal_text, write_all
@@ -299,7 +292,7 @@ def debug(arguments: argparse.Namespace) -> int:
     from harness.session import new_run_id
     from harness.strategies import describe_case
 
-    keys = [key for key, _ in DEBUG_OVERRIDES.values()]
+    keys = [key for key, _ in OVERRIDE_OPTIONS.values()]
     overrides = {key: getattr(arguments, key) for key in keys if getattr(arguments, key) is not None}
     loaded = gate_config.load(invocation_dir=Path.cwd(), config_file=arguments.gate_config, overrides=overrides)
     folder = None

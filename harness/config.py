@@ -15,15 +15,24 @@ from typing import Any, Mapping
 
 from harness.candidates.settings import CandidatesConfig, parse_candidates
 from harness.errors import ConfigError
+from harness.publish.targets import DEFAULT_TARGET, TARGETS
+from harness.runner_kinds import PYTORCH, backends
 
 DEFAULT_MODEL = "harness.models:localization_net"
+# The config keys a command-line option overrides (pytest's --gate-* options, `onnx-gate debug`):
+# option -> (config key, metavar).
+OVERRIDE_OPTIONS = {
+    "--gate-model": ("model", "MODULE:CALLABLE"), "--gate-checkpoint": ("checkpoint", "FILE"),
+    "--gate-onnx": ("onnx", "FILE"), "--gate-exporter": ("exporter", "NAME"), "--gate-opset": ("opset", "N"),
+    "--gate-report-dir": ("report_dir", "DIR"),
+}  # fmt: skip
 EXPORTERS = ("dynamo", "torchscript")
 # Opsets each exporter can emit; dynamo translates at >= 18 and converts nothing below.
 OPSET_RANGES = {"dynamo": range(18, 24), "torchscript": range(7, 21)}
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
 DEFAULT_TRACE_SIZE = 2
 # The PyTorch GPU paths an ONNX Runtime GPU runner is measured against: eager, and a CUDA graph.
-GPU_BASELINES = ("pytorch", "pytorch-cuda-graph")
+GPU_BASELINES = backends("cuda", PYTORCH)  # budget.min_gpu_speedup's keys
 
 # The default model's description, used whole when no other model is configured.
 LOCALIZATION_NET_SECTION: dict[str, Any] = {
@@ -153,13 +162,15 @@ class Tolerance:
         return f"atol={self.atol:g} rtol={self.rtol:g} mae<{self.mae:g}"
 
     def for_inputs_outside_range(self) -> Tolerance:
+        from harness.checks.parity import MIN_NOISE_FACTOR  # the parity rule's own floor
+
         scale = self.out_of_range_scale
         if scale == 1.0:
             return self
         return replace(
             self, atol=self.atol * scale, rtol=self.rtol * scale, mae=self.mae * scale,
-            # Below 4x no export can reliably match fp32 noise: "stricter" stops there.
-            noise_factor=max(self.noise_factor * scale, 4.0) if self.noise_factor else 0.0,
+            # Below MIN_NOISE_FACTOR no export can reliably match fp32 noise: "stricter" stops there.
+            noise_factor=max(self.noise_factor * scale, MIN_NOISE_FACTOR) if self.noise_factor else 0.0,
         )  # fmt: skip
 
 
@@ -230,6 +241,8 @@ class PublishConfig:
     # Add versions to a registered model whose versions hold another model config (publish/naming.py).
     allow_config_change: bool = False
     name_given: bool = False  # model_name came from a config, not from the default above
+    # Where to publish: a built-in target (harness/publish/targets.py) or a module's dotted path.
+    target: str = DEFAULT_TARGET
 
 
 @dataclass(frozen=True)
@@ -322,7 +335,7 @@ TOLERANCE_KEYS = TOLERANCE_NUMBERS | TOLERANCE_SWITCHES
 INVARIANT_KEYS = {"output", "min", "max"}
 BENCH_KEYS = {"batches", "threads", "max_ratio_regression", "significance", "latency_regression_fails"}
 BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup", "max_slowdown_vs_baseline"}
-PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias", "allow_config_change"}
+PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias", "allow_config_change", "target"}
 
 
 def _check_keys(table: Mapping[str, Any], valid: set[str], where: str) -> None:
@@ -792,7 +805,21 @@ def _parse_publish(raw: Mapping[str, Any]) -> PublishConfig:
     for key, value in values.items():
         if not value.strip():
             raise ConfigError(f"publish.{key} must not be empty")
+    if "target" in values:
+        _check_target(values["target"])
     return PublishConfig(**values, allow_config_change=allow, name_given="model_name" in values)
+
+
+def _check_target(target: str) -> None:
+    """A built-in target's name, or a module's dotted path (a target of the user's own)."""
+    if target in TARGETS or ("." in target and all(part.isidentifier() for part in target.split("."))):
+        return
+    close = difflib.get_close_matches(target, sorted(TARGETS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"unknown publish.target {target!r}.{hint} Valid: {', '.join(repr(t) for t in TARGETS)}, or the dotted "
+        "path of a module of your own that defines publish() and replace_reports()"
+    )
 
 
 def parse(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.ledger import BENCH_CHECKS
+from harness.checks.latency import BASELINE, BENCH_CHECKS, LATENCY_GPU
 
 if TYPE_CHECKING:
     from harness.session import GateSession
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 INPUT_KEY = "onnx_gate"  # in workerinput and workeroutput
 CHECK_PROPERTY = "onnx_gate_check"
 PARITY_PROPERTY = "onnx_gate_parity"
-LATENCY_CHECKS = (*BENCH_CHECKS, "latency_gpu", "baseline")  # timing beside other workers is wrong
+LATENCY_CHECKS = (*BENCH_CHECKS, LATENCY_GPU.name, BASELINE.name)  # timing beside other workers is wrong
 BENCHMARKS_SKIP_REASON = (
     "benchmarks do not run under pytest-xdist (-n): latency measured while other workers load the "
     "cores is wrong, so this session cannot pass or publish. Run `onnx-gate run` without -n for a "
@@ -105,11 +105,10 @@ def configure_worker(config: pytest.Config, gate: GateSession) -> None:
     config.stash[WORKER_KEY] = WorkerState(workers=workers, threads=threads)
     handed = config.workerinput.get(INPUT_KEY)  # type: ignore[attr-defined]
     if handed:
-        gate.run_id = handed["run_id"]
-        gate.report_dir = Path(handed["report_dir"])
+        gate.follow_controller(handed["run_id"], Path(handed["report_dir"]))
 
 
-def adopt_artifact(config: pytest.Config, gate: GateSession) -> None:
+def adopt_artifact(config: pytest.Config, gate: GateSession, work_dir: Path) -> None:
     """Build the model once and take the controller's artifact: hash it again, never export."""
     import torch
 
@@ -120,28 +119,28 @@ def adopt_artifact(config: pytest.Config, gate: GateSession) -> None:
     gate.model  # built once per worker: parity needs PyTorch here
     handed = config.workerinput.get(INPUT_KEY)  # type: ignore[attr-defined]
     if not handed:  # the controller is not a gate session (cannot happen with the same arguments)
-        gate.prepare()
+        gate.prepare(work_dir)
         return
     if handed["artifact"] is None:
-        gate.artifact, gate.artifact_error = None, handed["artifact_error"]
+        gate.use_artifact(None, handed["artifact_error"])
         return
     info = ArtifactInfo(**{**handed["artifact"], "path": Path(handed["artifact"]["path"]),
                            "files": tuple(handed["artifact"].get("files", ()))})
     try:
         found = rehash(info.path, info.files).identity if info.files else file_sha256(info.path)
     except (OSError, ValueError) as exc:
-        gate.artifact, gate.artifact_error = None, (
+        gate.use_artifact(None, (
             f"worker {config.workerinput['workerid']} cannot read the controller's ONNX file "  # type: ignore[attr-defined]
             f"{str(info.path)!r} ({type(exc).__name__}: {exc}); xdist workers on other hosts need a shared folder"
-        )
+        ))  # fmt: skip
         return
     if found != info.sha256:
-        gate.artifact, gate.artifact_error = None, (
+        gate.use_artifact(None, (
             f"the ONNX file {str(info.path)!r} changed after the controller checked it: sha256 "
             f"{info.sha256} expected, {found} found by worker {config.workerinput['workerid']}"  # type: ignore[attr-defined]
-        )
+        ))  # fmt: skip
         return
-    gate.artifact = info
+    gate.use_artifact(info)
 
 
 def take_worker_parity(config: pytest.Config, gate: GateSession) -> dict[str, Any] | None:
@@ -175,6 +174,7 @@ class XdistHooks:
 
     def __init__(self, gate: GateSession) -> None:
         self.gate = gate
+        self.config: pytest.Config | None = None  # set once the controller exported
         self.workers: dict[str, dict[str, Any]] = {}
 
     @pytest.hookimpl(tryfirst=True)
@@ -185,12 +185,11 @@ class XdistHooks:
         config = session.config
         if not is_controller(config) or config.option.collectonly:
             return
-        self.gate.work_dir = config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
         try:
-            self.gate.prepare()
+            self.gate.prepare(config._tmp_path_factory.mktemp("onnx-gate"))  # type: ignore[attr-defined]
         except GateError as exc:
             raise pytest.UsageError(f"onnx-gate: {exc}") from None
-        self.gate.extra["execution"] = execution_summary(config, self.gate)
+        self.config = config
 
     def pytest_configure_node(self, node: Any) -> None:
         gate = self.gate
@@ -212,18 +211,16 @@ class XdistHooks:
         for check, nodeids in output["collected"].items():
             for nodeid in nodeids:
                 self.gate.ledger.collected(check, nodeid)
-        self.gate.benchmarks_collected = self.gate.benchmarks_collected or any(
-            output["collected"].get(check) for check in BENCH_CHECKS
-        )
 
-    def finish(self) -> None:
-        """Before the verdict: what the workers said about themselves."""
-        execution = self.gate.extra.setdefault("execution", {})
+    def execution(self) -> dict[str, Any]:
+        """How the session ran, with what the workers said about themselves."""
+        execution = execution_summary(self.config, self.gate) if self.config is not None else {}
         execution["parity_examples_per_worker"] = {
             worker: output["parity_examples"] for worker, output in sorted(self.workers.items())
         }
         if self.workers:
             execution["threads_per_worker"] = max(output["threads"] for output in self.workers.values())
+        return execution
 
 
 def execution_summary(config: pytest.Config, gate: GateSession) -> dict[str, Any]:

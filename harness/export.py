@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from harness.artifact_files import PROTOBUF_LIMIT, inline_external_data, manifest
 from harness.artifact_files import file_sha256 as file_sha256  # its home before artifact_files
 from harness.config import GateConfig
-from harness.errors import ArtifactError
+from harness.errors import ArtifactError, first_line
 from harness.provenance import count_absolute_paths, make_reproducible
 from harness.runners import named_outputs, output_list
 
@@ -65,7 +65,7 @@ def self_contained_copy(path: Path, work_dir: Path) -> tuple[Path, int]:
     try:
         inline_external_data(path, target)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__)
         raise ArtifactError(f"cannot inline the external data of {str(path)!r}: {first}") from None
     return target, len(files.data)
 
@@ -263,7 +263,7 @@ def inspect_onnx(path: Path, origin: str, export_seconds: float = 0.0, *, inline
         # The path form also checks models with external data and those above 2 GB.
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc, type(exc).__name__)
         raise ArtifactError(f"{str(path)!r} fails the ONNX checker: {message}") from None
     default_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ArtifactInfo(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from typing import TYPE_CHECKING, Any, Callable
+from harness.errors import first_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -94,7 +95,7 @@ def cast_as_it_runs(model: nn.Module, double_copy: Callable[[nn.Module], nn.Modu
             try:
                 return self.inner(*args, **kwargs)
             except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = first_line(exc, type(exc).__name__)
                 self.fallback = f"casting as it runs failed ({first}); a double copy is used"
                 self._copy = double_copy(self.inner)
                 return self._copy(*args, **kwargs)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from harness.checks.parity import ParityResult, compare_outputs
 from harness.config import Tolerance
+from harness.errors import GateError, first_line
+from harness.runner_kinds import PYTORCH, backends, kind_of
 from harness.strategies import InputCase
 
 if TYPE_CHECKING:
@@ -27,8 +29,8 @@ if TYPE_CHECKING:
 
 GPU_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3, mae=1e-5, noise_factor=0.0)
 CUDA_PROVIDER = "CUDAExecutionProvider"
-# The GPU benchmark backends, PyTorch baselines first (their names are config.GPU_BASELINES).
-GPU_BACKENDS = ("pytorch", "pytorch-cuda-graph", "onnxruntime", "onnxruntime-cudagraph")
+# The GPU benchmark backends, PyTorch baselines first (harness/runner_kinds.py).
+GPU_BACKENDS = backends("cuda")
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture: cuDNN picks its algorithms
 
 
@@ -128,7 +130,7 @@ def check_gpu_parity(gate: GateSession) -> ParityResult:
     batches = gate.pinned_batches() or [None]
     for batch in batches:
         for family in ("normal", "uniform"):
-            sizes = {**gate.config.trace_sizes, **({gate.batch_dim: batch} if gate.batch_dim else {})}
+            sizes = gate.sizes_at(batch)
             case = InputCase(family=family, sizes=sizes, seed=11)
             feeds = case.materialize(gate.config)
             expected = gate.torch_runner.infer(feeds)
@@ -150,14 +152,15 @@ def check_gpu_parity(gate: GateSession) -> ParityResult:
 @contextlib.contextmanager
 def timed_call(gate: GateSession, backend: str, feeds: Mapping[str, np.ndarray]) -> Iterator[Callable[[], Any]]:
     """A synchronising call of ``backend`` on the GPU: each call's time is the real GPU time."""
-    if backend not in GPU_BACKENDS:
+    kind = kind_of(backend, "cuda")
+    if kind is None:
         raise ValueError(f"unknown GPU backend {backend!r}; valid: {', '.join(GPU_BACKENDS)}")
     with tf32_off():
-        if backend.startswith("pytorch"):
-            with _torch_call(gate, feeds, cuda_graph=backend == "pytorch-cuda-graph") as call:
+        if kind.framework == PYTORCH:
+            with _torch_call(gate, feeds, cuda_graph=kind.cuda_graph) as call:
                 yield call
         else:
-            yield _ort_call(gate, feeds, cuda_graph=backend == "onnxruntime-cudagraph")
+            yield _ort_call(gate, feeds, cuda_graph=kind.cuda_graph)
 
 
 @contextlib.contextmanager
@@ -210,7 +213,6 @@ def _capture(model: Any, tensors: list[Any]) -> tuple[Any, Any]:
 
 def _check_graph_outputs(gate: GateSession, feeds: Mapping[str, np.ndarray], outputs: Any) -> None:
     """A replayed graph must compute what the CPU fp32 reference computes, or its time is moot."""
-    from harness.errors import GateError
     from harness.runners import output_list
 
     actual = {n: t.detach().cpu().numpy() for n, t in zip(gate.config.outputs, output_list(outputs, gate.config.outputs))}
@@ -220,7 +222,7 @@ def _check_graph_outputs(gate: GateSession, feeds: Mapping[str, np.ndarray], out
         tolerances={n: GPU_TOLERANCE for n in gate.config.outputs},
     )  # fmt: skip
     if not result:
-        raise GateError(f"PyTorch CUDA graph replay differs from PyTorch on the CPU: {str(result).splitlines()[0]}")
+        raise GateError(f"PyTorch CUDA graph replay differs from PyTorch on the CPU: {first_line(result)}")
 
 
 def _ort_call(gate: GateSession, feeds: Mapping[str, np.ndarray], *, cuda_graph: bool) -> Callable[[], Any]:

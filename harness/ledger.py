@@ -2,7 +2,7 @@
 
 pytest's exit status alone cannot say "every required check ran and passed": a session narrowed
 with ``-k`` exits 0 having skipped parity entirely. The ledger records each check's tests as
-collected and as reported, so the verdict can name what did not run.
+collected and as reported, so the verdict (harness/outcome.py) can name what did not run.
 """
 
 from __future__ import annotations
@@ -10,11 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-CHECKS = (
-    "artifact", "contract", "parity", "batch_consistency", "determinism", "dynamic_dims", "invariants", "sensitivity",
-)  # fmt: skip
-# Required when the session runs the benchmarks; GPU checks run (and may fail) only where CUDA is.
-BENCH_CHECKS = ("latency_cpu", "latency_budget")
 
 
 @dataclass
@@ -45,22 +40,8 @@ class CheckRecord:
         }
 
 
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    reasons: tuple[str, ...]
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        if self.passed:
-            return "PASSED | every required check ran and passed"
-        return "FAILED | " + "; ".join(self.reasons)
-
-
 class Ledger:
-    def __init__(self, checks: Iterable[str] = CHECKS) -> None:
+    def __init__(self, checks: Iterable[str] = ()) -> None:
         self.records = {name: CheckRecord(name) for name in checks}
 
     def record_for(self, check: str) -> CheckRecord:
@@ -81,18 +62,6 @@ class Ledger:
     @property
     def ran_anything(self) -> bool:
         return any(record.outcomes for record in self.records.values())
-
-    def verdict(self, required: Iterable[str], *, exit_status: int = 0) -> Verdict:
-        reasons = []
-        for check in required:
-            status = self.record_for(check).status
-            if status == "failed":
-                reasons.append(f"{check} failed")
-            elif status != "passed":
-                reasons.append(f"{check} {status}")
-        if exit_status != 0 and not reasons:
-            reasons.append(f"pytest exited with status {exit_status}")
-        return Verdict(not reasons, tuple(reasons))
 
     def to_dict(self) -> dict[str, object]:
         return {name: record.to_dict() for name, record in self.records.items()}

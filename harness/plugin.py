@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Generator
 
 import pytest
 
-from harness import distributed
-from harness.api_request import GATE_KEY, api_request
-from harness.errors import ConfigError, GateError
-from harness.ledger import BENCH_CHECKS
+from harness import distributed, session_end
+from harness.api_request import GATE_KEY, OUTCOME_KEY, api_request
+from harness.checks.candidates import CANDIDATE_CHECKS
+from harness.checks.latency import BENCH_CHECKS
+from harness.errors import ConfigError, GateError, first_line
 
 if TYPE_CHECKING:
     from harness.config import GateConfig
@@ -27,14 +28,6 @@ if TYPE_CHECKING:
 FAILURES_KEY = pytest.StashKey["Failures"]()
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 GATE_TEST_DIRS = (PACKAGE_ROOT / "conformance", PACKAGE_ROOT / "benchmarks")
-OPTION_TO_KEY = {
-    "gate_model": "model",
-    "gate_checkpoint": "checkpoint",
-    "gate_onnx": "onnx",
-    "gate_exporter": "exporter",
-    "gate_opset": "opset",
-    "gate_report_dir": "report_dir",
-}
 
 
 class BenchmarkJson(os.PathLike[str]):
@@ -91,9 +84,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-report-dir", metavar="DIR", default=None,
                     help="folder for run reports. Default: %(default)r (config, else reports/)")
     group.addoption("--gate-publish", action="store_true", default=False,
-                    help="when, and only when, every required check ran and passed, upload the ONNX file "
-                    "to S3 and register it in MLflow (env: MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL, "
-                    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Default: %(default)r")
+                    help="when, and only when, every required check ran and passed, publish the ONNX file "
+                    "through [publish] target: by default upload it to S3 and register it in MLflow (env: "
+                    "MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); "
+                    "target 'mlflow' needs MLFLOW_TRACKING_URI only. Default: %(default)r")
     group.addoption("--gate-no-cache", action="store_true", default=False,
                     help="export the model even when an identical export is cached (the fresh export then "
                     "replaces the cached one; cache folder: $ONNX_GATE_CACHE_DIR, else "
@@ -109,7 +103,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _overrides(config: pytest.Config) -> dict[str, Any]:
-    values = {key: config.getoption(option) for option, key in OPTION_TO_KEY.items()}
+    from harness.config import OVERRIDE_OPTIONS
+
+    values = {key: config.getoption(option.removeprefix("--").replace("-", "_")) for option, (key, _) in OVERRIDE_OPTIONS.items()}
     return {key: value for key, value in values.items() if value is not None}
 
 
@@ -141,7 +137,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from harness import config as gate_config
     from harness.noise import quiet_library_noise
-    from harness.session import BenchPlan, GateSession
+    from harness.session import BenchPlan, GateSession, RunOptions
 
     quiet_library_noise()
 
@@ -179,33 +175,30 @@ def pytest_configure(config: pytest.Config) -> None:
             "onnx-gate: [candidates] cannot yet run under pytest-xdist (each worker would build and judge its own "
             "copies); drop -n, or remove [candidates] for a distributed run"
         )
-    gate = GateSession(loaded, model=api.model if api else None)
-    if api:
-        gate.publish_tags = dict(api.publish_tags)
-    if config.getoption("gate_bench_quick"):
-        gate.bench_plan = BenchPlan.quick()
+    baseline_spec = None
     if config.getoption("gate_baseline"):
         from harness.baseline import check_registry, parse_spec
-        from harness.errors import GateError
 
         try:
-            gate.baseline_spec = parse_spec(config.getoption("gate_baseline"), config.invocation_params.dir)
-            if gate.baseline_spec.file is None:
-                check_registry(gate.baseline_spec)
+            baseline_spec = parse_spec(config.getoption("gate_baseline"), config.invocation_params.dir)
+            if baseline_spec.file is None:
+                check_registry(baseline_spec)
         except GateError as exc:
             raise pytest.UsageError(f"onnx-gate: {exc}") from None
-    gate.use_export_cache = not config.getoption("gate_no_cache")
+    options = RunOptions(
+        bench_plan=BenchPlan.quick() if config.getoption("gate_bench_quick") else BenchPlan.full(),
+        baseline_spec=baseline_spec, use_export_cache=not config.getoption("gate_no_cache"),
+        publish_tags=dict(api.publish_tags) if api else {},
+    )  # fmt: skip
+    gate = GateSession(loaded, model=api.model if api else None, options=options)
     config.stash[GATE_KEY] = gate
     _brief_failures(config)
     if distributed.is_worker(config):
         distributed.configure_worker(config, gate)
     else:
-        config.pluginmanager.register(LedgerFeed(gate, config), "onnx-gate-ledger")
+        config.pluginmanager.register(LedgerFeed(gate, config), session_end.LEDGER_FEED)
         if distributed.is_controller(config):
-            config.pluginmanager.register(distributed.XdistHooks(gate), XDIST_HOOKS)
-    # Without --benchmark-json, benchmark.json goes into the run's folder once benchmarks are
-    # collected (pytest_collection_modifyitems).
-    gate.owns_benchmark_json = hasattr(config.option, "benchmark_json") and config.option.benchmark_json is None
+            config.pluginmanager.register(distributed.XdistHooks(gate), session_end.XDIST_HOOKS)
     if not config.option.xmlpath:
         # junitxml reads this in its own pytest_configure, which runs after this tryfirst hook.
         config.option.xmlpath = str(gate.report_dir / "junit.xml")
@@ -290,8 +283,6 @@ def _gate(config: pytest.Config) -> GateSession | None:
     return config.stash.get(GATE_KEY, None)
 
 
-XDIST_HOOKS = "onnx-gate-xdist"
-CANDIDATE_CHECKS = ("candidates", "latency_candidates")
 
 
 class LedgerFeed:
@@ -337,7 +328,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         batches = gate.pinned_batches()
         metafunc.parametrize("pinned_batch", batches, ids=[f"batch{b}" for b in batches])
     if "dynamic_size" in metafunc.fixturenames:
-        cases = [(n, s) for n, dim in gate.config.dims.items() for s in dim.sizes_besides_trace(3)]
+        from harness.checks.dynamic_dims import dynamic_sizes
+
+        cases = dynamic_sizes(gate.config)
         metafunc.parametrize("dynamic_size", cases, ids=[f"{n}={s}" for n, s in cases])
     if "bench_batch" in metafunc.fixturenames:
         batches = list(gate.config.bench.batches) if gate.batch_dim else [None]
@@ -358,18 +351,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [item for item in items if _check_name(item) not in CANDIDATE_CHECKS]
+    from harness.checks.declared import undeclared_problem
+
     for item in items:
         check = _check_name(item)
         if check:
+            problem = undeclared_problem(check)
+            if problem is not None:
+                raise pytest.UsageError(f"onnx-gate: {item.nodeid}: {problem}")
             gate.ledger.collected(check, item.nodeid)
     if distributed.is_worker(config):
         distributed.skip_benchmarks(items, _check_name)
-    gate.benchmarks_collected = any(_check_name(item) in BENCH_CHECKS for item in items)
     if gate.benchmarks_collected:
         _check_benchmark_plugin()
         gate.report_dir.mkdir(parents=True, exist_ok=True)
+        # Without --benchmark-json, benchmark.json goes into the run's folder.
         benchmark_session = getattr(config, "_benchmarksession", None)
-        if benchmark_session is not None and gate.owns_benchmark_json:
+        if benchmark_session is not None and getattr(config.option, "benchmark_json", "") is None:
             benchmark_session.json = BenchmarkJson(gate.report_dir / "benchmark.json")
 
 
@@ -391,17 +389,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gate = _gate(session.config)
     if gate is None or session.config.option.collectonly or not session.items:
         return
-    gate.work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
-    publishing = session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput")
-    heavy = ("harness.publish.registry", "mlflow", "mlflow.onnx", "boto3")
+    work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
+    publishing = session.config.getoption("gate_publish") and not distributed.is_worker(session.config)
+    if publishing:
+        from harness.publish.registry import apply_client_settings
+
+        apply_client_settings()  # before MLflow is imported, which reads some of them
+    heavy = ("mlflow", "mlflow.onnx", "boto3")
     warm = _imports_alongside(*heavy) if publishing else nullcontext()
     try:
         with gate.timing.measure("build_and_export"), warm:
             if distributed.is_worker(session.config):
-                distributed.adopt_artifact(session.config, gate)  # the controller exported it
+                distributed.adopt_artifact(session.config, gate, work_dir)  # the controller exported it
             else:
-                gate.prepare()
-                gate.extra["execution"] = distributed.execution_summary(session.config, gate)
+                gate.prepare(work_dir)
     except GateError as exc:
         _junit_records_usage_error(session.config, f"onnx-gate: {exc}")
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
@@ -436,8 +437,7 @@ def _first_line(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(report.longrepr, "reprcrash", None)
-    text = crash.message if crash is not None else str(report.longrepr or "")
-    return text.strip().splitlines()[0] if text.strip() else ""
+    return first_line(crash.message if crash is not None else report.longrepr or "")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -481,116 +481,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if gate is None or session.config.option.collectonly:
         return
-    feed = session.config.pluginmanager.get_plugin("onnx-gate-ledger")
-    if feed is not None:
-        feed.resolve_unlabelled()
-    hooks = session.config.pluginmanager.get_plugin(XDIST_HOOKS)
-    if hooks is not None:
-        hooks.finish()
-    if not gate.ledger.ran_anything:
+    outcome = session_end.build(session, gate, exitstatus)
+    if outcome is None:
         return
-    from hypothesis import settings
-
-    from harness.report import write_reports
-
-    gate.verdict = gate.ledger.verdict(gate.required_checks, exit_status=int(exitstatus))
-    _write_failures(session, gate)
-    if gate.latency:
-        from harness.bench_report import archive_benchmark_json
-
-        archive_benchmark_json(gate)
-    profile = settings._current_profile or "default"  # type: ignore[attr-defined]
-    with gate.timing.measure("reports"):  # the divergence analysis reports its own cost as well
-        if gate.parity.failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
-            from harness.debug.in_gate import where_it_diverges  # bounded, and never raises
-
-            gate.extra["divergence"] = where_it_diverges(gate, root=session.config.invocation_params.dir)
-        write_reports(gate, gate.verdict, hypothesis_profile=profile)
-    # Publish only from the controller: an xdist worker sees a fraction of the session.
-    if session.config.getoption("gate_publish") and not hasattr(session.config, "workerinput"):
-        from harness.publish.flow import publish_gate
-
-        with gate.timing.measure("publish"):
-            gate.release_runners()
-            outcome = publish_gate(
-                gate, int(exitstatus), invocation_dir=session.config.invocation_params.dir,
-                extra_tags=gate.publish_tags, notify=_notifier(session.config),
-            )  # fmt: skip
-        gate.publish_outcome = outcome
-        gate.extra["publish"] = outcome.to_dict()
-        with gate.timing.measure("reports"):
-            write_reports(gate, gate.verdict, hypothesis_profile=profile, plots=False)
-        if outcome.run_id:
-            with gate.timing.measure("publish"):
-                _replace_run_reports(gate, outcome)
-        if not outcome and session.exitstatus == 0:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def _write_failures(session: pytest.Session, gate: GateSession) -> None:
-    """Full failure detail into the report; the terminal keeps one line per failed check."""
-    failures = session.config.stash.get(FAILURES_KEY, None)
-    if failures is None or not failures.items:
-        return
-    failures.write(gate.report_dir)
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    shown = len(reporter.stats.get("failed", [])) + len(reporter.stats.get("error", [])) if reporter else 0
-    # Brief only when every failure the terminal would show has its line (no collection errors).
-    if failures.brief and shown == len(failures.items):
-        session.config.option.tbstyle = "no"  # the longreprs are made; this only hides them
-    else:
-        failures.brief = False
-
-
-def _notifier(config: pytest.Config) -> Any:
-    """Progress lines from the publish step (e.g. whom it waits for), straight to the terminal."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
-        from harness.publish.flow import notify_stderr
-
-        return notify_stderr
-    return lambda message: reporter.write_line(f"onnx-gate publish: {message}")
-
-
-def _replace_run_reports(gate: GateSession, outcome: Any) -> None:
-    import os
-
-    from harness.publish.registry import Registry
-
-    settings = gate.config.publish
-    registry = Registry(os.environ["MLFLOW_TRACKING_URI"], model_name=settings.model_name,
-                        experiment=settings.experiment, alias=settings.alias)
-    try:
-        registry.replace_reports(outcome.run_id, gate.report_dir)
-    except Exception as exc:  # the version stands; only the run's copy of the report is stale
-        import warnings
-
-        from harness.publish.secrets import redact
-
-        warnings.warn(redact(f"onnx-gate: could not update the MLflow run's reports: {type(exc).__name__}"), stacklevel=1)
+    session_end.report(session, gate, outcome, session.config.stash.get(FAILURES_KEY, None))
+    session.config.stash[OUTCOME_KEY] = session_end.publish(session, gate, outcome)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    gate = _gate(config)
-    if gate is None or gate.verdict is None:
-        return
-    color = {"green": True} if gate.verdict else {"red": True}
-    terminalreporter.write_sep("=", "onnx-gate", **color)
-    terminalreporter.write_line(str(gate.verdict), **color)
-    if gate.parity.fp64_unavailable:
-        from harness.report import fp64_unavailable_finding
-
-        terminalreporter.write_line(fp64_unavailable_finding(gate.parity.fp64_unavailable), yellow=True)
-    failures = config.stash.get(FAILURES_KEY, None)
-    if failures is not None and failures.items:
-        for line in failures.lines():
-            terminalreporter.write_line(line, red=True)
-        how = "; -v or --tb=short shows them here" if failures.brief else ""
-        terminalreporter.write_line(f"details: {gate.report_dir / 'failures.txt'}{how}")
-    outcome = getattr(gate, "publish_outcome", None)
+    outcome = config.stash.get(OUTCOME_KEY, None)
     if outcome is not None:
-        terminalreporter.write_line(f"publish: {outcome}", green=bool(outcome), red=not outcome)
-    terminalreporter.write_line(f"report: {gate.report_dir / 'summary.md'}")
+        session_end.terminal_summary(terminalreporter, outcome, config.stash.get(FAILURES_KEY, None))
 
 
 @pytest.hookimpl(optionalhook=True)

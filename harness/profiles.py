@@ -8,9 +8,23 @@ falsifying example.
 
 from __future__ import annotations
 
-PROFILES = ("dev", "ci", "thorough", "smoke")
-DEFAULT_PROFILE = "dev"
-GATE_RUN_PROFILE = "ci"
+DEFAULT_PROFILE = "dev"  # plain `pytest conformance`
+GATE_RUN_PROFILE = "ci"  # `onnx-gate run` and export_and_register_model()
+
+
+def with_gate_run_profile(args: list[str]) -> list[str]:
+    """pytest arguments for a whole gate run: the ``ci`` profile unless they name one."""
+    if any(a == "--hypothesis-profile" or a.startswith("--hypothesis-profile=") for a in args):
+        return args
+    return [*args, f"--hypothesis-profile={GATE_RUN_PROFILE}"]
+
+
+def current_profile() -> str:
+    """The Hypothesis profile this session's property tests ran with, for the reports."""
+    from hypothesis import settings
+
+    # Hypothesis's public getter (recent versions only) fails when no profile was loaded.
+    return settings._current_profile or "default"  # type: ignore[attr-defined]
 
 
 def register_profiles() -> None:

@@ -3,41 +3,45 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.checks.parity_stats import case_to_dict, describe_exact
-from harness.ledger import Verdict
 
 if TYPE_CHECKING:
-    from harness.session import GateSession
+    from harness.outcome import GateOutcome
+    from harness.timing import Stopwatch
 
 ORIGINAL_MAE_CLAIM = 1e-5
 
 
-def gate_document(gate: GateSession, verdict: Verdict, *, hypothesis_profile: str) -> dict[str, Any]:
-    return {
-        "run_id": gate.run_id,
+def gate_document(outcome: GateOutcome) -> dict[str, Any]:
+    verdict = outcome.verdict
+    document = {
+        "run_id": outcome.run_id,
         "verdict": "passed" if verdict else "failed",
         "reasons": list(verdict.reasons),
-        "required_checks": list(gate.required_checks),
-        "checks": gate.ledger.to_dict(),
-        "artifact": (
-            {**gate.artifact.to_dict(), "cache": gate.artifact_cache.to_dict() if gate.artifact_cache else None}
-            if gate.artifact else None
-        ),
-        "artifact_error": gate.artifact_error,
-        "parity": gate.parity_summary(),
-        "parity_failures": gate.parity.failures,
-        "parity_failure_case": case_to_dict(gate.parity.failure_case),
-        "hypothesis_profile": hypothesis_profile,
-        "config": gate.config.summary(),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor()},
-        "duration_s": round(time.time() - gate.started, 2),
-        **gate.extra,
+        "required_checks": list(outcome.required_checks),
+        "checks": dict(outcome.checks),
+        "artifact": {**outcome.artifact.to_dict(), "cache": outcome.artifact_cache} if outcome.artifact else None,
+        "artifact_error": outcome.artifact_error,
+        "parity": dict(outcome.parity),
+        "parity_failures": list(outcome.parity_failures),
+        "parity_failure_case": case_to_dict(outcome.parity_failure_case),
+        "hypothesis_profile": outcome.hypothesis_profile,
+        "config": dict(outcome.config),
+        "machine": dict(outcome.machine),
+        "duration_s": round(time.time() - outcome.started, 2),
     }
+    optional = {"execution": outcome.execution, "baseline": outcome.baseline, "divergence": outcome.divergence,
+                "publish": outcome.publish.to_dict() if outcome.publish is not None else None}
+    document |= {key: value for key, value in optional.items() if value is not None}
+    if outcome.benchmarks is not None:
+        document["benchmarks"] = outcome.benchmarks
+    if outcome.candidates is not None:
+        document["candidates"] = outcome.candidates
+    return document
 
 
 def fp64_unavailable_finding(reason: str) -> str:
@@ -140,16 +144,8 @@ def summary_markdown(document: dict[str, Any]) -> str:
         from harness.timing import breakdown_markdown
 
         lines += ["", breakdown_markdown(document["timing"])]
-    publish = document.get("publish")
-    if publish:
-        lines += ["", "## Publish", "", f"- status: **{publish['status']}**"]
-        if publish["reason"]:
-            lines.append(f"- reason: {publish['reason']}")
-        for key in ("s3_uri", "sha256", "registered_name", "version", "alias", "run_url"):
-            if publish.get(key):
-                lines.append(f"- {key}: `{publish[key]}`")
-        if publish.get("version"):
-            lines.append(f"- new version: {publish['created_version']}; uploaded now: {publish['uploaded']}")
+    if document.get("publish_markdown"):
+        lines += ["", *document["publish_markdown"]]
     artifact = document["artifact"]
     lines += ["", "## Artifact", ""]
     if artifact:
@@ -211,23 +207,21 @@ def _absolute_paths_line(count: int) -> str:
             "folder layout and make the sha256 differ per folder. Export with onnx-gate to drop them.")
 
 
-def plot_parity(gate: GateSession, path: Path) -> Path | None:
+def plot_parity(outcome: GateOutcome, path: Path) -> Path | None:
     """Histogram of per-example max abs error per output, on a log axis."""
-    series = {
-        name: errors.max_abs for name, errors in gate.parity.errors.items()
-        if errors.max_abs and not errors.discrete_values  # counts of differing values, not errors
-    }  # fmt: skip
+    series = outcome.parity_errors
     if not series:
         return None
     from harness.plots import saved_figure
 
+    tolerance = outcome.parity["tolerance"]
     with saved_figure(path, nrows=1, ncols=len(series), figsize=(5 * len(series), 3.5), squeeze=False) as (_, axes):
         for axis, (name, values) in zip(axes[0], series.items()):
-            _plot_errors(axis, name, values, gate.config.tolerance_for(name).atol)
+            _plot_errors(axis, name, values, tolerance[name]["atol"])
     return path
 
 
-def _plot_errors(axis: Any, name: str, values: list[float], atol: float) -> None:
+def _plot_errors(axis: Any, name: str, values: tuple[float, ...], atol: float) -> None:
     import numpy as np
 
     data = np.maximum(np.asarray(values, dtype=float), 1e-12)  # log axis: exact zeros at the floor
@@ -243,36 +237,36 @@ def _plot_errors(axis: Any, name: str, values: list[float], atol: float) -> None
     axis.legend()
 
 
-def write_reports(gate: GateSession, verdict: Verdict, *, hypothesis_profile: str, plots: bool = True) -> dict[str, Any]:
+def write_reports(outcome: GateOutcome, timing: Stopwatch, *, plots: bool = True) -> dict[str, Any]:
     """Write gate.json, summary.md and the plots into the run's report folder."""
-    directory = gate.report_dir
+    directory = outcome.report_dir
     directory.mkdir(parents=True, exist_ok=True)
-    document = gate_document(gate, verdict, hypothesis_profile=hypothesis_profile)
+    document = gate_document(outcome)
     sections = []
-    if gate.latency:
-        from harness.bench_report import gate_bench_section, latency_markdown, plot_latency
+    if outcome.benchmarks is not None:
+        from harness.bench_report import latency_markdown, plot_latency
 
-        document["benchmarks"] = gate_bench_section(gate, samples=False)
         if plots:
-            plot_latency(document["benchmarks"], directory / "latency.png")
-        sections.append(latency_markdown(document["benchmarks"]))
-    if "baseline" in gate.extra:
+            plot_latency(outcome.benchmarks, directory / "latency.png")
+        sections.append(latency_markdown(outcome.benchmarks))
+    if outcome.baseline is not None:
         from harness.baseline import baseline_markdown
 
-        sections.append(baseline_markdown(gate.extra["baseline"]))
-    from harness.candidates.report import candidates_markdown, candidates_section
+        sections.append(baseline_markdown(outcome.baseline))
+    if outcome.candidates is not None:
+        from harness.candidates.report import candidates_markdown
 
-    candidates = candidates_section(gate)
-    if candidates is not None:
-        document["candidates"] = candidates
-        sections.append(candidates_markdown(candidates))
+        sections.append(candidates_markdown(outcome.candidates))
     document["sections_markdown"] = sections
+    if outcome.publish is not None:
+        document["publish_markdown"] = outcome.publish.markdown()
     if plots:
-        plot_parity(gate, directory / "parity.png")
+        plot_parity(outcome, directory / "parity.png")
     # Last, so that it counts the plots above (the files below take milliseconds).
-    document["timing"] = gate.timing.breakdown()
+    document["timing"] = timing.breakdown()
     _write_atomic(directory / "summary.md", summary_markdown(document))
     document.pop("sections_markdown", None)
+    document.pop("publish_markdown", None)
     document["files"] = sorted({p.name for p in directory.iterdir()} | {"gate.json", "summary.md"})
     _write_atomic(directory / "gate.json", json.dumps(document, indent=2, sort_keys=False, default=str))
     _point_latest(directory)

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from harness.errors import ArtifactError, GateError
+from harness.errors import ArtifactError, GateError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -326,7 +326,7 @@ class OrtRunner(Runner):
                 str(path), options, providers=list(providers)
             )
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)
             raise ArtifactError(f"ONNX Runtime cannot load {str(path)!r}: {first}") from None
         self.providers = self.session.get_providers()
         self.name = f"onnxruntime-{self.providers[0].removesuffix('ExecutionProvider').lower()}"
@@ -350,6 +350,6 @@ class OrtRunner(Runner):
             # By name, as consumers fetch them: a graph with swapped names must not pass by position.
             return self.session.run(list(self.output_names), {n: feeds[n] for n in self.graph_inputs})
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)
             shapes = {n: tuple(feeds[n].shape) for n in self.graph_inputs}
             raise GateError(f"{self.name} failed on inputs {shapes}: {first}") from None

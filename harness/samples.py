@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +54,7 @@ def _from_callable(config: GateConfig) -> list[tuple[str, dict[str, Any]]]:
     try:
         batches = list(function())
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         raise ConfigError(f"samples {config.samples!r} raised {type(exc).__name__}: {first}") from None
     return [(f"{config.samples}()[{i}]", batch) for i, batch in enumerate(batches)]
 

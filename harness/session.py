@@ -5,23 +5,25 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.bench import (
-    BudgetResult, LatencyRecord, activation_bytes, count_flops, last_level_cache_bytes, onnx_weight_bytes,
+    LatencyRecord, activation_bytes, count_flops, last_level_cache_bytes, onnx_weight_bytes,
     read_bandwidth, sgemm_peak_flops,
 )
 from harness.cache import CacheOutcome, cached_export
+from harness.checks.declared import gate_checks
+from harness.checks.latency import BENCH_CHECKS
 from harness.checks.parity import ParityResult, check_parity
 from harness.checks.parity_stats import ParityStats
 from harness.config import GateConfig
-from harness.errors import ArtifactError
+from harness.errors import ArtifactError, first_line
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx, self_contained_copy
-from harness.ledger import BENCH_CHECKS, CHECKS, Ledger, Verdict
+from harness.ledger import Ledger
 from harness.runners import OrtRunner, TorchRunner, default_threads
 from harness.strategies import InputCase
 from harness.timing import Stopwatch
@@ -58,7 +60,31 @@ class BenchPlan:
         return cls(warmup_rounds=2, budget_s=0.5, min_rounds=5, max_rounds=50)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How this run was asked to go, read once from the command line or the Python API."""
+
+    bench_plan: BenchPlan = field(default_factory=BenchPlan.full)  # --gate-bench-quick: BenchPlan.quick()
+    baseline_spec: BaselineSpec | None = None  # --gate-baseline
+    use_export_cache: bool = True  # --gate-no-cache turns it off
+    publish_tags: Mapping[str, str] = field(default_factory=dict)  # extra tags on the registered version
+
+
+@dataclass(frozen=True)
+class NotRun:
+    """A check that could not run here, and why (e.g. the GPU checks on a machine without CUDA)."""
+
+    reason: str
+
+
 class GateSession:
+    """What is under test (config, model, artifact, runners) and what the checks recorded.
+
+    The first part is set here only: by the constructor, ``prepare`` or, on an xdist worker,
+    ``follow_controller``. The checks add their results through ``record``, ``record_latency``
+    and the parity statistics' own methods; the session's end reads them once into a GateOutcome.
+    """
+
     def __init__(
         self,
         config: GateConfig,
@@ -66,38 +92,55 @@ class GateSession:
         work_dir: Path | None = None,
         run_id: str | None = None,
         model: nn.Module | None = None,
+        options: RunOptions | None = None,
     ) -> None:
         self.config = config
+        self.options = options or RunOptions()
         self.work_dir = work_dir
         self.run_id = run_id or new_run_id()
         self.report_dir = config.report_dir / self.run_id
         self.started = time.time()
         self.timing = Stopwatch()
-        self.ledger = Ledger()
-        self.verdict: Verdict | None = None
-        self.publish_outcome: Any = None
-        self.publish_tags: dict[str, str] = {}  # extra tags on the registered version
+        self.ledger = Ledger(check.name for check in gate_checks() if check.listed)
         self.artifact: ArtifactInfo | None = None
         self.artifact_error: str | None = None
-        self.use_export_cache = True  # --gate-no-cache turns it off
         self.artifact_cache: CacheOutcome | None = None
         self.parity = ParityStats(config.outputs)  # what the parity checks found, for every report
-        self.extra: dict[str, Any] = {}
         self._model = model
         self.model_given = model is not None  # by the Python API, rather than built from the config
         # Benchmarks (filled only when the session runs benchmarks/).
-        self.bench_plan = BenchPlan.full()
         self.latency: list[LatencyRecord] = []
-        self.budget_result: BudgetResult | None = None
-        self.gpu_parity: ParityResult | None = None
-        self.gpu_unavailable: str | None = None  # why the GPU benchmarks skipped, when they did
-        self.gpu_budget_result: BudgetResult | None = None
-        self.benchmarks_collected = False
-        self.baseline_spec: BaselineSpec | None = None  # --gate-baseline
-        self.owns_benchmark_json = False
+        self._results: dict[str, Any] = {}  # by check name: typed results beyond pass/fail
         self._flops: dict[int, float] = {}
         self._activation_bytes: dict[int, float] = {}
         self._weight_bytes: dict[str, float] = {}
+
+    @property
+    def bench_plan(self) -> BenchPlan:
+        return self.options.bench_plan
+
+    @property
+    def baseline_spec(self) -> BaselineSpec | None:
+        return self.options.baseline_spec
+
+    # --- what the checks recorded ------------------------------------------------------------
+
+    def record(self, check: str, result: Any) -> None:
+        """A check's typed result (a BudgetResult, a ParityResult, a report section, NotRun)."""
+        self._results[check] = result
+
+    def recorded(self, check: str) -> Any:
+        """What ``check`` recorded, or None."""
+        return self._results.get(check)
+
+    @property
+    def benchmarks_collected(self) -> bool:
+        """Whether the session runs the benchmarks (on the xdist controller: any worker collected them)."""
+        return any(self.ledger.records[c].collected for c in BENCH_CHECKS if c in self.ledger.records)
+
+    def measured_flops(self) -> dict[int, float]:
+        """The model's FLOPs per call, per batch size, as far as the benchmarks counted them."""
+        return dict(sorted(self._flops.items()))
 
     # --- what is under test ----------------------------------------------------------------
 
@@ -111,9 +154,12 @@ class GateSession:
             )
         return self._model
 
-    def prepare(self) -> None:
-        """Build the model (errors propagate: the gate cannot start) and produce the artifact
-        (errors are recorded: a defective ONNX fails the gate's artifact check, it does not crash)."""
+    def prepare(self, work_dir: Path | None = None) -> None:
+        """Build the model (errors propagate: the gate cannot start) and produce the artifact in
+        ``work_dir`` (errors are recorded: a defective ONNX fails the gate's artifact check, it
+        does not crash)."""
+        if work_dir is not None:
+            self.work_dir = work_dir
         model = self.model
         try:
             if self.work_dir is None:
@@ -125,11 +171,19 @@ class GateSession:
                 self.work_dir.mkdir(parents=True, exist_ok=True)
                 path = self.work_dir / "model.onnx"
                 seconds, self.artifact_cache = cached_export(
-                    model, self.config, path, export_onnx, use_cache=self.use_export_cache
+                    model, self.config, path, export_onnx, use_cache=self.options.use_export_cache
                 )
                 self.artifact = inspect_onnx(path, self.config.exporter, seconds)
         except ArtifactError as exc:
             self.artifact_error = str(exc)
+
+    def follow_controller(self, run_id: str, report_dir: Path) -> None:
+        """On an xdist worker: the controller's run id and report folder."""
+        self.run_id, self.report_dir = run_id, report_dir
+
+    def use_artifact(self, artifact: ArtifactInfo | None, error: str | None = None) -> None:
+        """On an xdist worker: the artifact the controller made (or why the worker cannot use it)."""
+        self.artifact, self.artifact_error = artifact, error
 
     @cached_property
     def output_name_problem(self) -> str | None:
@@ -145,14 +199,14 @@ class GateSession:
 
     @property
     def required_checks(self) -> tuple[str, ...]:
-        required = [c for c in CHECKS if c != "invariants" or self.config.invariants]
-        if not self.config.dims:
-            required = [c for c in required if c not in ("dynamic_dims", "batch_consistency")]
-        if self.benchmarks_collected:
-            required += list(BENCH_CHECKS)
-        if self.baseline_spec is not None:  # asked for: its absence fails the gate
-            required.append("baseline")
-        return tuple(required)
+        """The checks this gate's verdict needs, each as its declaration says (harness/checks/declared.py)."""
+        return tuple(check.name for check in gate_checks() if check.required(self))
+
+    @property
+    def release_checks(self) -> tuple[str, ...]:
+        """The checks a release needs: the required ones and, always, those declared for_release."""
+        release = tuple(check.name for check in gate_checks() if check.for_release)
+        return tuple(name for name in self.required_checks if name not in release) + release
 
     @property
     def batch_dim(self) -> str | None:
@@ -161,6 +215,10 @@ class GateSession:
             if spec.symbolic_dims:
                 return spec.symbolic_dims[0]
         return None
+
+    def sizes_at(self, batch: int | None) -> dict[str, int]:
+        """The trace sizes of every symbolic dimension, with the batch dimension at ``batch``."""
+        return {**self.config.trace_sizes, **({self.batch_dim: batch} if self.batch_dim and batch is not None else {})}
 
     def pinned_batches(self) -> list[int]:
         """Batch sizes parity always covers: 1, 2 and one besides the trace size."""
@@ -172,18 +230,19 @@ class GateSession:
 
     # --- runners -------------------------------------------------------------------------------
 
-    def _names(self) -> tuple[list[str], list[str]]:
+    def io_names(self) -> tuple[list[str], list[str]]:
+        """The config's input and output names, as the runners take them."""
         return [spec.name for spec in self.config.inputs], list(self.config.outputs)
 
     @cached_property
     def torch_runner(self) -> TorchRunner:
-        return TorchRunner(self.model, *self._names())
+        return TorchRunner(self.model, *self.io_names())
 
     @cached_property
     def fp64_runner(self) -> TorchRunner | None:
         """PyTorch in float64, the yardstick for fp32 noise; None when the model cannot run so."""
         try:
-            return TorchRunner(self.model, *self._names(), dtype="float64")
+            return TorchRunner(self.model, *self.io_names(), dtype="float64")
         except Exception as exc:  # a deepcopy or .double() the model does not support
             self._fp64_failed(exc)
             return None
@@ -191,7 +250,7 @@ class GateSession:
     def _fp64_failed(self, exc: Exception) -> None:
         import warnings
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         self.parity.fp64_unavailable = f"{type(exc).__name__}: {first}"
         warnings.warn(
             f"onnx-gate: the model cannot run in float64 ({self.parity.fp64_unavailable}); parity falls back "
@@ -202,7 +261,9 @@ class GateSession:
     def _noise_factors(self) -> dict[str, float]:
         return {name: self.config.tolerance_for(name).noise_factor for name in self.config.outputs}
 
-    def _fp64_reference(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    def fp64_reference(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """PyTorch's outputs in float64 on ``feeds`` (timed into the parity statistics), or None
+        where no output asks for the noise floor or the model cannot run in float64."""
         if not any(self._noise_factors().values()) or self.parity.fp64_unavailable:
             return None
         runner = self.fp64_runner
@@ -228,7 +289,7 @@ class GateSession:
 
         for name in ("fp64_runner", "ort_runner", "bench_ort_runner"):
             self.__dict__.pop(name, None)
-        if "candidates" in self.__dict__:
+        if self.candidates_in_use:
             self.candidates.release()
         gc.collect()
 
@@ -256,7 +317,7 @@ class GateSession:
     def new_ort_runner(self, **options: Any) -> OrtRunner:
         if self.artifact is None:
             raise ArtifactError(self.artifact_error or "no ONNX artifact")
-        return OrtRunner(self.artifact.path, *self._names(), **options)
+        return OrtRunner(self.artifact.path, *self.io_names(), **options)
 
     # --- benchmarks ----------------------------------------------------------------------------
 
@@ -284,7 +345,7 @@ class GateSession:
     def _bench_tensors(self, batch: int) -> list[Any]:
         from harness.export import example_feeds
 
-        sizes = {**self.config.trace_sizes, **({self.batch_dim: batch} if self.batch_dim else {})}
+        sizes = self.sizes_at(batch)
         return self.torch_runner.to_tensors(example_feeds(self.config, sizes))
 
     def flops_per_call(self, batch: int) -> float:
@@ -308,6 +369,15 @@ class GateSession:
             self._activation_bytes[batch] = float(activation_bytes(self.model, self._bench_tensors(batch), cache))
         return self._weight_bytes[key] + self._activation_bytes[batch]
 
+    def measured_bandwidth(self) -> float | None:
+        """The read bandwidth, if this session measured it (the benchmarks do, on first use)."""
+        return self.__dict__.get("bandwidth")
+
+    @property
+    def candidates_in_use(self) -> bool:
+        """Whether this session built its candidate set (``candidates``)."""
+        return "candidates" in self.__dict__
+
     @cached_property
     def candidates(self) -> CandidateSet:
         """The candidate artifacts ([candidates] in the config), built on first use."""
@@ -323,7 +393,7 @@ class GateSession:
     def check_parity(self, case: InputCase) -> ParityResult:
         """The parity check on ``case``, its statistics recorded for the reports."""
         result = check_parity(
-            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self._fp64_reference, timing=self.timing
+            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference, timing=self.timing
         )
         self.parity.record(result, case)
         return result
@@ -336,7 +406,7 @@ class GateSession:
 
         batches = self.pinned_batches() or [None]
         cases = [
-            InputCase(family, {**self.config.trace_sizes, **({self.batch_dim: b} if b is not None else {})}, seed=index)
+            InputCase(family, self.sizes_at(b), seed=index)
             for index, (family, b) in enumerate((f, b) for f in FAMILIES for b in batches)
         ]  # fmt: skip
         return [case for case in cases if not degenerate_inputs(case.materialize(self.config))]
@@ -351,7 +421,7 @@ class GateSession:
         examples: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in checked}
         for case in self.bias_cases():
             feeds = case.materialize(self.config)
-            exact = self.timing.call("torch_fp64", self._fp64_reference, feeds)
+            exact = self.timing.call("torch_fp64", self.fp64_reference, feeds)
             if exact is None:
                 return None
             expected = self.timing.call("torch_fp32", self.torch_runner.infer, feeds)

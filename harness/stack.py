@@ -185,7 +185,9 @@ class Stack:
             mlflow_process = subprocess.Popen(
                 [sys.executable, "-m", "mlflow", "server",
                  "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                 "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}",
+                 # The server stores and serves the artifacts itself (clients need no S3 credentials):
+                 # the MLflow-only publish target (harness/publish/mlflow_only.py) relies on it.
+                 "--serve-artifacts", "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}",
                  "--host", LOOPBACK, "--port", str(mlflow_port), "--workers", "2"],
                 stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True, env=server_env,
             )  # fmt: skip

@@ -68,9 +68,6 @@ class Stopwatch:
         with self.measure(part):
             return function(*args)
 
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
     def breakdown(self) -> dict[str, Any]:
         """Seconds per part of the session so far, counting measurements still running (the
         report being written); the parts sum to ``total_s``."""

@@ -135,10 +135,10 @@ def test_two_weight_sets_give_two_identities_and_two_versions_that_run_and_load_
     print(f"identities {identities} -> versions {[o.version for o in outcomes]}")  # for the closing note
     for graph, outcome in zip(graphs, outcomes):
         # Multi-file, as a model of 2 GB ships: the graph and its data under the identity's key.
-        assert outcome.s3_uri.endswith(f"/{outcome.sha256}/")
+        assert outcome.location.endswith(f"/{outcome.sha256}/")
         download = tmp_path / "s3" / outcome.version
         download.mkdir(parents=True)
-        copy = _download(env, outcome.s3_uri, download)
+        copy = _download(env, outcome.location, download)
         assert manifest(copy).identity == outcome.sha256
         np.testing.assert_array_equal(_run(copy), _run(graph))
     republished = flow.publish_file(_request(graphs[1], name), env)

@@ -59,3 +59,12 @@ def test_a_broken_toml_file_is_named(tmp_path):
     (tmp_path / "gate.toml").write_text("model = [\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         config.load(invocation_dir=tmp_path, config_file=Path("gate.toml"))
+
+
+def test_the_publish_target_is_a_known_name_or_a_module_path_and_a_typo_is_answered(tmp_path):
+    section = {**config.LOCALIZATION_NET_SECTION, "publish": {"target": "mlflow"}}
+    assert config.parse(section, tmp_path).publish.target == "mlflow"
+    assert config.parse({**section, "publish": {"target": "mypkg.gate_target"}}, tmp_path).publish.target == "mypkg.gate_target"
+    assert config.parse(config.LOCALIZATION_NET_SECTION, tmp_path).publish.target == "s3+mlflow"
+    with pytest.raises(ConfigError, match=r"unknown publish.target 'mlfow'. Did you mean 'mlflow'\? Valid: 's3\+mlflow', 'mlflow'"):
+        config.parse({**section, "publish": {"target": "mlfow"}}, tmp_path)

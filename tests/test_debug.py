@@ -191,7 +191,7 @@ def test_a_case_parses_from_the_form_the_gate_prints_it():
 def test_the_gate_report_records_the_last_failing_case_for_debug(tmp_path):
     """Hypothesis replays a failing test's shrunk example last: the last failure is the one to debug."""
     from harness.debug.inputs import failing_case
-    from harness.ledger import Verdict
+    from harness.outcome import build_outcome
     from harness.report import gate_document
     from harness.session import GateSession
 
@@ -204,7 +204,7 @@ def test_the_gate_report_records_the_last_failing_case_for_debug(tmp_path):
     assert not session.check_parity(large)
     assert not session.check_parity(CASE)
 
-    document = gate_document(session, Verdict(False, ("parity",)), hypothesis_profile="smoke")
+    document = gate_document(build_outcome(session, exit_status=1, hypothesis_profile="smoke"))
     (tmp_path / "gate.json").write_text(json.dumps(document, default=str))
     assert failing_case(tmp_path, session.config) == CASE
 

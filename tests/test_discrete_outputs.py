@@ -63,13 +63,13 @@ def _session(tmp_path, *, head_through_fp16: bool) -> GateSession:
 
 
 def test_a_correct_argmax_output_reports_how_many_values_were_compared_and_the_rate_that_would_show(tmp_path):
-    from harness.ledger import Verdict
+    from harness.outcome import build_outcome
 
     session = _session(tmp_path, head_through_fp16=False)
     assert all(session.check_parity(case) for case in PROBES)
     stats = session.parity_summary()["outputs"]["tags"]
     assert stats["compared_exactly"] == len(PROBES) * 4 * 64 and stats["values_differing"] == 0
-    summary = summary_markdown(gate_document(session, Verdict(True, ()), hypothesis_profile="test"))
+    summary = summary_markdown(gate_document(build_outcome(session, exit_status=0, hypothesis_profile="test")))
     rate = detectable_flip_rate(len(PROBES) * 4 * 64)
     assert f"3,072 values compared exactly, none differ: a flip rate above {rate:.2g}" in summary
 

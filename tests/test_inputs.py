@@ -272,7 +272,7 @@ def test_a_mismatch_at_valid_positions_still_blocks(padded_session, tmp_path):
     onnx.save(model, str(tmp_path / "defect.onnx"))
     runner = OrtRunner(tmp_path / "defect.onnx", ["tokens", "attention_mask"], ["steps"])
     case = InputCase("uniform", {"batch": 3, "sequence": 8}, seed=2)
-    result = check_parity(case, padded_session.config, padded_session.torch_runner, runner, fp64_reference=padded_session._fp64_reference)
+    result = check_parity(case, padded_session.config, padded_session.torch_runner, runner, fp64_reference=padded_session.fp64_reference)
     assert not result and result.left_out["steps"] > 0, str(result)
 
 

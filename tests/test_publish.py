@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import boto3  # noqa: F401 - imported before pytester snapshots sys.modules, see
 import mlflow
 import mlflow.onnx
 import numpy as np
+import pytest
 import torch
 from mlflow import MlflowClient
 
@@ -192,7 +194,7 @@ def test_mlflow_unreachable_stops_the_publish_before_anything_is_uploaded(stack,
     _, env = stack
     request = _request(_artifact(tmp_path, 2), _unique("no-mlflow"))
     outcome = flow.publish_file(request, {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
-    assert outcome.status == "failed" and not outcome.uploaded and outcome.s3_uri is None
+    assert outcome.status == "failed" and not outcome.uploaded and outcome.location is None
     assert "MLflow tracking server at http://127.0.0.1:9 is unreachable" in outcome.reason
     assert _key(request) not in _store(env).list_keys()
     assert _versions(env, request.settings.model_name) == []
@@ -210,7 +212,7 @@ def test_mlflow_failing_after_the_upload_says_what_was_left_and_a_rerun_complete
         patch.setattr(Registry, "register", registry_gone)
         outcome = flow.publish_file(request, env, notify=lambda message: None)
     assert outcome.status == "failed" and outcome.uploaded
-    assert f"{outcome.s3_uri} is uploaded and verified but not registered" in outcome.reason
+    assert f"{outcome.location} is uploaded and verified but not registered" in outcome.reason
     assert "a later --gate-publish run of this artifact reuses it instead of uploading again" in outcome.reason
     assert _key(request) in _store(env).list_keys()
     assert _versions(env, request.settings.model_name) == []
@@ -389,3 +391,58 @@ def test_a_conflict_the_sqlite_registry_gives_a_concurrent_writer_is_tried_once_
     outcome = flow.publish_file(request, env)
     assert outcome.status == "published" and outcome.created_version, outcome.reason
     assert len(calls) == 2 and [v.version for v in _versions(env, request.settings.model_name)] == ["1"]
+
+
+# --- the MLflow-only target: MLflow's own artifact store, no S3 credentials ---------------------
+
+
+def test_the_mlflow_only_target_stores_the_artifact_in_mlflow_and_needs_no_s3_credentials(stack, tmp_path, monkeypatch):
+    _, env = stack
+    for key in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key, raising=False)  # a managed MLflow's user: a tracking URI, nothing else
+    only_mlflow = {"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]}
+    name = _unique("mlflow-only")
+    path = _artifact(tmp_path, 8)
+    request = _request(path, name)
+    request = dataclasses.replace(request, settings=dataclasses.replace(request.settings, target="mlflow"))
+    bucket_before = set(_store(env).list_keys())
+
+    outcome = flow.publish_file(request, only_mlflow)
+    assert outcome.status == "published" and outcome.created_version and outcome.uploaded, outcome.reason
+    assert outcome.location.startswith("mlflow-artifacts:/"), outcome.location
+    assert str(outcome).startswith(f"PUBLISHED | {outcome.location} -> {name} v1 @staging")
+    section = outcome.to_dict()  # gate.json's words for this target
+    assert section["artifact_uri"] == outcome.location and section["run_id"] == outcome.record_id
+    assert set(_store(env).list_keys()) == bucket_before  # nothing went to the gate's bucket
+    version = _versions(env, name)[0]
+    assert version.tags["sha256"] == request.sha256 and "s3_uri" not in version.tags
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@staging", dst_path=str(tmp_path / "mlflow")))
+    assert file_sha256(local / "model.onnx") == request.sha256  # the bytes the gate checked
+
+    again = flow.publish_file(request, only_mlflow)
+    assert (again.status, again.version, again.created_version, again.uploaded) == ("published", "1", False, False)
+    assert len(_versions(env, name)) == 1
+
+
+@pytest.mark.slow  # a whole gate run with benchmarks and a publish: ~40 s alone
+def test_a_gate_publishes_end_to_end_through_the_mlflow_only_target(project, stack, monkeypatch):
+    _, env = stack
+    name = _unique("gate-mlflow-only")
+    project.write_config(extra=PUBLISHABLE % (name, name) + 'target = "mlflow"\n')
+    bucket_before = set(_store(env).list_keys())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    for key in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key, raising=False)  # a managed MLflow's user: no S3 credentials
+    run = project.run("--gate-publish", "--gate-bench-quick", paths=(CONFORMANCE, BENCHMARKS))
+    assert run.result.ret == 0, run.result.stdout.str()
+    published = run.document["publish"]
+    assert published["status"] == "published" and published["artifact_uri"].startswith("mlflow-artifacts:/")
+    run.result.stdout.fnmatch_lines([f"publish: PUBLISHED | mlflow-artifacts:/* -> {name} v1 @staging (new version)"])
+    assert set(_store(env).list_keys()) == bucket_before
+    client = _client(env)
+    logged = json.loads(Path(client.download_artifacts(published["run_id"], "gate/gate.json", str(project.path))).read_text())
+    assert logged["publish"]["artifact_uri"] == published["artifact_uri"]  # the run holds the final report
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    loaded = mlflow.onnx.load_model(f"models:/{name}@staging")
+    assert [o.name for o in loaded.graph.output] == ["positions", "uncertainties"]

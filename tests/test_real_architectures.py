@@ -108,7 +108,7 @@ def test_a_left_padded_decoder_differs_only_at_padded_positions_which_no_longer_
     assert declared.left_out["last_hidden_state"] > 0 and declared.outputs[0].max_abs < 1e-5
     whole = check_parity(
         case, replace(session.config, padded_outputs={}), session.torch_runner, session.ort_runner,
-        fp64_reference=session._fp64_reference,
+        fp64_reference=session.fp64_reference,
     )  # fmt: skip
     assert not whole and whole.outputs[0].max_abs > 0.1, str(whole)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.candidates.settings import KINDS
+from harness.errors import first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -192,7 +193,7 @@ def build_candidate(kind: str, source: Path, folder: Path, config: GateConfig, o
         session_options.log_severity_level = 3
         ort.InferenceSession(str(target), session_options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         reason = f"{type(exc).__name__}: {first}"[:300].replace(str(folder), "<work>")
         return Candidate(kind, kind, precision, None, f"could not build or load: {reason}", time.perf_counter() - started)
     finally:

@@ -8,14 +8,15 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from harness.outcome import Verdict
     from harness.session import GateSession
 
 
-def candidates_section(gate: GateSession) -> dict[str, Any] | None:
-    if not gate.config.candidates.enabled or "candidates" not in gate.__dict__:
+def candidates_section(gate: GateSession, verdict: Verdict | None = None) -> dict[str, Any] | None:
+    if not gate.config.candidates.enabled or not gate.candidates_in_use:
         return None
     candidates = gate.candidates
-    section = candidates.table()
+    section = candidates.table(verdict)
     chosen, why = candidates.chosen()
     section["chosen"] = {"name": chosen.name if chosen else None, "why": why}
     return section

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from harness.bench import LatencyRecord
+    from harness.outcome import Verdict
     from harness.runners import OrtRunner
     from harness.session import GateSession
     from harness.strategies import InputCase
@@ -74,13 +75,13 @@ class CandidateSet:
         if name not in self._runners:
             from harness.runners import OrtRunner
 
-            self._runners[name] = OrtRunner(self.candidate(name).path, *self.gate._names())  # type: ignore[arg-type]
+            self._runners[name] = OrtRunner(self.candidate(name).path, *self.gate.io_names())  # type: ignore[arg-type]
         return self._runners[name]
 
     def new_runner(self, name: str, **options: Any) -> OrtRunner:
         from harness.runners import OrtRunner
 
-        return OrtRunner(self.candidate(name).path, *self.gate._names(), **options)  # type: ignore[arg-type]
+        return OrtRunner(self.candidate(name).path, *self.gate.io_names(), **options)  # type: ignore[arg-type]
 
     def release(self) -> None:
         self._runners.clear()
@@ -131,7 +132,7 @@ class CandidateSet:
     def _autocast(self, precision: str) -> AutocastRunner:
         key = f"_autocast_{precision}"
         if key not in self.__dict__:
-            self.__dict__[key] = AutocastRunner(self.gate.model, *self.gate._names(), precision=precision)
+            self.__dict__[key] = AutocastRunner(self.gate.model, *self.gate.io_names(), precision=precision)
         return self.__dict__[key]
 
     def _floor_factors(self, in_range: bool) -> dict[str, float]:
@@ -165,7 +166,7 @@ class CandidateSet:
             from harness.checks.parity import check_parity
 
             gate = self.gate
-            result = check_parity(case, gate.config, gate.torch_runner, runner, fp64_reference=gate._fp64_reference)
+            result = check_parity(case, gate.config, gate.torch_runner, runner, fp64_reference=gate.fp64_reference)
             return self._record(name, from_parity(name, result, self.describe_tolerance(name)))
         feeds = case.materialize(self.gate.config)
         in_range = inputs_in_range(self.gate.config, feeds)
@@ -175,7 +176,7 @@ class CandidateSet:
             expected = self.gate.torch_runner.infer(feeds)
             judgement = judge_budget(name, self._budget_for(in_range), actual, expected, self.custom_metric, context)
         else:
-            exact = self.gate._fp64_reference(feeds)
+            exact = self.gate.fp64_reference(feeds)
             if exact is None:
                 raise GateError(f"candidate {name}: the float64 reference failed on {context}")
             lowered = self._autocast(self.built[name].precision).infer(feeds)
@@ -213,7 +214,7 @@ class CandidateSet:
         context = f"{describe_case(case)}, parts {split}+{size - split}"
         if kind == "budget":
             return judge_budget(name, self._budget_for(True), whole, joined, self.custom_metric, context)
-        exact = self.gate._fp64_reference(feeds)
+        exact = self.gate.fp64_reference(feeds)
         if exact is None:
             raise GateError(f"candidate {name}: the float64 reference failed on {context}")
         lowered = self._autocast(self.built[name].precision).infer(feeds)
@@ -276,8 +277,9 @@ class CandidateSet:
             return None, f"the plain export is the fastest passing artifact at batch {batch}"
         return self.built[fastest], f"fastest passing artifact at batch {batch}"
 
-    def table(self) -> dict[str, Any]:
-        """The candidates table as plain values, for gate.json, summary.md and publishing."""
+    def table(self, gate_verdict: Verdict | None = None) -> dict[str, Any]:
+        """The candidates table as plain values, for gate.json, summary.md and publishing;
+        ``gate_verdict``: the plain export's, once the session is over."""
         batches = sorted({r.batch for r in self.latency})
         eager = {r.batch: r.median for r in self.latency if r.extra.get("candidate") == "pytorch"}
         fastest = {batch: self.fastest_passing(batch) for batch in batches}
@@ -286,7 +288,6 @@ class CandidateSet:
         for name in names:
             candidate = self.built.get(name) if "built" in self.__dict__ else None
             if name == PLAIN:
-                gate_verdict = self.gate.verdict
                 verdict = "passed" if gate_verdict else "not judged yet" if gate_verdict is None else "blocked"
                 why = "" if gate_verdict is None or gate_verdict else str(gate_verdict)
                 precision, tolerance, units = "fp32", "the gate's checks", None

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from harness.checks.declared import declare_check, with_dims
 from harness.checks.parity import ParityResult, compare_outputs
 from harness.strategies import InputCase, describe_case
 
 if TYPE_CHECKING:
     from harness.config import GateConfig
     from harness.runners import OrtRunner
+
+
+# A batch of 2 or more needs a symbolic batch dimension.
+CHECK = declare_check("batch_consistency", required=with_dims, order=40)
 
 
 def check_batch_consistency(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from harness.checks.declared import declare_check
 from harness.config import GateConfig
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ ONNX_DTYPES = {
     "float16": 10, "float64": 11,
 }  # fmt: skip
 RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+CHECK = declare_check("contract", order=20)
 
 
 @dataclass(frozen=True)

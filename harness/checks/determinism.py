@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Mapping
 
+from harness.checks.declared import declare_check
 from harness.checks.result import CheckResult
 from harness.strategies import InputCase, describe_case
 
@@ -12,6 +13,9 @@ if TYPE_CHECKING:
 
     from harness.config import GateConfig
     from harness.runners import OrtRunner
+
+
+CHECK = declare_check("determinism", order=50)
 
 
 def _differing(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]) -> list[str]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from harness.checks.declared import declare_check, with_invariants
 from harness.checks.result import CheckResult
 from harness.strategies import InputCase, describe_case
 
 if TYPE_CHECKING:
     from harness.config import GateConfig
     from harness.runners import OrtRunner
+
+
+CHECK = declare_check("invariants", required=with_invariants, order=70)
 
 
 def check_invariants(case: InputCase, config: GateConfig, runner: OrtRunner) -> CheckResult:

@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+from harness.checks.declared import declare_check
 from harness.config import GateConfig, Tolerance
 
 if TYPE_CHECKING:
@@ -50,9 +51,23 @@ FP32_EPS = 2.0**-23
 # A noise factor below 4 still leaves the fixed bound this much headroom over PyTorch fp32's own
 # error, so that an ONNX Runtime as accurate as PyTorch cannot exceed it (|e2 - e1| <= 4|e1|).
 WELL_CONDITIONED = 0.25
+# Below this no export can reliably match fp32 noise: the smallest noise factor that means anything.
+MIN_NOISE_FACTOR = 1 / WELL_CONDITIONED
+# Without a float64 reference (no noise floor), a module's output is judged against a fixed
+# relative bound of this many fp32 ulps of its largest value (`onnx-gate debug`).
+NO_FLOOR_ULPS = 512
 # The share of an output's values on which PyTorch fp32 must miss the fixed bound before the noise
 # check stops blocking that output on that input: one stray value does not disarm it.
 UNSTABLE_SHARE = 0.01
+
+
+CHECK = declare_check("parity", order=30)
+
+
+def exceeds_without_floor(max_abs: float, scale: float) -> bool:
+    """Whether an error of ``max_abs`` on values up to ``scale`` exceeds the fixed bound that
+    stands in for the noise floor where no float64 reference exists."""
+    return max_abs > NO_FLOOR_ULPS * FP32_EPS * max(scale, 1.0)
 
 
 @dataclass(frozen=True)
@@ -372,7 +387,7 @@ def judge_output(
         # figure per scale set (scale_sets), not each value's own error: which value happens to
         # round well in PyTorch is chance, and would make the verdict chance too. Small values are
         # judged with their own slack, so the large ones' 2-ulp slack cannot disarm the bound for them.
-        factor = max(tolerance.noise_factor, 1 / WELL_CONDITIONED)
+        factor = max(tolerance.noise_factor, MIN_NOISE_FACTOR)
         judged = np.zeros(stable.shape, bool)
         for members, set_slack in scale_sets(x):
             pytorch_share = float((np.maximum(floor, set_slack) / bound)[members & stable].max(initial=0.0))

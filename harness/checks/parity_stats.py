@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from harness.errors import first_line
+
 if TYPE_CHECKING:
     from harness.checks.parity import Finding, ParityResult
     from harness.config import Tolerance
@@ -189,7 +191,7 @@ class ParityStats:
         self.record_findings(result.findings)
         if not result:
             if len(self.failures) < MAX_FAILURES:
-                self.failures.append(str(result).splitlines()[0])
+                self.failures.append(first_line(result))
             self.failure_case = case
 
     def record_findings(self, findings: Iterable[Finding]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Mapping
 
+from harness.checks.declared import declare_check
 from harness.checks.parity import Finding
 from harness.inputs import InputCase, describe_case
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from harness.runners import Runner
 
 ATTEMPTS = 8  # draws tried to find a value of the input that differs from the first one
+
+
+CHECK = declare_check("sensitivity", order=80)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from harness.errors import first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -142,6 +143,6 @@ def capture_modules(
         runner64 = TorchRunner(model, input_names, output_names, dtype="float64")
         outputs64 = _run_hooked(runner64.model, runner64.to_tensors(feeds), modules, "64", root, output_names)
     except Exception as exc:  # a model without float64 kernels: errors are shown without a floor
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         return Capture(modules, outputs32, None, f"{type(exc).__name__}: {first}")
     return Capture(modules, outputs32, outputs64)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from harness.debug.align import Alignment
     from harness.debug.capture import Capture
     from harness.debug.isolate import Isolation
-    from harness.debug.verdict import Verdict
+    from harness.debug.verdict import ModuleVerdict
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,12 @@ class DebugRequest:
 class DebugResult:
     request: DebugRequest
     alignment: Alignment
-    verdict: Verdict
+    verdict: ModuleVerdict
     named_modules: int
     # Final outputs against fp64, per ONNX Runtime optimisation level: output -> passed.
     unoptimised_ok: dict[str, bool] = field(default_factory=dict)
     production_ok: dict[str, bool] = field(default_factory=dict)
-    production_verdict: Verdict | None = None  # attribution at the production level, fusion-only cases
+    production_verdict: ModuleVerdict | None = None  # attribution at the production level, fusion-only cases
     isolation: Isolation | None = None
     fp64_unavailable: str | None = None
     factor_note: str = ""

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import first_line
+
 if TYPE_CHECKING:
     from harness.debug.diagnose import DebugResult
     from harness.session import GateSession
@@ -27,8 +29,8 @@ def _peak_rss_mb() -> float:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    first = first_line(exc)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _json_number(value: float | None) -> float | str | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from harness.checks.parity import compare_noise
+from harness.errors import first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -102,7 +103,7 @@ def isolate(
         result.subgraph = extract(model, feeds, where.output, result.expected32)
         actual = probe.run(result.subgraph, feeds, [], level=level)[where.output]
     except Exception as exc:  # a subgraph the extractor or the checker rejects: say so, keep the rest
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__)
         result.problem = f"subgraph extraction failed: {first}"
         return result
     import numpy as np

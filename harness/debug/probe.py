@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from harness.errors import GateError
+from harness.errors import GateError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,5 +70,5 @@ def run(
     except KeyError as exc:
         raise GateError(f"the ONNX graph needs input {exc.args[0]!r}, which the feeds do not hold") from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__)
         raise GateError(f"ONNX Runtime ({level}) failed on the marked graph: {first}") from None

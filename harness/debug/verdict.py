@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from harness.checks.parity import compare_noise
+from harness.checks.parity import compare_noise, exceeds_without_floor
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,17 +37,13 @@ class ModuleRow:
 
 
 @dataclass
-class Verdict:
+class ModuleVerdict:
     rows: list[ModuleRow]
     factor: float
     culprit: ModuleRow | None = None
     suspect: ModuleRow | None = None  # first to exceed, but its inputs could not be checked
     outputs: dict[str, ModuleRow] = field(default_factory=dict)  # the graph outputs, as rows
     shape_mismatch: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def outputs_diverge(self) -> bool:
-        return any(row.exceeds for row in self.outputs.values())
 
 
 def _row(
@@ -61,13 +57,13 @@ def _row(
     max_abs = float(diff.max()) if diff.size else 0.0
     mean_abs = float(diff.mean()) if diff.size else 0.0
     if ref64 is None:
-        # No floor: fall back to a fixed relative bound of a few hundred fp32 ulps. NaN/Inf that
+        # No floor: fall back to the parity rule's fixed relative bound (a few hundred ulps). NaN/Inf that
         # only ONNX Runtime produces is beyond any bound.
         scale = float(np.abs(ref32[np.isfinite(ref32)]).max(initial=0.0))
         onnx_only = int(np.count_nonzero(~np.isfinite(onnx) & np.isfinite(ref32)))
         return ModuleRow(name, cls, source, ops, order, depth, max_abs, mean_abs, None,
                          float("inf") if onnx_only else None,
-                         bool(onnx_only) or max_abs > 512 * 2.0**-23 * max(scale, 1.0), None, None,
+                         bool(onnx_only) or exceeds_without_floor(max_abs, scale), None, None,
                          nonfinite=onnx_only)  # fmt: skip
     noise = compare_noise(name, onnx, ref32, ref64, factor)
     return ModuleRow(name, cls, source, ops, order, depth, max_abs, mean_abs, noise.floor_max, noise.ratio,
@@ -115,10 +111,10 @@ def _check_inputs(
 def judge(
     capture: Capture, alignment: Alignment, values: Mapping[str, np.ndarray],
     feeds: Mapping[str, np.ndarray], output_names: tuple[str, ...], factor: float,
-) -> Verdict:  # fmt: skip
+) -> ModuleVerdict:  # fmt: skip
     """Rows for every aligned module in PyTorch's execution order, then the culprit: the first
     module whose output exceeds ``factor`` x its noise floor while its inputs are within it."""
-    verdict = Verdict([], factor)
+    verdict = ModuleVerdict([], factor)
     producers: dict[str, ModuleRow] = {}
     for call in capture.in_order():
         where = alignment.aligned.get(call.name)

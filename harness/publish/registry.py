@@ -8,17 +8,30 @@ import os
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from harness.publish.s3 import PublishError, PublishRefused
+from harness.errors import first_line
+from harness.publish.outcome import PublishError, PublishRefused
 from harness.publish.secrets import redact, split_userinfo
 
-# Fail in seconds, not after MLflow's default minutes of retries, when the server is down.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-# A release gate talks to the servers it is given, nothing else: MLflow's usage telemetry is off.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+if TYPE_CHECKING:
+    from harness.config import PublishConfig
+    from harness.publish.flow import PublishRequest
+    from harness.publish.outcome import Notify, PublishOutcome
+
+NO_TRACKING_URI = ("MLFLOW_TRACKING_URI is not set: run `onnx-gate stack up` for a local registry, or point it at "
+                   "your MLflow server")
+
+
+def apply_client_settings() -> None:
+    """MLflow's client settings for a release gate, unless the user set them: called before MLflow
+    is imported or used (it reads them from the environment), never as a side effect of an import."""
+    # Fail in seconds, not after MLflow's default minutes of retries, when the server is down.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    # A release gate talks to the servers it is given, nothing else: MLflow's usage telemetry is off.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -32,6 +45,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
 
 class Registry:
     def __init__(self, tracking_uri: str, *, model_name: str, experiment: str, alias: str) -> None:
+        apply_client_settings()
         self.tracking_uri = tracking_uri.rstrip("/")
         # MLflow itself prints the URI it is given ("View run at ..."), so it gets the URI without
         # its user:password@ part, and the credentials by its own variables, which redact() knows.
@@ -71,7 +85,7 @@ class Registry:
                     f"MLflow at {self.display_uri} rejected the credentials: check MLFLOW_TRACKING_USERNAME / "
                     "MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN or the user:password in MLFLOW_TRACKING_URI"
                 )) from None  # fmt: skip
-            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            first = first_line(text, type(exc).__name__)
             raise PublishError(redact(f"MLflow at {self.display_uri} refused a test request: {first}"[:500])) from None
 
     @property
@@ -124,6 +138,10 @@ class Registry:
         """Upload the final gate.json and summary.md, which now hold the publish section."""
         for name in ("gate.json", "summary.md"):
             self.client.log_artifact(run_id, str(report_dir / name), artifact_path="gate")
+
+    @classmethod
+    def from_settings(cls, tracking_uri: str, settings: PublishConfig) -> Registry:
+        return cls(tracking_uri, model_name=settings.model_name, experiment=settings.experiment, alias=settings.alias)
 
     def check_model_config(self, model_tags: Mapping[str, str], *, allow_change: bool) -> None:
         """Refuse to add a version to (or move an alias of) a registered model whose versions hold
@@ -189,6 +207,14 @@ class Registry:
                 raise PublishError(f"{self.model_name} version {version} is {current.status}, not READY")
             time.sleep(0.5)
 
+    def artifact_location(self, version: Any) -> str:
+        """Where MLflow keeps the version's files: its logged model's artifact location (MLflow 3,
+        e.g. ``mlflow-artifacts:/1/models/m-.../artifacts``), else the version's source."""
+        model_id = getattr(version, "model_id", None)
+        if model_id:
+            return str(self.client.get_logged_model(model_id).artifact_location)
+        return str(version.source)
+
     def set_alias(self, version: str) -> None:
         self.client.set_registered_model_alias(self.model_name, self.alias, version)
 
@@ -197,3 +223,68 @@ class Registry:
 
         if mlflow.active_run() is not None:
             mlflow.end_run(status=status)
+
+
+def replace_run_reports(outcome: PublishOutcome, settings: PublishConfig, report_dir: Path) -> None:
+    """The MLflow run's copy of gate.json and summary.md, replaced by the final ones; a failure only
+    leaves that copy stale (the version stands), so it is a warning."""
+    if outcome.record_id is None:
+        return
+    registry = Registry.from_settings(os.environ["MLFLOW_TRACKING_URI"], settings)
+    try:
+        registry.replace_reports(outcome.record_id, report_dir)
+    except Exception as exc:
+        import warnings
+
+        warnings.warn(redact(f"onnx-gate: could not update the MLflow run's reports: {type(exc).__name__}"), stacklevel=1)
+
+
+# A SQLite-backed MLflow server can answer concurrent writers with "database is locked"; MLflow's
+# client retries, and a write that in fact went through then fails as an IntegrityError. The stage is
+# idempotent (one version per sha256, found before any new one is made), so it runs once more.
+REGISTRY_ATTEMPTS = 2
+
+
+def _transient_registry_error(exc: BaseException) -> bool:
+    return "IntegrityError" in str(exc) or "database is locked" in str(exc)
+
+
+def record_and_register(
+    registry: Registry, request: PublishRequest, outcome: PublishOutcome, location_tags: Mapping[str, str],
+    register_version: Callable[[Mapping[str, str]], tuple[Any, bool]], *, notify: Notify,
+) -> None:
+    """The MLflow stage every MLflow target shares: one run for this gate, with its params, metrics
+    and reports; the version (``register_version`` finds or makes the one READY version of the
+    artifact, given its tags); the alias. Sets ``outcome`` to published; raises on failure."""
+    for attempt in range(REGISTRY_ATTEMPTS):
+        try:
+            _record_and_register(registry, request, outcome, location_tags, register_version)
+            return
+        except Exception as exc:
+            if attempt + 1 == REGISTRY_ATTEMPTS or not _transient_registry_error(exc):
+                raise
+            notify(f"onnx-gate: MLflow answered a concurrent write with a conflict ({type(exc).__name__}); trying once more")
+
+
+def _record_and_register(
+    registry: Registry, request: PublishRequest, outcome: PublishOutcome, location_tags: Mapping[str, str],
+    register_version: Callable[[Mapping[str, str]], tuple[Any, bool]],
+) -> None:
+    run_id = registry.start_run(f"gate-{request.gate_run_id}", request.params, request.metrics)
+    outcome.record_id, outcome.record_url = run_id, registry.run_url(run_id)
+    try:
+        if request.report_dir is not None:
+            registry.log_reports(request.report_dir)
+        tags = {
+            **location_tags, "sha256": request.sha256, "gate_run_id": request.gate_run_id,
+            "git_commit": request.git_commit, **request.model_tags, **request.extra_tags,
+        }  # fmt: skip
+        version, created = register_version(tags)
+        registry.set_alias(version.version)  # only READY versions come back from register_version
+        outcome.status, outcome.version, outcome.created_version, outcome.alias = (
+            "published", str(version.version), created, registry.alias,
+        )
+        registry.end_run("FINISHED")
+    except BaseException:
+        registry.end_run("FAILED")
+        raise

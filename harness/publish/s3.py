@@ -13,21 +13,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
 from harness.artifact_files import ArtifactManifest
-from harness.errors import GateError
+from harness.publish.outcome import PublishError
 from harness.publish.secrets import redact
 
 CHUNK = 8 << 20
 # One streamed PUT up to this size (S3 allows 5 GB); multipart above it.
 MULTIPART_THRESHOLD = 1 << 30
 PART_SIZE = 64 << 20
-
-
-class PublishError(GateError):
-    """Publishing failed; the message is safe to show (no secrets)."""
-
-
-class PublishRefused(PublishError):
-    """Publishing would break a promise of the registry (e.g. mix two models' versions)."""
 
 
 def s3_client(endpoint: str | None, access_key: str | None, secret_key: str | None, *, attempts: int = 3, timeout_s: float = 10) -> Any:

@@ -1,0 +1,51 @@
+"""Where a passed gate publishes: a target chosen by ``[publish] target``, the way pytest-benchmark
+chooses its storage by URI. A target is one module with
+
+- ``LABELS``: gate.json's names for the outcome's location, record id and record URL (e.g.
+  ``s3_uri``), see harness/publish/outcome.py;
+- ``publish(request, environ=None, *, notify) -> PublishOutcome``: never raises for a publishing
+  failure, the outcome says;
+- ``replace_reports(outcome, settings, report_dir)``: put the final gate.json and summary.md
+  (which hold the publish section) where the published record keeps its reports.
+
+A target of your own is a module named by its dotted path (``target = "mypkg.gate_target"``); the
+built-in ones have short names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Mapping, Protocol
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from harness.config import PublishConfig
+    from harness.publish.flow import PublishRequest
+    from harness.publish.outcome import Notify, PublishOutcome
+
+TARGETS = {
+    "s3+mlflow": "harness.publish.s3_mlflow",  # an S3 bucket the gate writes, MLflow's registry points at it
+    "mlflow": "harness.publish.mlflow_only",  # MLflow alone: the artifact in MLflow's own artifact store
+}
+DEFAULT_TARGET = "s3+mlflow"
+
+
+class PublishTarget(Protocol):
+    LABELS: Mapping[str, str]
+
+    def publish(
+        self, request: PublishRequest, environ: Mapping[str, str] | None = None, *, notify: Notify = ...
+    ) -> PublishOutcome: ...
+
+    def replace_reports(self, outcome: PublishOutcome, settings: PublishConfig, report_dir: Path) -> None: ...
+
+
+def target_module(name: str) -> str:
+    """The module of target ``name``: a built-in short name, or a dotted module path as it is."""
+    return TARGETS.get(name, name)
+
+
+def publish_target(settings: PublishConfig) -> PublishTarget:
+    """The configured target (config.py checked the name when the config was read)."""
+    return importlib.import_module(target_module(settings.target))  # type: ignore[return-value]
