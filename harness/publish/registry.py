@@ -210,10 +210,12 @@ class Registry:
     def artifact_location(self, version: Any) -> str:
         """Where MLflow keeps the version's files: its logged model's artifact location (MLflow 3,
         e.g. ``mlflow-artifacts:/1/models/m-.../artifacts``), else the version's source."""
-        model_id = getattr(version, "model_id", None)
+        source = str(version.source)
+        # A version read back over REST may not carry model_id; its source names the logged model.
+        model_id = getattr(version, "model_id", None) or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
         if model_id:
             return str(self.client.get_logged_model(model_id).artifact_location)
-        return str(version.source)
+        return source
 
     def set_alias(self, version: str) -> None:
         self.client.set_registered_model_alias(self.model_name, self.alias, version)
