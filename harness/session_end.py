@@ -37,10 +37,10 @@ def build(session: pytest.Session, gate: GateSession, exitstatus: int) -> GateOu
     from harness.profiles import current_profile
 
     divergence = None
-    with gate.timing.measure("reports"):  # the divergence analysis reports its own cost as well
-        if gate.parity.failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
-            from harness.debug.in_gate import where_it_diverges  # bounded, and never raises
+    if gate.parity.failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
+        from harness.debug.in_gate import where_it_diverges  # bounded, and never raises
 
+        with gate.timing.measure("reports"):  # the divergence analysis reports its own cost as well
             divergence = where_it_diverges(gate, root=config.invocation_params.dir)
     return build_outcome(
         gate, exit_status=int(exitstatus), hypothesis_profile=current_profile(), publishing=_publishing(config),
