@@ -161,9 +161,15 @@ def pytest_configure(config: pytest.Config) -> None:
         from harness.publish.naming import unnamed_model_problem
 
         # Before the gate spends its time: a publish that will be refused must not wait for it.
+        from harness.publish.targets import publish_target
+
         problem = unnamed_model_problem(loaded, model_object=bool(api and api.model is not None))
         if problem is not None:
             raise pytest.UsageError(f"onnx-gate: {problem}")
+        try:
+            publish_target(loaded.publish)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"onnx-gate: {exc}") from None
     if api and api.model is not None and distributed.is_distributed(config):
         raise pytest.UsageError(
             "onnx-gate: export_and_register_model() cannot hand a model object to pytest-xdist workers "

@@ -68,3 +68,14 @@ def test_the_publish_target_is_a_known_name_or_a_module_path_and_a_typo_is_answe
     assert config.parse(config.LOCALIZATION_NET_SECTION, tmp_path).publish.target == "s3+mlflow"
     with pytest.raises(ConfigError, match=r"unknown publish.target 'mlfow'. Did you mean 'mlflow'\? Valid: 's3\+mlflow', 'mlflow'"):
         config.parse({**section, "publish": {"target": "mlfow"}}, tmp_path)
+
+
+def test_a_publish_target_module_without_the_interface_is_refused_in_one_line():
+    from harness.config import PublishConfig
+    from harness.publish.targets import publish_target
+
+    assert publish_target(PublishConfig(target="mlflow")).LABELS["location"] == "artifact_uri"
+    with pytest.raises(ConfigError, match=r"module 'json.decoder' lacks LABELS, publish, replace_reports"):
+        publish_target(PublishConfig(target="json.decoder"))
+    with pytest.raises(ConfigError, match=r"module 'nowhere.target' does not import \(ModuleNotFoundError"):
+        publish_target(PublishConfig(target="nowhere.target"))

@@ -47,5 +47,22 @@ def target_module(name: str) -> str:
 
 
 def publish_target(settings: PublishConfig) -> PublishTarget:
-    """The configured target (config.py checked the name when the config was read)."""
-    return importlib.import_module(target_module(settings.target))  # type: ignore[return-value]
+    """The configured target's module. Raises ConfigError, in one line, for a module that does not
+    import or lacks the interface (the plugin asks before the gate runs, with --gate-publish)."""
+    from harness.errors import ConfigError, first_line
+
+    name = target_module(settings.target)
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"publish.target {settings.target!r}: module {name!r} does not import ({type(exc).__name__}: "
+            f"{first_line(exc)}); give a built-in target ({', '.join(TARGETS)}) or an importable module"
+        ) from None
+    missing = [attribute for attribute in ("LABELS", "publish", "replace_reports") if not hasattr(module, attribute)]
+    if missing:
+        raise ConfigError(
+            f"publish.target {settings.target!r}: module {name!r} lacks {', '.join(missing)}; a target defines "
+            "LABELS, publish() and replace_reports() (harness/publish/targets.py)"
+        )
+    return module  # type: ignore[return-value]
