@@ -21,7 +21,8 @@ from harness.checks.parity_stats import ParityStats
 from harness.config import GateConfig
 from harness.errors import ArtifactError
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx, self_contained_copy
-from harness.ledger import BENCH_CHECKS, CHECKS, Ledger, Verdict
+from harness.failure_budget import FailureBudget
+from harness.ledger import BENCH_CHECKS, CHECKS, OPTIONAL_WHEN_SKIPPED, Ledger, Verdict
 from harness.runners import OrtRunner, TorchRunner, default_threads
 from harness.strategies import InputCase
 from harness.timing import Stopwatch
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from harness.baseline import BaselineSpec
     from harness.checks.bias import BiasResult
+    from harness.checks.module_parity import ModuleParityResult
 
 
 def new_run_id() -> str:
@@ -82,6 +84,7 @@ class GateSession:
         self.use_export_cache = True  # --gate-no-cache turns it off
         self.artifact_cache: CacheOutcome | None = None
         self.parity = ParityStats(config.outputs)  # what the parity checks found, for every report
+        self.failure_budget = FailureBudget()  # what a failing parity test may spend after its first failure
         self.extra: dict[str, Any] = {}
         self._model = model
         self.model_given = model is not None  # by the Python API, rather than built from the config
@@ -146,6 +149,7 @@ class GateSession:
     @property
     def required_checks(self) -> tuple[str, ...]:
         required = [c for c in CHECKS if c != "invariants" or self.config.invariants]
+        required = [c for c in required if c not in OPTIONAL_WHEN_SKIPPED or self.ledger.record_for(c).status != "skipped"]
         if not self.config.dims:
             required = [c for c in required if c not in ("dynamic_dims", "batch_consistency")]
         if self.benchmarks_collected:
@@ -320,12 +324,20 @@ class GateSession:
 
     # --- parity ----------------------------------------------------------------------------------
 
+    def admit_parity_example(self, case: InputCase) -> None:
+        """For a parity property test, before ``check_parity``: rejects the example once the test
+        has spent its budget after its first failure (harness/failure_budget.py)."""
+        self.failure_budget.admit(case)
+
     def check_parity(self, case: InputCase) -> ParityResult:
         """The parity check on ``case``, its statistics recorded for the reports."""
         result = check_parity(
             case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self._fp64_reference, timing=self.timing
         )
         self.parity.record(result, case)
+        spend = self.failure_budget.observe(case, bool(result))
+        if spend is not None:
+            self.parity.after_first_failure[spend.test] = spend.to_dict()
         return result
 
     def bias_cases(self) -> list[InputCase]:
@@ -363,6 +375,21 @@ class GateSession:
         results = [result for name in checked if (result := pooled_bias(name, examples[name])) is not None]
         self.parity.bias = [str(result) for result in results]
         return results
+
+    def check_module_parity(self, *, root: Path) -> ModuleParityResult:
+        """Module-level parity (harness/checks/module_parity.py) on its fixed sample of cases."""
+        from harness.checks.module_parity import check_module_parity, module_cases
+
+        if self.artifact is None:
+            raise ArtifactError(self.artifact_error or "no ONNX artifact")
+        noise = any(self._noise_factors().values()) and not self.parity.fp64_unavailable
+        result = check_module_parity(
+            self.config, self.artifact.path, self.torch_runner, self.fp64_runner if noise else None,
+            module_cases(self.config, self.batch_dim, self.pinned_batches()), root=root,
+            threads=self.ort_runner.threads, fp64_unavailable=self.parity.fp64_unavailable,
+        )  # fmt: skip
+        self.parity.module_parity = result.to_dict()
+        return result
 
     def parity_summary(self) -> dict[str, Any]:
         """gate.json's "parity" section."""

@@ -57,6 +57,10 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
     # The systematic-error check, as conformance/test_parity.py runs it once per gate.
     bias = session.check_bias() or []
     blocked += [str(result) for result in bias if not result]
+    # Module-level parity, as conformance/test_module_parity.py runs it once per gate.
+    modules = session.check_module_parity(root=HERE.parent)
+    if not modules:
+        blocked.append(str(modules))
     summary = session.parity_summary()
     return {
         "model": name, "exporter": exporter, "outcome": "block" if blocked else "pass",
@@ -66,6 +70,7 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
         "worst_fixed_bound_ratio": max(o.get("fixed_bound_ratio_worst", 0.0) for o in summary["outputs"].values()),
         "findings": [f["worst"] for f in summary["findings"]],
         "worst_bias": max((abs(r.bias) for r in bias), default=0.0),
+        "module_parity": str(modules),
     }  # fmt: skip
 
 

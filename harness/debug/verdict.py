@@ -34,6 +34,8 @@ class ModuleRow:
     input_map: Mapping[str, int] = field(default_factory=dict)
     # Values ONNX Runtime makes NaN/Inf where PyTorch fp32 is finite: a divergence of its own.
     nonfinite: int = 0
+    # The ratio as the bound judges it (the floor at least its slack of a few ulps); None without fp64.
+    judged_ratio: float | None = None
 
 
 @dataclass
@@ -71,7 +73,8 @@ def _row(
                          nonfinite=onnx_only)  # fmt: skip
     noise = compare_noise(name, onnx, ref32, ref64, factor)
     return ModuleRow(name, cls, source, ops, order, depth, max_abs, mean_abs, noise.floor_max, noise.ratio,
-                     not noise.passed, None, None, nonfinite=noise.nonfinite)  # fmt: skip
+                     not noise.passed, None, None, nonfinite=noise.nonfinite,
+                     judged_ratio=noise.judged_ratio)  # fmt: skip
 
 
 def _check_inputs(
