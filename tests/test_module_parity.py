@@ -68,16 +68,10 @@ def test_a_correct_tagger_export_passes_with_every_module_judged(tmp_path):
 def test_a_file_without_scope_information_is_said_in_one_line_and_not_judged(tmp_path):
     """An ONNX file made elsewhere, its node names and metadata stripped: nothing ties its values
     to modules. Not a failure; the final outputs are compared as usual."""
-    import onnx
+    from tests.defects import strip_scopes
 
     session = _session(tmp_path, TAGGER, "torchscript", user_models.argmax_tagger())
-    proto = onnx.load(str(session.artifact.path))
-    for node in proto.graph.node:
-        node.name = ""
-        del node.metadata_props[:]
-    stripped = tmp_path / "stripped.onnx"
-    onnx.save(proto, str(stripped))
-    (tmp_path / "given").mkdir()
+    stripped = strip_scopes(session.artifact.path, tmp_path / "stripped.onnx")
     session = GateSession(
         gate_config.parse({**tomllib.loads(TAGGER), "onnx": str(stripped)}, tmp_path, search_dirs=(HERE,)),
         work_dir=tmp_path / "given",
