@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.errors import GateError
 
@@ -59,15 +61,29 @@ def output_infos(model: onnx.ModelProto, values: Sequence[str]) -> list[onnx.Val
     return infos
 
 
+def _marked_file(path: Path, values: Sequence[str], folder: Path) -> Path:
+    import onnx
+
+    model = onnx.load(str(path))
+    model.graph.output.extend(output_infos(model, values))
+    target = folder / "marked.onnx"
+    onnx.save(model, str(target))
+    return target
+
+
 class Probe:
     """One ONNX Runtime session over ``model`` with ``values`` as extra outputs, for many feeds:
     the gate's module-level parity runs it on several cases and builds the session once."""
 
-    def __init__(self, model: onnx.ModelProto, values: Sequence[str], *, level: str, threads: int = 1) -> None:
-        import onnxruntime as ort
-
+    def __init__(self, model: onnx.ModelProto | Path, values: Sequence[str], *, level: str, threads: int = 1) -> None:
+        """``model`` as a proto, or as its file: then the marked copy passes through a temporary
+        file, and no copy of the weights outlives this call besides ONNX Runtime's own."""
         self.level = level
         self.values = tuple(values)
+        if isinstance(model, Path):
+            with tempfile.TemporaryDirectory(prefix="onnx-gate-probe-") as folder:
+                self.session = self._open(str(_marked_file(model, values, Path(folder))), level, threads)
+            return
         added = output_infos(model, values)
         # Marked in place and restored: a copy of the model would hold its weights once more.
         model.graph.output.extend(added)
@@ -75,13 +91,23 @@ class Probe:
             serialized = model.SerializeToString()
         finally:
             del model.graph.output[len(model.graph.output) - len(added) :]
+        self.session = self._open(serialized, level, threads)
+
+    @staticmethod
+    def _open(source: bytes | str, level: str, threads: int) -> Any:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # A diagnostic run, not a timed one: no second, pre-packed copy of the weights, and no arena
+        # that keeps its intermediate values' memory after the run.
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_cpu_mem_arena = False
         try:
-            self.session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise GateError(f"ONNX Runtime ({level}) failed on the marked graph: {_first_line(exc)}") from None
 
