@@ -31,7 +31,7 @@ $(TEST_STAMP): $(STAMP)
 	touch $@
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --durations=20 $(PYTEST_ARGS)
 
 # The slow tier `make test` skips: end-to-end runs against the real servers, among them a 2.2 GB
 # model gated from export to publish (~10 GB of memory; alone:

@@ -187,3 +187,17 @@ def test_a_named_candidate_is_published_with_its_record_and_a_blocked_one_is_not
     params = client.get_run(published["run_id"]).data.params
     assert params["candidate.name"] == "ort-basic" and "fp32 noise floor" in params["candidate.tolerance"]
     assert float(params["candidate.evidence.worst_error_in_tolerance_units"]) <= 1
+
+
+def test_int8_static_calibrates_on_the_users_samples_when_the_config_names_some(tmp_path):
+    import numpy as np
+
+    from harness.candidates.build import calibration_feeds
+
+    quiet = np.full((2, 3, 128, 32), 0.25, dtype=np.float32)  # far from what the input families draw
+    np.savez(tmp_path / "real.npz", mel_spectrogram=quiet)
+    with_samples = parse({**SMALL, "samples": ["real.npz"]}, tmp_path, search_dirs=(HERE,))
+    feeds = calibration_feeds(with_samples, 16)
+    assert len(feeds) == 1 and np.array_equal(feeds[0]["mel_spectrogram"], quiet)
+    synthetic = calibration_feeds(parse(SMALL, tmp_path, search_dirs=(HERE,)), 4)
+    assert len(synthetic) == 4 and not any(np.array_equal(f["mel_spectrogram"][:1], quiet[:1]) for f in synthetic)

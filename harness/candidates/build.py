@@ -132,10 +132,15 @@ def _int8_dynamic(source: Path, target: Path, _config: GateConfig, _options: Map
 
 
 def calibration_feeds(config: GateConfig, samples: int) -> list[dict[str, np.ndarray]]:
-    """Calibration inputs from the gate's own input strategies: the in-range families at the
-    trace sizes, one seed each. Stress families (1e4 spikes) would stretch every range."""
+    """Calibration inputs: the user's own samples where the config names some (real inputs set
+    the activation ranges best), else the gate's in-range input families at the trace sizes, one
+    seed each. Stress families (1e4 spikes) would stretch every range."""
+    from harness.samples import load_samples
     from harness.strategies import InputCase
 
+    real = load_samples(config)
+    if real:
+        return [dict(real[i % len(real)]) for i in range(min(samples, len(real)))]
     families = ("normal", "uniform")
     return [
         InputCase(family=families[i % len(families)], sizes=config.trace_sizes, seed=10_000 + i).materialize(config)

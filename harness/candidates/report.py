@@ -38,7 +38,9 @@ def candidates_markdown(section: dict[str, Any]) -> str:
     lines = ["## Candidates", "",
              "Each candidate ran the export's checks at the tolerance its precision calls for; latencies were "
              "measured interleaved in one loop (short blocks per artifact) with PyTorch eager and the plain export "
-             f"(PyTorch eager: {pytorch or 'not measured'}). **Bold**: the fastest passing artifact per batch. "
+             f"(PyTorch eager: {pytorch or 'not measured'}), with ONNX Runtime's thread spinning off, as a published "
+             "candidate runs: sessions idle between blocks would otherwise spin against the one timed, so the "
+             "export's row here is slower than in the latency table above. **Bold**: the fastest passing artifact per batch. "
              "A worst error above 1.00 exceeds the tolerance. Roofline efficiency uses the fp32 sgemm peak for every "
              "row: int8 and fp16 kernels have higher peaks, so their compute-bound figures can pass 100%.", "", head, rule]
     for row in section["rows"]:

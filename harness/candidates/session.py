@@ -187,29 +187,19 @@ class CandidateSet:
 
     def judge_batch_consistency(self, name: str, case: InputCase, *, batch_dim: str, split: int) -> Judgement:
         """A batch's outputs against the outputs of its parts, by the candidate's tolerance."""
-        import numpy as np
-
+        from harness.checks.batch_consistency import check_batch_consistency, whole_and_parts
         from harness.strategies import describe_case
 
         kind = self.tolerance_kind(name)
         runner = self.runner(name)
         config = self.gate.config
         if kind == "fp32":
-            from harness.checks.batch_consistency import check_batch_consistency
-
             result = check_batch_consistency(case, config, runner, batch_dim=batch_dim, split=split)
             return from_parity(name, result, "the export's fixed bound, batch against its parts")
         if kind == "none":
             raise GateError(f"candidate {name} cannot be judged: {self.unjudgeable_reason(name)}")
-        feeds = case.materialize(config)
+        feeds, whole, joined = whole_and_parts(case, config, runner, batch_dim=batch_dim, split=split)
         size = case.sizes[batch_dim]
-        axes = {spec.name: spec.shape.index(batch_dim) for spec in config.inputs if batch_dim in spec.shape}
-        whole = runner.infer(feeds)
-        parts = [
-            runner.infer({n: np.take(a, range(lo, hi), axis=axes[n]) if n in axes else a for n, a in feeds.items()})
-            for lo, hi in ((0, split), (split, size))
-        ]
-        joined = {n: np.concatenate([p[n] for p in parts], axis=0) for n in whole}
         context = f"{describe_case(case)}, parts {split}+{size - split}"
         if kind == "budget":
             return judge_budget(name, self._budget_for(True), whole, joined, self.custom_metric, context)

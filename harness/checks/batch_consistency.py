@@ -9,15 +9,17 @@ from harness.checks.parity import ParityResult, compare_outputs
 from harness.strategies import InputCase, describe_case
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from harness.config import GateConfig
     from harness.runners import OrtRunner
 
 
-def check_batch_consistency(
+def whole_and_parts(
     case: InputCase, config: GateConfig, runner: OrtRunner, *, batch_dim: str, split: int
-) -> ParityResult:
-    """``runner`` on ``case`` against the concatenation of ``runner`` on its first ``split``
-    samples and on the rest, judged by the parity tolerances (without the fp64 reference)."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``case``'s feeds, ``runner``'s outputs on the whole batch, and the concatenation of its
+    outputs on the first ``split`` samples and on the rest."""
     import numpy as np
 
     feeds = case.materialize(config)
@@ -29,6 +31,16 @@ def check_batch_consistency(
         for lo, hi in ((0, split), (split, size))
     ]
     joined = {name: np.concatenate([p[name] for p in parts], axis=0) for name in whole}
+    return feeds, whole, joined
+
+
+def check_batch_consistency(
+    case: InputCase, config: GateConfig, runner: OrtRunner, *, batch_dim: str, split: int
+) -> ParityResult:
+    """``runner`` on ``case`` against the concatenation of ``runner`` on its first ``split``
+    samples and on the rest, judged by the parity tolerances (without the fp64 reference)."""
+    _, whole, joined = whole_and_parts(case, config, runner, batch_dim=batch_dim, split=split)
+    size = case.sizes[batch_dim]
     return compare_outputs(
         whole, joined, config, candidate=f"{runner.name} batch {size}",
         reference=f"parts {split}+{size - split}", context=describe_case(case),
