@@ -7,7 +7,7 @@ falsifying example.
 
 Every profile reports one failure per test (``report_multiple_bugs=False``): after the first failing
 example Hypothesis goes straight to shrinking it instead of searching for more, and
-harness/failure_budget.py bounds the shrinking, so a failing gate ends about as fast as a passing one.
+harness/failure_budget.py bounds the shrinking.
 """
 
 from __future__ import annotations
