@@ -79,9 +79,9 @@ class FailureBudget:
         self._current: TestSpend | None = None
 
     def admit(self, case: Any, *, test: str | None = None) -> None:
-        """Called by a property test before it runs ``case``: rejects the example (Hypothesis
-        then draws or shrinks to another) once this test's budget after its first failure is spent,
-        unless ``case`` already failed."""
+        """Called before ``case`` runs inside a Hypothesis test (GateSession.check_parity): rejects
+        the example (Hypothesis then draws or shrinks to another) once this test's budget after its
+        first failure is spent, unless ``case`` already failed."""
         from hypothesis import reject, settings
 
         name = test if test is not None else current_test()
