@@ -87,11 +87,14 @@ def test_a_passing_test_is_not_bounded_and_records_no_spend():
     assert len(ran) == EXAMPLES and budget.tests["passing"].first_failure_at is None
 
 
-def test_every_gate_profile_reports_one_failure_per_test():
+def test_every_gate_profile_reports_one_failure_per_test_and_skips_explaining_it():
+    from hypothesis import Phase
     from hypothesis import settings as hypothesis_settings
 
     from harness.profiles import PROFILES
 
     register_profiles()
     assert all(hypothesis_settings.get_profile(name).report_multiple_bugs is False for name in PROFILES)
+    # "explain" replays a failing case with each part varied and no stall limit: rejected call after call.
+    assert not any(Phase.explain in hypothesis_settings.get_profile(name).phases for name in PROFILES)
     assert limit_for(60) == 30 and limit_for(5) == 10
