@@ -282,6 +282,8 @@ class GateConfig:
     # Real inputs: .npz files (resolved paths) or one "module:callable" returning batches.
     samples: tuple[Path, ...] | str = ()
     block_on_ignored_inputs: bool = False
+    # Every aligned module's output against its own float64 noise (harness/checks/module_parity.py).
+    module_parity: bool = True
 
     def tolerance_for(self, output: str) -> Tolerance:
         return self.per_output.get(output, self.tolerance)
@@ -313,6 +315,7 @@ class GateConfig:
             "tolerance": self.tolerance.__dict__,
             "per_output": {k: v.__dict__ for k, v in self.per_output.items()},
             "invariants": [i.describe() for i in self.invariants],
+            "module_parity": self.module_parity,
             "sources": list(self.sources),
         }
 
@@ -322,7 +325,7 @@ class GateConfig:
 TOP_KEYS = {
     "model", "model_kwargs", "checkpoint", "onnx", "exporter", "opset", "inputs", "outputs",
     "tolerance", "invariants", "report_dir", "bench", "budget", "publish", "padded_outputs",
-    "samples", "block_on_ignored_inputs", "candidates",
+    "samples", "block_on_ignored_inputs", "candidates", "module_parity",
 }  # fmt: skip
 INPUT_KEYS = {"name", "shape", "dtype", "range", "dims", "mask", "lengths", "pad", "may_be_ignored"}
 MASK_KEYS = {"dim", "padding", "min_valid", "marks"}
@@ -918,6 +921,7 @@ def parse(
         padded_outputs=_parse_padded_outputs(section.get("padded_outputs", {}), inputs, outputs),
         samples=_parse_samples(section.get("samples"), base_dir),
         block_on_ignored_inputs=_expect(section.get("block_on_ignored_inputs", False), bool, "block_on_ignored_inputs"),
+        module_parity=_expect(section.get("module_parity", True), bool, "module_parity"),
     )
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 
-
 @dataclass
 class CheckRecord:
     name: str

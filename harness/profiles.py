@@ -4,6 +4,10 @@ The parity check runs as four Hypothesis tests (batch 1, 2, one besides the trac
 drawing the batch), so ``ci`` runs 4 x 60 = 240 parity examples. ``smoke`` is ``dev`` without shrinking, derandomized:
 a fast yes/no for CI smoke runs and the harness's own tests; use ``dev`` to get a minimal
 falsifying example.
+
+Every profile reports one failure per test (``report_multiple_bugs=False``): after the first failing
+example Hypothesis goes straight to shrinking it instead of searching for more, and
+harness/failure_budget.py bounds the shrinking.
 """
 
 from __future__ import annotations
@@ -31,9 +35,15 @@ def register_profiles() -> None:
     from hypothesis import HealthCheck, Phase, settings
 
     # Model runs take milliseconds to seconds: a deadline would only measure machine load.
-    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+    common = dict(
+        deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True, report_multiple_bugs=False
+    )
+    # No "explain" phase: after shrinking it replays the failing case with each part varied, without
+    # the shrinker's stall limit, ~1,000 proposals that the failure budget then rejects one by one.
+    common["phases"] = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
     settings.register_profile("dev", max_examples=5, **common)
     settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **common)
     settings.register_profile("thorough", max_examples=500, **common)
     no_shrink = (Phase.explicit, Phase.reuse, Phase.generate)
-    settings.register_profile("smoke", max_examples=5, derandomize=True, database=None, phases=no_shrink, **common)
+    smoke = {**common, "phases": no_shrink}
+    settings.register_profile("smoke", max_examples=5, derandomize=True, database=None, **smoke)

@@ -114,6 +114,16 @@ def summary_markdown(document: dict[str, Any]) -> str:
     if parity.get("systematic_error"):
         lines += ["", "Systematic error (mean signed error over a fixed sample, one case per input family "
                   "and pinned batch size):", "", *[f"- `{line}`" for line in parity["systematic_error"]]]
+    if parity.get("after_first_failure"):
+        from harness.failure_budget import describe
+
+        lines += ["", "After its first failure a parity test runs at most half its profile's examples more, "
+                  "shrinking the failing case (examples past that are not run):", "",
+                  *[f"- {describe(entry)}" for entry in parity["after_first_failure"]]]
+    if parity.get("module_parity"):
+        from harness.checks.module_parity import summary_lines
+
+        lines += ["", "## Module-level parity", "", *summary_lines(parity["module_parity"])]
     if parity.get("findings") or parity.get("fp64_unavailable"):
         lines += ["", "## Findings about the model", ""]
     if parity.get("fp64_unavailable"):

@@ -23,6 +23,7 @@ from harness.checks.parity_stats import ParityStats
 from harness.config import GateConfig
 from harness.errors import ArtifactError, first_line
 from harness.export import ArtifactInfo, export_onnx, inspect_onnx, self_contained_copy
+from harness.failure_budget import FailureBudget
 from harness.ledger import Ledger
 from harness.runners import OrtRunner, TorchRunner, default_threads
 from harness.strategies import InputCase
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from harness.baseline import BaselineSpec
     from harness.checks.bias import BiasResult
+    from harness.checks.module_parity import ModuleParityResult
 
 
 def new_run_id() -> str:
@@ -106,6 +108,7 @@ class GateSession:
         self.artifact_error: str | None = None
         self.artifact_cache: CacheOutcome | None = None
         self.parity = ParityStats(config.outputs)  # what the parity checks found, for every report
+        self.failure_budget = FailureBudget()  # what a failing parity test may spend after its first failure
         self._model = model
         self.model_given = model is not None  # by the Python API, rather than built from the config
         # Benchmarks (filled only when the session runs benchmarks/).
@@ -391,11 +394,21 @@ class GateSession:
     # --- parity ----------------------------------------------------------------------------------
 
     def check_parity(self, case: InputCase) -> ParityResult:
-        """The parity check on ``case``, its statistics recorded for the reports."""
+        """The parity check on ``case``, its statistics recorded for the reports. Inside a Hypothesis
+        test, the example is rejected once that test has spent its budget after its first failure
+        (harness/failure_budget.py). (Admitted here, not in the property tests: a derandomized
+        profile seeds from the test function's source, and any edit there changes every example.)"""
+        from hypothesis import currently_in_test_context
+
+        if currently_in_test_context():
+            self.failure_budget.admit(case)
         result = check_parity(
             case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference, timing=self.timing
         )
         self.parity.record(result, case)
+        spend = self.failure_budget.observe(case, bool(result))
+        if spend is not None:
+            self.parity.after_first_failure[spend.test] = spend.to_dict()
         return result
 
     def bias_cases(self) -> list[InputCase]:
@@ -433,6 +446,21 @@ class GateSession:
         results = [result for name in checked if (result := pooled_bias(name, examples[name])) is not None]
         self.parity.bias = [str(result) for result in results]
         return results
+
+    def check_module_parity(self, *, root: Path) -> ModuleParityResult:
+        """Module-level parity (harness/checks/module_parity.py) on its fixed sample of cases."""
+        from harness.checks.module_parity import check_module_parity, module_cases
+
+        if self.artifact is None:
+            raise ArtifactError(self.artifact_error or "no ONNX artifact")
+        noise = any(self._noise_factors().values()) and not self.parity.fp64_unavailable
+        result = check_module_parity(
+            self.config, self.artifact.path, self.torch_runner, self.fp64_runner if noise else None,
+            module_cases(self.config, self.batch_dim, self.pinned_batches()), root=root,
+            threads=self.ort_runner.threads, fp64_unavailable=self.parity.fp64_unavailable,
+        )  # fmt: skip
+        self.parity.module_parity = result.to_dict()
+        return result
 
     def parity_summary(self) -> dict[str, Any]:
         """gate.json's "parity" section."""

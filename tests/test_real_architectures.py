@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from harness import config as gate_config
 from harness.session import GateSession
 from harness.strategies import input_cases
-from tests.conftest import HERE
+from tests.conftest import HERE, SLOW_TESTS_ENV
 from tests.real_architectures import CONFIGS
 
 SEEDS = int(os.environ.get("ONNX_GATE_REAL_SEEDS", "10"))
@@ -36,7 +36,15 @@ def seeds_for(name: str) -> int:
 pytest.importorskip("transformers", reason="the real-architecture suite needs transformers (pip install -e .[test])")
 
 
-def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: int, examples: int) -> dict[str, Any]:
+def module_parity_for(exporter: str) -> bool:
+    """Module-level parity runs on every architecture with TorchScript in `make test` (about 9 s in
+    all), with both exporters in the slow tier or a survey."""
+    return exporter == "torchscript" or os.environ.get(SLOW_TESTS_ENV) == "1" or "ONNX_GATE_REAL_SEEDS" in os.environ
+
+
+def gate_real_architecture(
+    name: str, exporter: str, work_dir: Path, *, seeds: int, examples: int, module_parity: bool = True
+) -> dict[str, Any]:
     """Run the gate's parity check on one real architecture; what a closing note reports."""
     section = {**tomllib.loads(CONFIGS[name]), "exporter": exporter}
     session = GateSession(gate_config.parse(section, work_dir, search_dirs=(HERE,)), work_dir=work_dir)
@@ -57,6 +65,10 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
     # The systematic-error check, as conformance/test_parity.py runs it once per gate.
     bias = session.check_bias() or []
     blocked += [str(result) for result in bias if not result]
+    # Module-level parity, as conformance/test_module_parity.py runs it once per gate.
+    modules = session.check_module_parity(root=HERE.parent) if module_parity else None
+    if modules is not None and not modules:
+        blocked.append(str(modules))
     summary = session.parity_summary()
     return {
         "model": name, "exporter": exporter, "outcome": "block" if blocked else "pass",
@@ -66,6 +78,7 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
         "worst_fixed_bound_ratio": max(o.get("fixed_bound_ratio_worst", 0.0) for o in summary["outputs"].values()),
         "findings": [f["worst"] for f in summary["findings"]],
         "worst_bias": max((abs(r.bias) for r in bias), default=0.0),
+        "module_parity": str(modules) if modules is not None else "not run",
     }  # fmt: skip
 
 
@@ -73,7 +86,9 @@ def gate_real_architecture(name: str, exporter: str, work_dir: Path, *, seeds: i
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_a_correct_export_of_a_real_architecture_is_never_blocked(name, exporter, tmp_path):
     seeds = seeds_for(name)
-    outcome = gate_real_architecture(name, exporter, tmp_path, seeds=seeds, examples=EXAMPLES_PER_SEED)
+    outcome = gate_real_architecture(
+        name, exporter, tmp_path, seeds=seeds, examples=EXAMPLES_PER_SEED, module_parity=module_parity_for(exporter)
+    )
     if outcome["outcome"] == "cannot export":
         # Not a pass: the gate blocks, and says why in one line (asserted below for every model).
         reason = outcome["reason"]

@@ -49,6 +49,16 @@ def with_baseline(gate: GateSession) -> bool:
     return gate.baseline_spec is not None
 
 
+def unless_skipped(check: str) -> Requirement:
+    """Required unless its tests skipped, each saying why it could not judge (turned off, a file
+    without the information it needs, no float64 run): a statement in the report, not a failure."""
+
+    def requirement(gate: GateSession) -> bool:
+        return gate.ledger.record_for(check).status != "skipped"
+
+    return requirement
+
+
 @dataclass(frozen=True)
 class GateCheck:
     name: str

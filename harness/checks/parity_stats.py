@@ -152,6 +152,7 @@ class ParityStats:
         self.outputs = tuple(outputs)
         self.fp64_unavailable: str | None = None  # why the model cannot run in float64
         self.bias: list[str] = []  # the systematic-error check's verdict per output, once per session
+        self.module_parity: dict[str, Any] | None = None  # module_parity.py's result, once per session
         self._reset()
 
     def _reset(self) -> None:
@@ -165,6 +166,8 @@ class ParityStats:
         # example last, so this is the minimal case the gate prints, not the first one found.
         self.failure_case: InputCase | None = None
         self.fp64_seconds = 0.0
+        # Per failing parity test (node id): what it spent after its first failure (failure_budget.py).
+        self.after_first_failure: dict[str, dict[str, Any]] = {}
 
     def record(self, result: ParityResult, case: InputCase | None = None) -> None:
         """Add one example's result (``case`` is what it ran on)."""
@@ -213,6 +216,8 @@ class ParityStats:
             "fp64_reference_seconds": round(self.fp64_seconds, 3),
             "fp64_unavailable": self.fp64_unavailable,
             "systematic_error": list(self.bias),
+            "after_first_failure": list(self.after_first_failure.values()),
+            "module_parity": self.module_parity,
         }
 
     # --- across xdist workers: plain values only ---------------------------------------------
@@ -222,7 +227,7 @@ class ParityStats:
         worker's own totals are never reported, the controller's are)."""
         if (
             not self.examples and self.failure_case is None and not self.fp64_seconds and not self.findings
-            and not self.bias
+            and not self.bias and not self.after_first_failure and self.module_parity is None
         ):  # fmt: skip
             return None
         delta = {
@@ -236,9 +241,12 @@ class ParityStats:
             "fp64_seconds": self.fp64_seconds,
             "fp64_unavailable": self.fp64_unavailable,
             "bias": list(self.bias),
+            "after_first_failure": dict(self.after_first_failure),
+            "module_parity": self.module_parity,
         }
         self._reset()
         self.bias = []
+        self.module_parity = None
         return delta
 
     def merge_delta(self, delta: Mapping[str, Any]) -> None:
@@ -259,3 +267,5 @@ class ParityStats:
         self.fp64_seconds += delta["fp64_seconds"]
         self.fp64_unavailable = self.fp64_unavailable or delta["fp64_unavailable"]
         self.bias = self.bias or list(delta.get("bias", []))
+        self.after_first_failure.update(delta.get("after_first_failure", {}))
+        self.module_parity = self.module_parity or delta.get("module_parity")

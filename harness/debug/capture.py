@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    from harness.runners import TorchRunner
+
 
 @dataclass
 class ModuleCall:
@@ -79,7 +81,9 @@ def _tensors(values: Any) -> list[Any]:
     import torch
 
     if isinstance(values, torch.Tensor):
-        return [values]
+        # A nested tensor (PyTorch's fast attention path inside nn.TransformerEncoder) has no dense
+        # layout to compare: such a module counts as returning no tensor and is listed as not aligned.
+        return [] if values.is_nested else [values]
     if isinstance(values, Mapping):
         values = list(values.values())
     if isinstance(values, (tuple, list)):
@@ -104,6 +108,8 @@ def _run_hooked(
     for name, module in model.named_modules():
         if precision == "32":
             modules[name] = ModuleCall(name, type(module).__name__, "")
+        elif name not in modules:  # a part of a float64 stand-in: not one of the model's modules
+            continue
 
         def before(_: Any, args: Any, name: str = name) -> None:
             record = modules[name]
@@ -136,11 +142,27 @@ def capture_modules(
     """Run ``model`` once in fp32 and once as a float64 copy, recording every named module."""
     from harness.runners import TorchRunner
 
-    modules: dict[str, ModuleCall] = {}
     runner32 = TorchRunner(model, input_names, output_names)
+    try:
+        runner64: TorchRunner | None = TorchRunner(model, input_names, output_names, dtype="float64")
+        unavailable = None
+    except Exception as exc:  # a model without float64 kernels: errors are shown without a floor
+        runner64, unavailable = None, exc
+    return capture_with(runner32, runner64, feeds, root=root, fp64_error=unavailable)
+
+
+def capture_with(
+    runner32: TorchRunner, runner64: TorchRunner | None, feeds: Mapping[str, np.ndarray], *, root: Path,
+    fp64_error: Exception | None = None,
+) -> Capture:  # fmt: skip
+    """``capture_modules`` with runners that already exist (the gate's own fp32 model and float64
+    copy: no copy per input); ``runner64`` None when the model has no float64 run."""
+    output_names = runner32.output_names
+    modules: dict[str, ModuleCall] = {}
     outputs32 = _run_hooked(runner32.model, runner32.to_tensors(feeds), modules, "32", root, output_names)
     try:
-        runner64 = TorchRunner(model, input_names, output_names, dtype="float64")
+        if runner64 is None:
+            raise fp64_error or RuntimeError("no float64 run")
         outputs64 = _run_hooked(runner64.model, runner64.to_tensors(feeds), modules, "64", root, output_names)
     except Exception as exc:  # a model without float64 kernels: errors are shown without a floor
         first = first_line(exc)

@@ -45,6 +45,23 @@ def table_rows(result: DebugResult, *, limit: bool) -> list[tuple[str, ...]]:
     return lines
 
 
+def culprit_sentence(culprit: ModuleRow, factor: float) -> str:
+    """The verdict that names the module where the mismatch starts, as debug and the gate's
+    module-level parity print it."""
+    start = f"FAILED | the mismatch starts in `{culprit.module}` ({culprit.cls}, {culprit.source})"
+    if culprit.nonfinite:
+        return (
+            f"{start}: ONNX Runtime gives NaN/Inf in {culprit.nonfinite} of its output values where "
+            "PyTorch's are finite, while its inputs are within PyTorch's fp32 noise."
+        )
+    if culprit.ratio is None:
+        return f"{start}; no fp64 floor."
+    return (
+        f"{start}: its output is {culprit.ratio:.3g}x PyTorch's own fp32 noise (allowed {factor:g}x) "
+        "while its inputs are within it."
+    )
+
+
 def headline(result: DebugResult, *, unaligned_at: str = "below") -> list[str]:
     """What was found, verdict first, in a few sentences; ``unaligned_at`` says where the modules
     that could not be aligned are listed."""
@@ -67,18 +84,7 @@ def headline(result: DebugResult, *, unaligned_at: str = "below") -> list[str]:
     used = result.production_verdict if result.fusion_only and result.production_verdict else verdict
     culprit = used.culprit
     if culprit is not None:
-        start = f"FAILED | the mismatch starts in `{culprit.module}` ({culprit.cls}, {culprit.source})"
-        if culprit.nonfinite:
-            lines.append(
-                f"{start}: ONNX Runtime gives NaN/Inf in {culprit.nonfinite} of its output values where "
-                "PyTorch's are finite, while its inputs are within PyTorch's fp32 noise."
-            )
-        else:
-            lines.append(
-                f"{start}: its output is {culprit.ratio:.3g}x PyTorch's own fp32 noise (allowed {factor:g}x) "
-                "while its inputs are within it."
-                if culprit.ratio is not None else f"{start}; no fp64 floor."
-            )  # fmt: skip
+        lines.append(culprit_sentence(culprit, factor))
         if result.isolation is not None:
             lines.append(f"Isolation: {result.isolation}")
     elif used.suspect is not None:

@@ -34,6 +34,8 @@ class ModuleRow:
     input_map: Mapping[str, int] = field(default_factory=dict)
     # Values ONNX Runtime makes NaN/Inf where PyTorch fp32 is finite: a divergence of its own.
     nonfinite: int = 0
+    # The ratio as the bound judges it (the floor at least its slack of a few ulps); None without fp64.
+    judged_ratio: float | None = None
 
 
 @dataclass
@@ -67,7 +69,8 @@ def _row(
                          nonfinite=onnx_only)  # fmt: skip
     noise = compare_noise(name, onnx, ref32, ref64, factor)
     return ModuleRow(name, cls, source, ops, order, depth, max_abs, mean_abs, noise.floor_max, noise.ratio,
-                     not noise.passed, None, None, nonfinite=noise.nonfinite)  # fmt: skip
+                     not noise.passed, None, None, nonfinite=noise.nonfinite,
+                     judged_ratio=noise.judged_ratio)  # fmt: skip
 
 
 def _check_inputs(
@@ -108,6 +111,34 @@ def _check_inputs(
     return replace(row, inputs_ok=ok, input_ratio=worst, input_map=mapping)
 
 
+def _folded(
+    row: ModuleRow, call: ModuleCall, capture: Capture, alignment: Alignment, onnx: np.ndarray, factor: float
+) -> ModuleRow:  # fmt: skip
+    """The row of ``call`` together with a module the exporter folded into it, where that explains
+    the ONNX value. The TorchScript exporter folds an eval-mode BatchNorm into the convolution
+    before it: the BatchNorm leaves no node, and the convolution's ONNX output is the BatchNorm's.
+    A module that left no node, ran once right after ``call`` on exactly ``call``'s output, and
+    whose own output the ONNX value matches within noise, is such a fold; otherwise ``row`` stands."""
+    import numpy as np
+
+    output = call.outputs32[0]
+    for successor in capture.in_order():
+        if (
+            successor.order <= call.order or successor.calls != 1 or successor.name in alignment.aligned
+            or len(successor.inputs32) != 1 or len(successor.outputs32) != 1 or not successor.outputs64
+            or successor.inputs32[0].shape != output.shape or not np.array_equal(successor.inputs32[0], output)
+            or successor.outputs32[0].shape != onnx.shape
+        ):  # fmt: skip
+            continue
+        fused = _row(
+            row.module, f"{row.cls} + {successor.cls} `{successor.name}` (folded)", row.source, row.ops, row.order,
+            row.depth, onnx, successor.outputs32[0], successor.outputs64[0], factor,
+        )  # fmt: skip
+        if not fused.exceeds:
+            return fused
+    return row
+
+
 def judge(
     capture: Capture, alignment: Alignment, values: Mapping[str, np.ndarray],
     feeds: Mapping[str, np.ndarray], output_names: tuple[str, ...], factor: float,
@@ -139,6 +170,8 @@ def judge(
             ref64,
             factor,
         )
+        if row.exceeds:
+            row = _folded(row, call, capture, alignment, onnx, factor)
         row = _check_inputs(row, call, where.inputs, values, feeds, producers, factor)
         producers[where.output] = row
         verdict.rows.append(row)

@@ -1,0 +1,287 @@
+"""Module-level parity: every aligned module's output against that module's own float64 noise.
+
+The final outputs can hide a defect: argmax tags flip only where two logits nearly tie, a
+saturating head squashes an error, padded positions are left out. The module that computes
+wrongly still shows it. On a small fixed sample of input cases, this check runs the model in
+PyTorch fp32 and float64 with hooks on every named module, and ONNX Runtime once with those
+modules' values as extra outputs, through ``onnx-gate debug``'s alignment (harness/debug). A module
+whose output is over ``noise_factor`` times its own fp32 noise while its inputs are within it is
+where a mismatch starts: it blocks, named as debug names it.
+
+The sample is one case per input family, the pinned batch sizes taken in turn so each appears,
+at the trace sizes of the other dimensions, with every mask full. Degenerate families (``zeros``,
+``constant``) are left out: PyTorch is exact by luck there and a module's floor would be zero (the
+parity check makes that a finding, not a block). Padding is left out because modules compute
+don't-care values at padded positions that the final outputs drop (``padded_outputs``). The
+cost is a few forward passes per case and one ONNX Runtime session; it is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.checks.declared import declare_check, unless_skipped
+
+if TYPE_CHECKING:
+    import onnx
+
+    from harness.config import GateConfig
+    from harness.debug.verdict import ModuleRow
+    from harness.runners import TorchRunner
+    from harness.strategies import InputCase
+
+# Required unless it says, by skipping, why it could not judge (turned off, no scope information in
+# the ONNX file, no float64 run): a statement in the report, not a failure.
+CHECK = declare_check("module_parity", required=unless_skipped("module_parity"), order=85)
+
+# Families whose inputs hold one value each: PyTorch can be exact by luck there.
+DEGENERATE_FAMILIES = ("zeros", "constant")
+# Above these the check is not run, saying why: the capture holds every module's activations
+# in two precisions, which scales with the model and the input.
+MAX_PARAMETERS = 100_000_000
+MAX_INPUT_ELEMENTS = 1 << 20
+# Initializers larger than this lose their data in the graph alignment reads (it needs their names).
+WEIGHTLESS_ABOVE_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class ModuleCulprit:
+    """A module where a mismatch starts, on one input case."""
+
+    case: str
+    module: str
+    cls: str
+    source: str
+    ratio: float  # inf for NaN/Inf that only ONNX Runtime produces
+    line: str  # debug's own sentence, e.g. "FAILED | the mismatch starts in `head` (Linear, ...)"
+
+    def to_dict(self) -> dict[str, Any]:
+        import math
+
+        ratio = self.ratio if math.isfinite(self.ratio) else str(self.ratio)
+        return {"case": self.case, "module": self.module, "class": self.cls, "source": self.source,
+                "ratio": ratio, "line": self.line}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModuleParityResult:
+    """The check over its whole sample: truthy when no module blocks."""
+
+    passed: bool
+    factor: float
+    cases: tuple[str, ...] = ()
+    scheme: str = ""
+    aligned: int = 0  # modules aligned on the first case
+    named: int = 0
+    culprits: tuple[ModuleCulprit, ...] = ()
+    # The highest ratio, as judged, of any aligned module whose inputs were within noise, and where.
+    worst_module: str = ""
+    worst_ratio: float = 0.0
+    worst_case: str = ""
+    not_judged: str = ""  # why no module could be judged (e.g. no scope information); not a failure
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_rss_growth_mb: float = 0.0
+    suspects: tuple[str, ...] = field(default=())  # over the bound, inputs unmatched: not blocking
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        if self.not_judged:
+            return f"NOT JUDGED | module-level parity: {self.not_judged}"
+        if self.culprits:
+            modules = sorted({c.module for c in self.culprits})
+            first = self.culprits[0]
+            return (
+                f"{first.line} [on {first.case}] ({len(self.culprits)} of {len(self.cases)} cases; "
+                f"modules: {', '.join(modules)})"
+            )
+        return (
+            f"PASSED | every aligned module within {self.factor:g}x its own fp32 noise on {len(self.cases)} cases "
+            f"({self.aligned} of {self.named} named modules aligned, {self.scheme}); worst {self.worst_ratio:.3g}x "
+            f"at `{self.worst_module or '-'}`"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        import math
+
+        worst = self.worst_ratio if math.isfinite(self.worst_ratio) else str(self.worst_ratio)
+        return {
+            "status": "not judged" if self.not_judged else "passed" if self.passed else "failed",
+            "reason": self.not_judged or None, "cases": list(self.cases), "scheme": self.scheme,
+            "aligned_modules": self.aligned, "named_modules": self.named, "noise_factor": self.factor,
+            "culprits": [c.to_dict() for c in self.culprits], "suspects": list(self.suspects),
+            "worst_module": self.worst_module or None, "worst_ratio": worst, "worst_case": self.worst_case or None,
+            "cost": {"seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak_rss_mb),
+                     "peak_rss_growth_mb": round(self.peak_rss_growth_mb)},
+            "limits": {"max_parameters": MAX_PARAMETERS, "max_input_elements": MAX_INPUT_ELEMENTS},
+            "summary": str(self),
+        }  # fmt: skip
+
+
+def module_cases(config: GateConfig, batch_dim: str | None, batches: list[int]) -> list[InputCase]:
+    """One case per non-degenerate input family, the pinned ``batches`` in turn, so that every
+    family and every batch size appears at least once; full masks, trace sizes elsewhere."""
+    from harness.strategies import SAMPLES, InputCase, families_for
+
+    families = [family for family in families_for(config) if family not in DEGENERATE_FAMILIES]
+    if batch_dim is not None and not batches:
+        batches = [config.trace_sizes[batch_dim]]
+    count = max(len(families), len(batches))
+    cases = []
+    for index in range(count):
+        family = families[index % len(families)]
+        sizes = dict(config.trace_sizes)
+        if batch_dim is not None:
+            sizes[batch_dim] = batches[index % len(batches)]
+        extra: dict[str, Any] = {"perturb": "none"} if family == SAMPLES else {}
+        if config.padding:
+            extra["valid"] = "all"
+        cases.append(InputCase(family, sizes, seed=index, **extra))
+    return cases
+
+
+def check_module_parity(
+    config: GateConfig,
+    onnx_path: Path,
+    runner32: TorchRunner,
+    runner64: TorchRunner | None,
+    cases: list[InputCase],
+    *,
+    root: Path,
+    threads: int = 1,
+    fp64_unavailable: str | None = None,
+) -> ModuleParityResult:
+    """Judge every aligned module on each of ``cases``, by the rule in this module's docstring."""
+    from harness import memory
+
+    started, peak_before = time.perf_counter(), memory.peak_rss_bytes()
+    factor = max((config.tolerance_for(name).noise_factor for name in config.outputs), default=0.0)
+    result = _judge_cases(config, onnx_path, runner32, runner64, cases, root, threads, factor, fp64_unavailable)
+    peak = memory.peak_rss_bytes()
+    return _with_cost(result, time.perf_counter() - started, peak / 1e6, max(0, peak - peak_before) / 1e6)
+
+
+def _with_cost(result: ModuleParityResult, seconds: float, peak_mb: float, growth_mb: float) -> ModuleParityResult:
+    from dataclasses import replace
+
+    return replace(result, seconds=seconds, peak_rss_mb=peak_mb, peak_rss_growth_mb=growth_mb)
+
+
+def _not_judged(factor: float, reason: str, cases: tuple[str, ...] = ()) -> ModuleParityResult:
+    return ModuleParityResult(True, factor, cases, not_judged=reason)
+
+
+def _judge_cases(
+    config: GateConfig, onnx_path: Path, runner32: TorchRunner, runner64: TorchRunner | None,
+    cases: list[InputCase], root: Path, threads: int, factor: float, fp64_unavailable: str | None,
+) -> ModuleParityResult:  # fmt: skip
+    import onnx
+
+    from harness.debug.align import align
+    from harness.debug.capture import capture_with
+    from harness.debug.probe import UNOPTIMISED, Probe
+    from harness.debug.verdict import judge
+    from harness.strategies import describe_case
+
+    if factor <= 0:
+        return _not_judged(factor, "the noise check is off (noise_factor = 0), so no module has a floor to judge by")
+    if runner64 is None or fp64_unavailable:
+        return _not_judged(factor, f"the model cannot run in float64 ({fp64_unavailable or 'no float64 copy'})")
+    parameters = sum(p.numel() for p in runner32.model.parameters())
+    if parameters > MAX_PARAMETERS:
+        return _not_judged(factor, f"the model has {parameters:,} parameters, over this check's limit of {MAX_PARAMETERS:,}")
+    proto = _graph_without_weights(onnx_path)
+    described = tuple(describe_case(case) for case in cases)
+    probes: dict[tuple[str, ...], Probe] = {}
+    culprits: list[ModuleCulprit] = []
+    suspects: list[str] = []
+    worst: tuple[float, str, str] = (0.0, "", "")
+    scheme, aligned_count, named = "", 0, 0
+    for case, label in zip(cases, described):
+        feeds = case.materialize(config)
+        elements = sum(int(array.size) for array in feeds.values())
+        if elements > MAX_INPUT_ELEMENTS:
+            return _not_judged(
+                factor, f"{label} has {elements:,} input elements, over this check's limit of {MAX_INPUT_ELEMENTS:,}",
+                described,
+            )  # fmt: skip
+        capture = capture_with(runner32, runner64, feeds, root=root)
+        if capture.outputs64 is None:
+            return _not_judged(factor, f"the model cannot run in float64 ({capture.fp64_unavailable})", described)
+        modules = [name for name in capture.modules if name]
+        alignment = align(
+            proto, modules,
+            calls={m.name: m.calls for m in capture.modules.values()},
+            outputs={m.name: len(m.outputs32) for m in capture.modules.values()},
+        )  # fmt: skip
+        if alignment.scheme == "none":
+            return _not_judged(
+                factor,
+                "the ONNX file carries no scope information (no dynamo node metadata, no `/module/Op` node names), "
+                "so no ONNX value can be tied to a module; the final outputs were compared as usual",
+                described,
+            )  # fmt: skip
+        if not alignment.aligned:
+            return _not_judged(factor, f"no named module could be aligned ({alignment.scheme})", described)
+        if not scheme:
+            scheme, aligned_count, named = alignment.scheme, len(alignment.aligned), len(modules)
+        values = tuple(alignment.values())
+        if values not in probes:
+            probes[values] = Probe(onnx_path, values, level=UNOPTIMISED, threads=threads)
+        verdict = judge(capture, alignment, probes[values].run(feeds), feeds, config.outputs, factor)
+        for row in verdict.rows:
+            if row.inputs_ok and row.judged_ratio is not None and row.judged_ratio > worst[0]:
+                worst = (row.judged_ratio, row.module, label)
+        if verdict.culprit is not None:
+            culprits.append(_culprit(verdict.culprit, factor, label))
+        elif verdict.suspect is not None:
+            suspects.append(f"{verdict.suspect.module} on {label}")
+    return ModuleParityResult(
+        not culprits, factor, described, scheme, aligned_count, named, tuple(culprits),
+        worst[1], worst[0], worst[2], suspects=tuple(suspects),
+    )  # fmt: skip
+
+
+def _graph_without_weights(path: Path) -> onnx.ModelProto:
+    """The graph as alignment reads it (nodes, names, metadata, which values are initializers),
+    without the weights' data: this check holds no copy of them besides ONNX Runtime's."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for init in proto.graph.initializer:
+        if init.ByteSize() > WEIGHTLESS_ABOVE_BYTES:
+            for data in ("raw_data", "float_data", "double_data", "int32_data", "int64_data"):
+                init.ClearField(data)
+    return proto
+
+
+def _culprit(row: ModuleRow, factor: float, case: str) -> ModuleCulprit:
+    from harness.debug.report import culprit_sentence
+
+    ratio = float("inf") if row.nonfinite or row.ratio is None else row.ratio
+    return ModuleCulprit(case, row.module, row.cls, row.source, ratio, culprit_sentence(row, factor))
+
+
+def summary_lines(entry: dict[str, Any]) -> list[str]:
+    """summary.md's lines for gate.json's ``module_parity`` entry."""
+    cost, limits = entry["cost"], entry["limits"]
+    lines = [f"`{entry['summary']}`", ""]
+    if entry["culprits"]:
+        lines += [f"- on {c['case']}: `{c['line']}`" for c in entry["culprits"]] + [""]
+    if entry["suspects"]:
+        lines += [f"Over the bound but with inputs that could not be matched to PyTorch's (not blocking): "
+                  f"{'; '.join(entry['suspects'])}.", ""]  # fmt: skip
+    if entry["cases"]:
+        lines.append(f"Cases: {'; '.join(entry['cases'])}.")
+    lines.append(
+        f"Cost: {cost['seconds']} s, peak RSS {cost['peak_rss_mb']} MB (+{cost['peak_rss_growth_mb']} MB). "
+        f"Limits: models up to {limits['max_parameters']:,} parameters, cases up to "
+        f"{limits['max_input_elements']:,} input elements; `module_parity = false` turns it off."
+    )
+    return lines
+
