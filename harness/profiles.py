@@ -12,6 +12,7 @@ harness/failure_budget.py bounds the shrinking.
 
 from __future__ import annotations
 
+PROFILES = ("dev", "ci", "thorough", "smoke")  # every profile register_profiles() registers
 DEFAULT_PROFILE = "dev"  # plain `pytest conformance`
 GATE_RUN_PROFILE = "ci"  # `onnx-gate run` and export_and_register_model()
 
