@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from harness import config as gate_config
@@ -17,7 +17,7 @@ from harness.profiles import register_profiles
 from harness.strategies import InputCase, input_cases
 from tests.conftest import HERE
 
-EXAMPLES = 40
+EXAMPLES = 20  # a budget of 10 after the first failure: less than shrinking this case takes
 CONFIG = """
 model = "user_models:frame_net"
 outputs = ["per_frame", "pooled"]
@@ -35,10 +35,11 @@ def _failing_property(budget: FailureBudget | None, ran: list[Any], tmp_path: Pa
     the gate."""
     config = gate_config.parse(tomllib.loads(CONFIG), tmp_path, search_dirs=(HERE,))
 
-    # Hypothesis's own defaults, not whichever profile an earlier in-process gate loaded (test_api's
-    # runs load "ci", whose phases leave out "explain"): the spend below depends on the phases.
-    @settings(settings.get_profile("default"), max_examples=EXAMPLES, derandomize=True, database=None,
-              report_multiple_bugs=False, deadline=None)
+    # The gate's phases, set here so that no profile another test loaded changes them.
+    phases = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
+
+    @settings(max_examples=EXAMPLES, derandomize=True, database=None, report_multiple_bugs=False, deadline=None,
+              phases=phases)
     @given(input_cases(config))
     def property_test(case: InputCase) -> None:
         if budget is not None:
@@ -68,7 +69,7 @@ def test_after_its_first_failure_a_test_runs_at_most_its_budget_and_reports_a_ca
     # The shrinker's own replays of a case known to fail (at its start and the final one) are run too.
     assert spend.first_failure_at is not None and spend.after_failure <= limit + 2, spend
     assert spend.not_run > 0 and len(ran) == spend.examples, spend
-    assert len(unbounded) > 3 * len(ran), (len(unbounded), len(ran))
+    assert len(unbounded) > len(ran), (len(unbounded), len(ran))
     # Hypothesis reports the last run of the smallest failing case: a case that was run and failed.
     assert reported == repr(ran[-1]) and ran[-1].sizes["time"] > 8
     line = describe(spend.to_dict())
@@ -91,7 +92,6 @@ def test_a_passing_test_is_not_bounded_and_records_no_spend():
 
 
 def test_every_gate_profile_reports_one_failure_per_test_and_skips_explaining_it():
-    from hypothesis import Phase
     from hypothesis import settings as hypothesis_settings
 
     from harness.profiles import PROFILES
