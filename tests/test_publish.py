@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from harness.config import PublishConfig
 from harness.export import file_sha256
 from harness.models import localization_net
-from harness.publish import flow
+from harness.publish import flow, s3_mlflow
 from harness.publish.claim import ClaimOwner, machine_id
 from harness.publish.registry import Registry
 from harness.publish.s3 import ArtifactStore, s3_client
@@ -312,7 +312,7 @@ def test_a_claim_held_elsewhere_is_named_while_waiting_and_cleared_once_stale(st
     request = _request(_artifact(tmp_path, 21), _unique("stale-remote"))
     elsewhere = ClaimOwner("ci-runner-7", "ci-runner-7/other-boot/1", 4242, "remote-run")
     assert _store(env).claim(_claim_key(request), elsewhere.encode())
-    monkeypatch.setattr(flow, "CLAIM_STALE_S", 3.0)  # a setting: how long a silent claim is trusted
+    monkeypatch.setattr(s3_mlflow, "CLAIM_STALE_S", 3.0)  # a setting: how long a silent claim is trusted
     messages: list[str] = []
     outcome = flow.publish_file(request, env, notify=messages.append)
     assert outcome.status == "published" and outcome.created_version, outcome.reason
@@ -327,7 +327,7 @@ def test_waiting_for_a_live_claim_gives_up_naming_it_and_how_to_clear_it(stack, 
     request = _request(_artifact(tmp_path, 22), _unique("held"))
     alive = ClaimOwner(socket.gethostname(), machine_id(), os.getpid(), "live-run")  # this very process
     assert _store(env).claim(_claim_key(request), alive.encode())
-    monkeypatch.setattr(flow, "CLAIM_WAIT_S", 2.0)
+    monkeypatch.setattr(s3_mlflow, "CLAIM_WAIT_S", 2.0)
     outcome = flow.publish_file(request, env, notify=lambda message: None)
     assert outcome.status == "failed"
     claim = f"s3://heimdall-models/{_claim_key(request)}"
