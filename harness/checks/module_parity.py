@@ -182,7 +182,7 @@ def _judge_cases(
 ) -> ModuleParityResult:  # fmt: skip
     import onnx
 
-    from harness.debug.align import align
+    from harness.debug.align import align_capture
     from harness.debug.capture import capture_with
     from harness.debug.probe import UNOPTIMISED, Probe
     from harness.debug.verdict import judge
@@ -214,11 +214,7 @@ def _judge_cases(
         if capture.outputs64 is None:
             return _not_judged(factor, f"the model cannot run in float64 ({capture.fp64_unavailable})", described)
         modules = [name for name in capture.modules if name]
-        alignment = align(
-            proto, modules,
-            calls={m.name: m.calls for m in capture.modules.values()},
-            outputs={m.name: len(m.outputs32) for m in capture.modules.values()},
-        )  # fmt: skip
+        alignment = align_capture(proto, capture)
         if alignment.scheme == "none":
             return _not_judged(
                 factor,

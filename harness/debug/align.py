@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 if TYPE_CHECKING:
     import onnx
 
+    from harness.debug.capture import Capture
+
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 # The attribute under which harness/export.py's OutputsByName wrapper holds the exported model.
 WRAPPER_SCOPE = "inner"
@@ -131,6 +133,14 @@ def static_values(model: onnx.ModelProto) -> set[str]:
 def _ops(nodes: Iterable[onnx.NodeProto]) -> str:
     counts = Counter(n.op_type for n in nodes if n.op_type != "Constant")
     return ", ".join(op if count == 1 else f"{op} x{count}" for op, count in counts.items())
+
+
+def align_capture(model: onnx.ModelProto, capture: Capture) -> Alignment:
+    """Align every named module of a PyTorch ``capture`` with ``model``'s nodes."""
+    modules = [name for name in capture.modules if name]
+    calls = {m.name: m.calls for m in capture.modules.values()}
+    outputs = {m.name: len(m.outputs32) for m in capture.modules.values()}
+    return align(model, modules, calls=calls, outputs=outputs)
 
 
 def align(

@@ -82,7 +82,7 @@ def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
     import onnx
 
     from harness.debug import probe
-    from harness.debug.align import align
+    from harness.debug.align import align_capture
     from harness.debug.capture import capture_modules
     from harness.debug.isolate import isolate
     from harness.debug.verdict import judge
@@ -99,11 +99,7 @@ def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
         ) from None
     capture = capture_modules(model, request.feeds, input_names, config.outputs, root=request.root)
     modules = [name for name in capture.modules if name]
-    alignment = align(
-        proto, modules,
-        calls={m.name: m.calls for m in capture.modules.values()},
-        outputs={m.name: len(m.outputs32) for m in capture.modules.values()},
-    )  # fmt: skip
+    alignment = align_capture(proto, capture)
     values = probe.run(proto, request.feeds, alignment.values(), level=probe.UNOPTIMISED)
     verdict = judge(capture, alignment, values, request.feeds, config.outputs, factor)
     production = probe.run(proto, request.feeds, [], level=probe.PRODUCTION)
