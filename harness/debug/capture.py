@@ -126,8 +126,13 @@ def _run_hooked(
                 counter[0] += 1
 
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    import contextlib
+
+    from harness.fp64_mode import KeepFloat64
+
+    widen = KeepFloat64() if precision == "64" else contextlib.nullcontext()  # as TorchRunner.forward
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), widen:
             # Named outputs by name, in the config's order, as the runners and the export take them.
             return _numpy(_tensors(output_list(model(*tensors), output_names)))
     finally:

@@ -1,0 +1,362 @@
+"""Graph fidelity: is the exported graph the model? Asked in float64, with ONNX Runtime out of it.
+
+The graph is evaluated by a reference evaluator in float64 (harness/graph64.py) and compared with
+PyTorch's float64 run on the same inputs. Neither side has fp32 kernels in it, so what remains is:
+
+* float64 rounding, amplified by the model's conditioning. PyTorch fp32's own error measures that
+  amplification at fp32's precision; float64's is 2**-29 of it. ``FP64_SHARE`` (2**-13) allows
+  2**16 times that, and never less than 2 fp32 ulps of the output's scale times 2**-13;
+* float32 storage of constants the exporter computed: a BatchNorm folded into a convolution, a
+  fused scale, scalars such as GELU's 1/sqrt(2). Each was rounded once, by at most half an ulp.
+  The graph is evaluated a second time with exactly those constants moved at random within half
+  an ulp (``Evaluation.storage``); a faithful graph's error is of that size, and ``STORAGE_FACTOR``
+  (16) allows for the chance of which way each rounding went.
+
+Beyond that bound the graph computes something else: a changed epsilon, a weight off by a few
+ppm, an fp16 leak, a wrong mask, a baked-in shape. Measured (README, "Graph fidelity"): faithful
+exports stay within 0.01-0.5 of their bound, defects land at 10-10^8 times it.
+
+Discrete outputs (argmax tags, masks) are not compared themselves: the float input of every
+ArgMax, ArgMin and TopK node, the logits behind them, is judged against the value PyTorch passed
+to the matching ``argmax``/``argmin``/``topk`` call. When the graph is not the model, the first
+module whose float64 output leaves its bound is named, with its source line; modules that could
+not be aligned are listed by name.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from harness.checks.declared import declare_check, unless_skipped
+
+if TYPE_CHECKING:
+    from harness.config import GateConfig
+    from harness.graph64 import Graph64
+    from harness.runners import TorchRunner
+    from harness.strategies import InputCase
+
+# Required unless it says, by skipping, why it could not judge (ops without a float64 reference,
+# a model that cannot run in float64, a model over the size limit).
+CHECK = declare_check("fidelity", required=unless_skipped("fidelity"), order=25)
+
+FP32_EPS = 2.0**-23
+FLOOR_ULPS = 2
+FP64_SHARE = 2.0**-13  # float64 rounding: 2**16 x (2**-52 / 2**-23) of fp32's own error
+STORAGE_FACTOR = 16.0  # a faithful graph's error, in units of one random float32 storage of its constants
+# Above these the check is not run, saying why: the reference evaluator holds the weights in float64
+# twice and is slower than ONNX Runtime by 10-100x.
+MAX_PARAMETERS = 100_000_000
+DISCRETE_OPS = ("ArgMax", "ArgMin", "TopK")
+
+
+def fidelity_bound(noise32: float, scale: float, storage: float) -> float:
+    """How far a faithful graph's float64 value may be from PyTorch's float64 value, given PyTorch
+    fp32's max error on it (``noise32``), its largest magnitude and the storage effect."""
+    floor = max(noise32, FLOOR_ULPS * FP32_EPS * scale, float(np.finfo(np.float64).tiny))
+    return STORAGE_FACTOR * storage + FP64_SHARE * floor
+
+
+@dataclass(frozen=True)
+class FidelityComparison:
+    """One value (an output, or the logits behind a discrete op) on one input case."""
+
+    value: str
+    case: str
+    error: float  # max |graph fp64 - PyTorch fp64|
+    bound: float
+    noise32: float  # max |PyTorch fp32 - PyTorch fp64|
+    storage: float  # max effect of float32 storage of the graph's derived constants
+    nonfinite: int = 0  # values NaN/Inf on one side only
+
+    @property
+    def passed(self) -> bool:
+        return not self.nonfinite and self.error <= self.bound
+
+    @property
+    def ratio(self) -> float:
+        if self.nonfinite:
+            return float("inf")
+        return self.error / self.bound if self.bound > 0 else float("inf") if self.error else 0.0
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        if self.nonfinite:
+            return (
+                f"FAILED | the graph is not the model: {self.value} is NaN/Inf in {self.nonfinite} values where "
+                "the other side is finite"
+            )
+        head = "PASSED | the graph is the model" if self.passed else "FAILED | the graph is not the model"
+        return (
+            f"{head}: {self.value} (graph fp64 vs PyTorch fp64 {self.error:.2g}; a faithful graph stays below "
+            f"{self.bound:.2g}: {self.ratio:.3g}x)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "case": self.case, "error": self.error, "bound": self.bound,
+                "ratio": _number(self.ratio), "noise32": self.noise32, "storage": self.storage,
+                "nonfinite": self.nonfinite}  # fmt: skip
+
+
+def compare_fidelity(
+    value: str, case: str, graph64: np.ndarray, torch64: np.ndarray, torch32: np.ndarray, storage: float
+) -> FidelityComparison:
+    """The rule on one float value: arrays in, a comparison out."""
+    graph64, torch64, torch32 = (np.asarray(a, np.float64) for a in (graph64, torch64, torch32))
+    one_sided = np.isfinite(graph64) != np.isfinite(torch64)
+    same_nonfinite = ~np.isfinite(graph64) & ~np.isfinite(torch64)
+    disagreeing = same_nonfinite & ~((np.isnan(graph64) & np.isnan(torch64)) | (graph64 == torch64))
+    finite = np.isfinite(graph64) & np.isfinite(torch64)
+    error = float(np.abs(graph64 - torch64)[finite].max(initial=0.0))
+    noisy = finite & np.isfinite(torch32)
+    noise32 = float(np.abs(torch32 - torch64)[noisy].max(initial=0.0))
+    scale = float(np.abs(torch64[finite]).max(initial=0.0))
+    nonfinite = int(np.count_nonzero(one_sided | disagreeing))
+    return FidelityComparison(value, case, error, fidelity_bound(noise32, scale, storage), noise32, storage, nonfinite)
+
+
+@dataclass(frozen=True)
+class Departure:
+    """The first module whose float64 output leaves its bound, on one case."""
+
+    module: str
+    cls: str
+    source: str
+    case: str
+    comparison: FidelityComparison
+
+    def __str__(self) -> str:
+        return (
+            f"the graph departs from the model first in `{self.module}` ({self.cls}, {self.source}): graph fp64 "
+            f"vs PyTorch fp64 {self.comparison.error:.2g}, a faithful graph stays below {self.comparison.bound:.2g}"
+        )
+
+
+@dataclass(frozen=True)
+class FidelityResult:
+    """The check over its whole sample: truthy when every value on every case is within its bound."""
+
+    cases: tuple[str, ...] = ()
+    comparisons: tuple[FidelityComparison, ...] = ()
+    not_judged: str = ""  # why it could not judge; not a failure
+    departure: Departure | None = None
+    unaligned: Mapping[str, str] = field(default_factory=dict)  # module or node -> why not
+    derived_constants: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> tuple[FidelityComparison, ...]:
+        return tuple(c for c in self.comparisons if not c)
+
+    @property
+    def worst(self) -> FidelityComparison | None:
+        return max(self.comparisons, key=lambda c: c.ratio, default=None)
+
+    def __bool__(self) -> bool:
+        return not self.failures
+
+    def __str__(self) -> str:
+        if self.not_judged:
+            return f"graph fidelity: not judged ({self.not_judged})"
+        failures = self.failures
+        if failures:
+            first = max(failures, key=lambda c: c.ratio)
+            lines = [f"{first} on {first.case} ({len(failures)} of {len(self.comparisons)} values over their bound)"]
+            if self.departure is not None:
+                lines.append(f"  {self.departure}")
+            if self.unaligned:
+                lines.append(f"  not aligned: {', '.join(sorted(self.unaligned))}")
+            return "\n".join(lines)
+        worst = self.worst
+        detail = f"; worst {worst.value} at {worst.ratio:.2g} of its bound" if worst else ""
+        return f"PASSED | the graph is the model: {len(self.comparisons)} values on {len(self.cases)} cases{detail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        worst = self.worst
+        return {
+            "status": "not judged" if self.not_judged else "passed" if self else "failed",
+            "reason": self.not_judged or None,
+            "cases": list(self.cases),
+            "worst": worst.to_dict() if worst else None,
+            "failures": [c.to_dict() for c in self.failures],
+            "departure": None if self.departure is None else {
+                "module": self.departure.module, "class": self.departure.cls, "source": self.departure.source,
+                "case": self.departure.case, **self.departure.comparison.to_dict(),
+            },
+            "unaligned": dict(self.unaligned),
+            "derived_constants": self.derived_constants,
+            "bound": {"fp64_share": FP64_SHARE, "storage_factor": STORAGE_FACTOR},
+            "seconds": round(self.seconds, 2),
+            "summary": str(self).splitlines()[0],
+        }  # fmt: skip
+
+
+def _number(value: float) -> float | str:
+    return value if np.isfinite(value) else str(value)
+
+
+def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[int]) -> list[InputCase]:
+    """Every input family (stress and degenerate ones included: the graph must be the model
+    everywhere) with the pinned ``batches`` in turn; padding as the families draw it; every sample
+    as it is; and the smallest and largest declared size of every dimension."""
+    from harness.samples import load_samples
+    from harness.strategies import FAMILIES, SAMPLES, InputCase
+
+    batches = list(batches) or ([config.trace_sizes[batch_dim]] if batch_dim else [])
+    cases = []
+    for index, family in enumerate(FAMILIES):
+        sizes = dict(config.trace_sizes)
+        if batch_dim is not None:
+            sizes[batch_dim] = batches[index % len(batches)]
+        cases.append(InputCase(family, sizes, seed=index))
+    if config.samples:
+        sizes = dict(config.trace_sizes)
+        cases += [InputCase(SAMPLES, sizes, sample=i, perturb="none") for i in range(len(load_samples(config)))]
+    if config.dims:
+        for end, seed in (("low", 100), ("high", 101)):
+            sizes = {name: getattr(dim, end) for name, dim in config.dims.items()}
+            cases.append(InputCase("normal", sizes, seed=seed))
+    from harness.strategies import describe_case
+
+    return list({describe_case(case): case for case in cases}.values())
+
+
+def discrete_op_inputs(model: Any) -> list[tuple[str, str]]:
+    """(node description, float input value) of every ArgMax/ArgMin/TopK node, in graph order."""
+    found = []
+    for node in model.graph.node:
+        if node.op_type in DISCRETE_OPS and node.domain in ("", "ai.onnx"):
+            found.append((f"{node.op_type} `{node.name or node.output[0]}`", node.input[0]))
+    return found
+
+
+def check_fidelity(
+    config: GateConfig,
+    graph: Graph64,
+    graph_proto: Any,
+    runner32: TorchRunner,
+    runner64: TorchRunner,
+    cases: list[InputCase],
+    *,
+    root: Path,
+) -> FidelityResult:
+    """Judge every float output and every discrete op's logits on each of ``cases``; when a value
+    leaves its bound, name the module where the graph first departs. Padded positions of declared
+    ``padded_outputs`` are left out, as parity leaves them out."""
+    from harness.checks.parity import keep_valid_positions
+
+    from harness.strategies import describe_case
+
+    started = time.perf_counter()
+    discrete = discrete_op_inputs(graph_proto)
+    described = tuple(describe_case(case) for case in cases)
+    comparisons: list[FidelityComparison] = []
+    unaligned: dict[str, str] = {}
+    failing_case: InputCase | None = None
+    for case, label in zip(cases, described):
+        feeds = case.materialize(config)
+        exact, recorded = runner64.infer_recording_discrete(feeds)
+        expected = runner32.infer(feeds)
+        evaluation = graph.infer(feeds, [value for _, value in discrete])
+        graph_outputs = {name: evaluation.values[name] for name in config.outputs}
+        storage = {name: evaluation.storage.get(name) for name in config.outputs}
+        (graph_outputs, exact, expected), _, _ = keep_valid_positions(config, feeds, graph_outputs, exact, expected)
+        assert graph_outputs is not None and exact is not None and expected is not None
+        for name in config.outputs:
+            if exact[name].dtype.kind != "f" or graph_outputs[name].shape != exact[name].shape:
+                continue  # discrete outputs: their logits are judged below; shapes: the contract's
+            effect = storage[name]
+            storage_max = float(effect.max(initial=0.0)) if effect is not None and effect.size else 0.0
+            comparisons.append(compare_fidelity(name, label, graph_outputs[name], exact[name], expected[name], storage_max))
+        logits32 = runner32.infer_recording_discrete(feeds)[1] if discrete else []
+        matched, why = _match_discrete(discrete, evaluation.values, recorded)
+        unaligned.update(why)
+        for (node, value), index in matched:
+            comparisons.append(compare_fidelity(
+                f"the float input of {node}", label, evaluation.values[value], recorded[index], logits32[index],
+                evaluation.storage_effect(value),
+            ))  # fmt: skip
+        if failing_case is None and any(not c for c in comparisons if c.case == label):
+            failing_case = case
+    departure = None
+    if failing_case is not None:
+        departure, module_unaligned = first_departure(config, graph, graph_proto, runner32, runner64, failing_case, root)
+        unaligned.update(module_unaligned)
+    return FidelityResult(
+        described, tuple(comparisons), departure=departure, unaligned=unaligned,
+        derived_constants=len(graph.derived), seconds=time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def _match_discrete(
+    discrete: list[tuple[str, str]], values: Mapping[str, np.ndarray], recorded: Sequence[np.ndarray]
+) -> tuple[list[tuple[tuple[str, str], int]], dict[str, str]]:
+    """Pair the graph's discrete ops with PyTorch's calls, in order, where counts and shapes agree."""
+    if not discrete:
+        return [], {}
+    shapes_agree = len(discrete) == len(recorded) and all(
+        values[value].shape == recorded[index].shape for index, (_, value) in enumerate(discrete)
+    )  # fmt: skip
+    if shapes_agree:
+        return [(entry, index) for index, entry in enumerate(discrete)], {}
+    why = f"the graph has {len(discrete)} ArgMax/ArgMin/TopK nodes, PyTorch made {len(recorded)} such calls"
+    return [], {node: why for node, _ in discrete}
+
+
+def first_departure(
+    config: GateConfig, graph: Graph64, graph_proto: Any, runner32: TorchRunner, runner64: TorchRunner,
+    case: InputCase, root: Path,
+) -> tuple[Departure | None, dict[str, str]]:  # fmt: skip
+    """The first module, in the order PyTorch completed them, whose float64 output leaves its
+    fidelity bound on ``case``, and the modules that could not be aligned (by name, with why)."""
+    from harness.debug.align import align_capture
+    from harness.debug.capture import capture_with
+    from harness.strategies import describe_case
+
+    feeds = case.materialize(config)
+    capture = capture_with(runner32, runner64, feeds, root=root)
+    alignment = align_capture(graph_proto, capture)
+    unaligned = {f"module `{name}`": why for name, why in alignment.unaligned.items()}
+    if alignment.scheme == "none" or capture.outputs64 is None:
+        return None, unaligned
+    evaluation = graph.infer(feeds, [values.output for values in alignment.aligned.values()])
+    for call in capture.in_order():
+        values = alignment.aligned.get(call.name)
+        if values is None or not call.outputs64 or not call.outputs32:
+            continue
+        graph_value = evaluation.values[values.output]
+        if graph_value.shape != call.outputs64[0].shape or graph_value.dtype.kind != "f":
+            continue
+        comparison = compare_fidelity(
+            f"`{call.name}`", describe_case(case), graph_value, call.outputs64[0], call.outputs32[0],
+            evaluation.storage_effect(values.output),
+        )  # fmt: skip
+        if not comparison:
+            return Departure(call.name, call.cls, call.source, describe_case(case), comparison), unaligned
+    return None, unaligned
+
+
+def summary_lines(entry: Mapping[str, Any]) -> list[str]:
+    """summary.md's lines for gate.json's ``fidelity`` entry."""
+    lines = [f"`{entry['summary']}`", ""]
+    if entry.get("departure"):
+        d = entry["departure"]
+        lines += [f"The graph departs from the model first in `{d['module']}` ({d['class']}, {d['source']}) "
+                  f"on {d['case']}.", ""]  # fmt: skip
+    for failure in entry.get("failures", [])[:10]:
+        lines.append(f"- {failure['value']} on {failure['case']}: {failure['error']:.2g} (bound {failure['bound']:.2g})")
+    if entry.get("unaligned"):
+        lines += ["", "Not aligned: " + "; ".join(f"{k} ({v})" for k, v in sorted(entry["unaligned"].items()))]
+    if entry.get("cases"):
+        lines += ["", f"Cases: {'; '.join(entry['cases'])}."]
+    lines.append(
+        f"Bound: 16 x the effect of float32 storage of the graph's {entry.get('derived_constants', 0)} derived "
+        f"constants + 2^-13 x PyTorch fp32's error. Cost: {entry.get('seconds')} s."
+    )
+    return lines

@@ -1,0 +1,380 @@
+"""The exported graph itself, evaluated in float64 by a reference evaluator (``onnx.reference``).
+
+ONNX Runtime answers "what do fp32 kernels make of this graph"; this module answers "what does
+the graph compute", with ONNX Runtime's kernels out of the way. Every float32 in the graph becomes
+a float64: initializers, constants, ``Cast(to=FLOAT)``, the declared types. A float16 or bfloat16
+stays what it is: that is a precision the model chose, and PyTorch's float64 run keeps it too.
+
+``onnx.reference`` was chosen because it ships with onnx (no new dependency) and implements every
+standard operator in numpy, float64 included. It is slower than ONNX Runtime (the default model:
+~0.2 s a call at batch 1) and has no kernels for contrib domains (``com.microsoft`` ops of an
+ONNX Runtime-optimised graph): ``unsupported_ops`` names those, and the fidelity check then says
+it could not judge.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from harness.errors import first_line
+from harness.runners import depthwise_shifted
+
+if TYPE_CHECKING:
+    from onnx.reference import ReferenceEvaluator
+
+FLOAT, DOUBLE = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
+STANDARD_DOMAINS = ("", "ai.onnx")
+FP32_HALF_ULP = 2.0**-24  # relative, at most
+# Attributes that name an element type; a FLOAT there becomes DOUBLE.
+DTYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
+
+
+# Float32 constants with at most this many values are read back as the double they most likely
+# rounded from (``likely_double``); larger ones are weights, float32 in PyTorch as well.
+SCALAR_CONSTANT_SIZE = 16
+
+
+def _structured_constants() -> dict[np.float32, float]:
+    """Doubles that models write as Python floats and exporters store rounded to float32:
+    square roots and their inverses (GELU's 1/sqrt(2), attention's 1/sqrt(d)), quarter powers
+    (a scale split between queries and keys), and a few transcendental constants."""
+    named = [math.pi, math.e, math.log(2), math.log(10), math.sqrt(2 / math.pi), 2 / math.sqrt(math.pi)]
+    candidates = [c for x in named for c in (x, 1 / x, x / 2, 2 * x)]
+    for k in range(2, 4097):
+        candidates += [math.sqrt(k), 1 / math.sqrt(k), k**0.25, k**-0.25]
+    table: dict[np.float32, float] = {}
+    for candidate in candidates:
+        table.setdefault(np.float32(candidate), candidate)
+    return table
+
+
+@functools.cache
+def _structured() -> dict[np.float32, float]:
+    return _structured_constants()
+
+
+def likely_double(value: np.float32) -> float:
+    """The double a float32 constant was most likely rounded from.
+
+    PyTorch computes with the model's Python floats in double (``x / math.sqrt(2)`` in GELU, an
+    epsilon, ``1 / math.sqrt(head_dim)``); the graph stores them as float32, about 3e-8 off. Read
+    back as they are, a faithful GELU graph differs from PyTorch's float64 by ~1e-8. A structured
+    constant whose float32 rounding matches is taken first, then the shortest decimal that rounds
+    to the same float32 (0.5, 1e-5, 0.044715): the number as a person wrote it."""
+    structured = _structured().get(np.float32(value))
+    if structured is not None:
+        return structured
+    return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
+
+
+def _tensor_to_double(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    if tensor.data_type != FLOAT:
+        return tensor
+    values = numpy_helper.to_array(tensor)
+    if values.size <= SCALAR_CONSTANT_SIZE:
+        double = np.array([likely_double(v) for v in values.ravel()], np.float64).reshape(values.shape)
+    else:
+        double = values.astype(np.float64)
+    return numpy_helper.from_array(double, tensor.name)
+
+
+def _type_to_double(value_type: onnx.TypeProto) -> None:
+    kind = value_type.WhichOneof("value")
+    if kind == "tensor_type" and value_type.tensor_type.elem_type == FLOAT:
+        value_type.tensor_type.elem_type = DOUBLE
+    elif kind == "sequence_type":
+        _type_to_double(value_type.sequence_type.elem_type)
+    elif kind == "optional_type":
+        _type_to_double(value_type.optional_type.elem_type)
+
+
+def _node_to_double(node: onnx.NodeProto) -> None:
+    for attribute in node.attribute:
+        if attribute.name in DTYPE_ATTRIBUTES and attribute.type == onnx.AttributeProto.INT and attribute.i == FLOAT:
+            attribute.i = DOUBLE
+        elif attribute.type == onnx.AttributeProto.TENSOR:
+            attribute.t.CopyFrom(_tensor_to_double(attribute.t))
+        elif attribute.type == onnx.AttributeProto.GRAPH:
+            _graph_to_double(attribute.g)
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            for graph in attribute.graphs:
+                _graph_to_double(graph)
+    if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS:
+        # value_float(s) would come out as float32 and narrow what they touch.
+        for attribute in list(node.attribute):
+            if attribute.name in ("value_float", "value_floats"):
+                values = np.array(attribute.f if attribute.name == "value_float" else list(attribute.floats), np.float32)
+                node.attribute.remove(attribute)
+                node.attribute.append(onnx.helper.make_attribute("value", _tensor_to_double(numpy_helper.from_array(values))))
+
+
+def _constant_of_shape_default(node: onnx.NodeProto) -> None:
+    # Without a value attribute ConstantOfShape makes float32 zeros (the spec's default).
+    if node.op_type == "ConstantOfShape" and node.domain in STANDARD_DOMAINS and not node.attribute:
+        node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(np.zeros(1))))
+
+
+def _graph_to_double(graph: onnx.GraphProto) -> None:
+    for index, initializer in enumerate(graph.initializer):
+        graph.initializer[index].CopyFrom(_tensor_to_double(initializer))
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        _type_to_double(value.type)
+    for node in graph.node:
+        _node_to_double(node)
+        _constant_of_shape_default(node)
+
+
+def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` computing in float64 wherever it computed in float32."""
+    double = onnx.ModelProto()
+    double.CopyFrom(model)
+    _graph_to_double(double.graph)
+    for function in double.functions:
+        for node in function.node:
+            _node_to_double(node)
+            _constant_of_shape_default(node)
+    return double
+
+
+def _nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    found = []
+    for node in graph.node:
+        found.append(node)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                found += _nodes(subgraph)
+    return found
+
+
+def unsupported_ops(model: onnx.ModelProto) -> list[str]:
+    """Op types the reference evaluator has no implementation for (contrib and custom domains),
+    sorted and without repeats; empty when the whole graph can be evaluated."""
+    from onnx.reference.ops import load_op
+
+    functions = {(f.domain, f.name) for f in model.functions}
+    versions = {opset.domain: opset.version for opset in model.opset_import}
+    missing = set()
+    for node in _nodes(model.graph) + [n for f in model.functions for n in f.node]:
+        if (node.domain, node.op_type) in functions:
+            continue
+        if node.domain not in STANDARD_DOMAINS:
+            missing.add(node.op_type)
+            continue
+        try:
+            load_op("", node.op_type, versions.get(node.domain, versions.get("", 21)))
+        except Exception:
+            missing.add(node.op_type)
+    return sorted(missing)
+
+
+def _float64_kernels() -> list[type]:
+    """Kernels that replace ``onnx.reference``'s where it narrows to float32 or is slow. Its Erf
+    maps ``math.erf`` element by element into float32 (``np.vectorize(..., otypes="f")``), which
+    made a faithful GELU graph look 1e-8 off; its Conv is an im2col in numpy, 40% of the default
+    model's evaluation (MatMul: see below). They run here on PyTorch's float64 kernels: the same functions, exact to
+    float64 rounding, and independent of how the model's own code calls them."""
+    import torch
+    import torch.nn.functional as F
+    from onnx.reference.op_run import OpRun
+    from onnx.reference.ops.op_conv import Conv as ReferenceConv
+
+    class Erf(OpRun):
+        op_domain = ""
+
+        def _run(self, x: np.ndarray) -> tuple[np.ndarray]:
+            if x.dtype != np.float64:
+                return (np.vectorize(math.erf, otypes=[x.dtype])(x),)
+            return (torch.special.erf(torch.from_numpy(x)).numpy(),)
+
+    convolutions = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+    class Conv(ReferenceConv):
+        op_domain = ""
+
+        def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None,  # type: ignore[no-untyped-def]
+                 strides=None):  # fmt: skip
+            spatial = X.ndim - 2
+            if X.dtype != np.float64 or spatial not in convolutions or auto_pad not in (None, "NOTSET", "VALID"):
+                return super()._run(X, W, B, auto_pad, dilations, group, kernel_shape, pads, strides)
+            pads = [0] * (2 * spatial) if pads is None or auto_pad == "VALID" else list(pads)
+            x = torch.from_numpy(np.require(X, requirements=["C", "W"]))
+            w = torch.from_numpy(np.require(W, requirements=["C", "W"]))
+            b = None if B is None else torch.from_numpy(np.require(B, requirements=["C", "W"]))
+            depthwise = spatial == 2 and group == X.shape[1] == W.shape[0] and W.shape[1] == 1
+            if depthwise and pads[:2] == pads[2:] and set(strides or [1]) == {1} and set(dilations or [1]) == {1}:
+                # PyTorch loops over the groups of a float64 grouped convolution: slow (runners.py).
+                taps = w[:, 0].permute(1, 2, 0).contiguous()
+                return (depthwise_shifted(x, taps, b, pads[:2]).contiguous().numpy(),)
+            # ONNX pads are (begin..., end...); F.pad takes (last_begin, last_end, ...).
+            widths = [w for axis in reversed(range(spatial)) for w in (pads[axis], pads[axis + spatial])]
+            if any(widths):
+                x = F.pad(x, widths)
+            out = convolutions[spatial](
+                x, w, b,
+                stride=tuple(strides or [1] * spatial), dilation=tuple(dilations or [1] * spatial), groups=group or 1,
+            )  # fmt: skip
+            return (out.numpy(),)
+
+    class MatMul(OpRun):
+        op_domain = ""
+
+        def _run(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
+            # numpy's BLAS threads beside PyTorch's made MatMul 7x slower than the same dgemm in PyTorch.
+            if a.dtype != np.float64 or b.dtype != np.float64:
+                return (np.matmul(a, b),)
+            return (torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy(),)
+
+    return [Erf, Conv, MatMul]
+
+
+def _float_constants(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Every float tensor stored in the graph: initializers and Constant nodes' values."""
+    tensors = list(model.graph.initializer)
+    for node in _nodes(model.graph):
+        tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
+    return [t for t in tensors if t.data_type in (FLOAT, DOUBLE)]
+
+
+def _layout_free_key(values: np.ndarray) -> tuple[int, bytes]:
+    return values.size, np.sort(values, axis=None).tobytes()
+
+
+def derived_constants(model: onnx.ModelProto, parameters: Iterable[np.ndarray]) -> set[str]:
+    """Names of the graph's float constants that are not one of ``parameters`` (the PyTorch
+    model's float32 parameters and buffers) in any layout: values the exporter computed (a
+    BatchNorm folded into a convolution, a fused scale) and rounded to float32, and scalars.
+    The rest the graph holds exactly as PyTorch does."""
+    exact: set[bytes] = set()
+    by_extent: dict[tuple[int, float, float], list[np.ndarray]] = {}
+    for values in parameters:
+        flat = np.ascontiguousarray(values, np.float32).ravel()
+        if flat.size <= SCALAR_CONSTANT_SIZE:
+            continue
+        exact.add(flat.tobytes())
+        by_extent.setdefault((flat.size, float(flat.min()), float(flat.max())), []).append(flat)
+    derived = set()
+    for tensor in _float_constants(model):
+        values = numpy_helper.to_array(tensor).astype(np.float32).ravel()
+        if values.size <= SCALAR_CONSTANT_SIZE:
+            derived.add(tensor.name)
+            continue
+        if values.tobytes() in exact:
+            continue
+        # A transposed or reshaped copy holds the same values in another order.
+        same_extent = by_extent.get((values.size, float(values.min()), float(values.max())), [])
+        key = _layout_free_key(values)
+        if not any(_layout_free_key(candidate) == key for candidate in same_extent):
+            derived.add(tensor.name)
+    return derived
+
+
+def perturbed(model: onnx.ModelProto, names: set[str], seed: int = 0) -> onnx.ModelProto:
+    """A copy of the float64 ``model`` with each named constant moved by a random amount within
+    half a float32 ulp: what storing those constants in float32 may have done to them."""
+    rng = np.random.default_rng(seed)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for tensor in _float_constants(copy):
+        if tensor.name in names or (not tensor.name and tensor.data_type == DOUBLE):
+            values = numpy_helper.to_array(tensor)
+            moved = values * (1 + rng.uniform(-1.0, 1.0, values.shape) * FP32_HALF_ULP)
+            tensor.CopyFrom(numpy_helper.from_array(moved.astype(values.dtype), tensor.name))
+    return copy
+
+
+# Ops that move or select values without computing new ones: a finding names the op before them.
+MOVING_OPS = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Slice", "Gather", "Expand"}
+
+
+def producing_operators(model: onnx.ModelProto, outputs: Sequence[str]) -> dict[str, str]:
+    """The op type that computes each of ``outputs``, looking back through ``MOVING_OPS``."""
+    producers = {name: node for node in model.graph.node for name in node.output}
+    found = {}
+    for output in outputs:
+        node = producers.get(output)
+        while node is not None and node.op_type in MOVING_OPS and node.input:
+            node = producers.get(node.input[0])
+        if node is not None:
+            found[output] = node.op_type
+    return found
+
+
+class Graph64:
+    """An ONNX file's graph in float64, runnable on numpy feeds.
+
+    ``exact_parameters`` are the PyTorch model's float32 parameters and buffers: the graph's
+    other float constants were computed at export and stored in float32 (``derived_constants``),
+    and ``infer`` also runs a copy with those moved within half an ulp, so the caller knows how far
+    float32 storage alone can move each value (``Evaluation.storage``)."""
+
+    def __init__(self, path: Path | str, output_names: Sequence[str], exact_parameters: Iterable[np.ndarray]) -> None:
+        from onnx.reference import ReferenceEvaluator
+
+        model = onnx.load(str(path))
+        self.output_names = tuple(output_names)
+        self.graph_inputs = tuple(i.name for i in model.graph.input)
+        self.unsupported = unsupported_ops(model)
+        self.problem: str | None = None
+        self.derived: set[str] = set()
+        self._evaluator: ReferenceEvaluator | None = None
+        self._perturbed: ReferenceEvaluator | None = None
+        if self.unsupported:
+            self.problem = f"ops: {', '.join(self.unsupported)}"
+            return
+        self.derived = derived_constants(model, exact_parameters)
+        double = to_float64(model)
+        del model
+        try:
+            self._evaluator = ReferenceEvaluator(double, new_ops=_float64_kernels())
+            if self.derived or _has_unnamed_constants(double):
+                self._perturbed = ReferenceEvaluator(perturbed(double, self.derived), new_ops=_float64_kernels())
+        except Exception as exc:  # an attribute or type the evaluator refuses
+            self.problem = f"the reference evaluator cannot load the graph: {first_line(exc, type(exc).__name__)}"
+
+    @property
+    def available(self) -> bool:
+        return self._evaluator is not None
+
+    def infer(self, feeds: Mapping[str, np.ndarray], values: Sequence[str] = ()) -> Evaluation:
+        """The graph's outputs and ``values`` on ``feeds``, float inputs widened to float64."""
+        assert self._evaluator is not None, self.problem
+        widened = {
+            name: feeds[name].astype(np.float64) if feeds[name].dtype == np.float32 else feeds[name]
+            for name in self.graph_inputs
+        }
+        wanted = list(dict.fromkeys([*self.output_names, *values]))
+        exact = dict(zip(wanted, (np.asarray(v) for v in self._evaluator.run(wanted, widened))))
+        storage: dict[str, np.ndarray] = {}
+        if self._perturbed is not None:
+            moved = dict(zip(wanted, (np.asarray(v) for v in self._perturbed.run(wanted, widened))))
+            storage = {
+                name: np.abs(moved[name] - exact[name])
+                for name in wanted
+                if exact[name].dtype.kind == "f" and moved[name].shape == exact[name].shape
+            }
+        return Evaluation(exact, storage)
+
+
+def _has_unnamed_constants(model: onnx.ModelProto) -> bool:
+    return any(not t.name and t.data_type == DOUBLE for t in _float_constants(model))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the float64 graph computed, and how far float32 storage of its derived constants can
+    move each float value (zeros where it holds none)."""
+
+    values: Mapping[str, np.ndarray]
+    storage: Mapping[str, np.ndarray]
+
+    def storage_effect(self, name: str) -> float:
+        effect = self.storage.get(name)
+        return float(effect.max(initial=0.0)) if effect is not None else 0.0
