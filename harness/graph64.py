@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 FLOAT, DOUBLE = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
 STANDARD_DOMAINS = ("", "ai.onnx")
+HALF = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 FP32_HALF_ULP = 2.0**-24  # relative, at most
 # Attributes that name an element type; a FLOAT there becomes DOUBLE.
 DTYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
@@ -75,11 +76,13 @@ def likely_double(value: np.float32) -> float:
     return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
 
 
-def _tensor_to_double(tensor: onnx.TensorProto) -> onnx.TensorProto:
+def _tensor_to_double(tensor: onnx.TensorProto, recover: bool = True) -> onnx.TensorProto:
+    """``tensor`` in float64; a small one read back as the doubles it rounded from when ``recover``
+    (constants the exporter wrote, not the model's own float32 parameters)."""
     if tensor.data_type != FLOAT:
         return tensor
     values = numpy_helper.to_array(tensor)
-    if values.size <= SCALAR_CONSTANT_SIZE:
+    if recover and values.size <= SCALAR_CONSTANT_SIZE:
         double = np.array([likely_double(v) for v in values.ravel()], np.float64).reshape(values.shape)
     else:
         double = values.astype(np.float64)
@@ -122,9 +125,9 @@ def _constant_of_shape_default(node: onnx.NodeProto) -> None:
         node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(np.zeros(1))))
 
 
-def _graph_to_double(graph: onnx.GraphProto) -> None:
+def _graph_to_double(graph: onnx.GraphProto, parameters: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     for index, initializer in enumerate(graph.initializer):
-        graph.initializer[index].CopyFrom(_tensor_to_double(initializer))
+        graph.initializer[index].CopyFrom(_tensor_to_double(initializer, initializer.name not in parameters))
     for value in (*graph.input, *graph.output, *graph.value_info):
         _type_to_double(value.type)
     for node in graph.node:
@@ -132,11 +135,13 @@ def _graph_to_double(graph: onnx.GraphProto) -> None:
         _constant_of_shape_default(node)
 
 
-def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` computing in float64 wherever it computed in float32."""
+def to_float64(model: onnx.ModelProto, parameters: set[str] = frozenset()) -> onnx.ModelProto:  # type: ignore[assignment]
+    """A copy of ``model`` computing in float64 wherever it computed in float32. ``parameters``
+    names the initializers that are the model's own float32 parameters: those are widened as they
+    are; other small float constants are read back as the double they most likely rounded from."""
     double = onnx.ModelProto()
     double.CopyFrom(model)
-    _graph_to_double(double.graph)
+    _graph_to_double(double.graph, parameters)
     for function in double.functions:
         for node in function.node:
             _node_to_double(node)
@@ -192,7 +197,7 @@ def _float64_kernels() -> list[type]:
         def _run(self, x: np.ndarray) -> tuple[np.ndarray]:
             if x.dtype != np.float64:
                 return (np.vectorize(math.erf, otypes=[x.dtype])(x),)
-            return (torch.special.erf(torch.from_numpy(x)).numpy(),)
+            return (torch.special.erf(torch.from_numpy(np.require(x, requirements=["W"]))).numpy(),)
 
     convolutions = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -230,6 +235,7 @@ def _float64_kernels() -> list[type]:
             # numpy's BLAS threads beside PyTorch's made MatMul 7x slower than the same dgemm in PyTorch.
             if a.dtype != np.float64 or b.dtype != np.float64:
                 return (np.matmul(a, b),)
+            a, b = (np.require(m, requirements=["C", "W"]) for m in (a, b))
             return (torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy(),)
 
     return [Erf, Conv, MatMul]
@@ -256,17 +262,17 @@ def derived_constants(model: onnx.ModelProto, parameters: Iterable[np.ndarray]) 
     by_extent: dict[tuple[int, float, float], list[np.ndarray]] = {}
     for values in parameters:
         flat = np.ascontiguousarray(values, np.float32).ravel()
-        if flat.size <= SCALAR_CONSTANT_SIZE:
-            continue
         exact.add(flat.tobytes())
         by_extent.setdefault((flat.size, float(flat.min()), float(flat.max())), []).append(flat)
     derived = set()
     for tensor in _float_constants(model):
         values = numpy_helper.to_array(tensor).astype(np.float32).ravel()
-        if values.size <= SCALAR_CONSTANT_SIZE:
-            derived.add(tensor.name)
-            continue
         if values.tobytes() in exact:
+            continue
+        if values.size <= SCALAR_CONSTANT_SIZE:
+            # A float32 that is exactly the number written (640, 0.5) lost nothing in storage.
+            if any(likely_double(v) != float(v) for v in values):
+                derived.add(tensor.name)
             continue
         # A transposed or reshaped copy holds the same values in another order.
         same_extent = by_extent.get((values.size, float(values.min()), float(values.max())), [])
@@ -276,14 +282,40 @@ def derived_constants(model: onnx.ModelProto, parameters: Iterable[np.ndarray]) 
     return derived
 
 
-def perturbed(model: onnx.ModelProto, names: set[str], seed: int = 0) -> onnx.ModelProto:
-    """A copy of the float64 ``model`` with each named constant moved by a random amount within
-    half a float32 ulp: what storing those constants in float32 may have done to them."""
-    rng = np.random.default_rng(seed)
+def _half_casts(model: onnx.ModelProto) -> list[onnx.AttributeProto]:
+    nodes = _nodes(model.graph) + [n for f in model.functions for n in f.node]
+    return [
+        a for node in nodes for a in node.attribute
+        if a.name in DTYPE_ATTRIBUTES and a.type == onnx.AttributeProto.INT and a.i in HALF
+    ]  # fmt: skip
+
+
+def _exact_scalars(tensor: onnx.TensorProto) -> bool:
+    values = numpy_helper.to_array(tensor)
+    return values.size <= SCALAR_CONSTANT_SIZE and all(float(np.float32(v)) == float(v) for v in values.ravel())
+
+
+def smooth(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the float64 ``model`` whose casts to float16 and bfloat16 compute in float64.
+
+    The effect of storage is measured on this smooth function: through a cast to float16, a move
+    of half a float32 ulp can flip a float16 rounding, a jump of a whole float16 ulp that would make
+    the bound as coarse as the float16 leak it must catch."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    for attribute in _half_casts(copy):
+        attribute.i = DOUBLE
+    return copy
+
+
+def perturbed(model: onnx.ModelProto, names: set[str], seed: int = 0) -> onnx.ModelProto:
+    """A copy of the float64 ``model`` with each named constant moved by a random amount within
+    half a float32 ulp: what storing those constants in float32 may have done to them, on the
+    ``smooth`` function."""
+    rng = np.random.default_rng(seed)
+    copy = smooth(model)
     for tensor in _float_constants(copy):
-        if tensor.name in names or (not tensor.name and tensor.data_type == DOUBLE):
+        if tensor.name in names or (not tensor.name and tensor.data_type == DOUBLE and not _exact_scalars(tensor)):
             values = numpy_helper.to_array(tensor)
             moved = values * (1 + rng.uniform(-1.0, 1.0, values.shape) * FP32_HALF_ULP)
             tensor.CopyFrom(numpy_helper.from_array(moved.astype(values.dtype), tensor.name))
@@ -297,14 +329,18 @@ MOVING_OPS = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatt
 def producing_operators(model: onnx.ModelProto, outputs: Sequence[str]) -> dict[str, str]:
     """The op type that computes each of ``outputs``, looking back through ``MOVING_OPS``."""
     producers = {name: node for node in model.graph.node for name in node.output}
-    found = {}
-    for output in outputs:
-        node = producers.get(output)
+
+    def computing(value: str, depth: int = 0) -> list[str]:
+        node = producers.get(value)
         while node is not None and node.op_type in MOVING_OPS and node.input:
             node = producers.get(node.input[0])
-        if node is not None:
-            found[output] = node.op_type
-    return found
+        if node is None:
+            return []
+        if node.op_type == "Concat" and depth < 4:  # each part was computed by its own op
+            return [op for part in node.input for op in computing(part, depth + 1)]
+        return [node.op_type]
+
+    return {output: "/".join(dict.fromkeys(ops)) for output in outputs if (ops := computing(output))}
 
 
 class Graph64:
@@ -326,16 +362,21 @@ class Graph64:
         self.derived: set[str] = set()
         self._evaluator: ReferenceEvaluator | None = None
         self._perturbed: ReferenceEvaluator | None = None
+        self._smooth: ReferenceEvaluator | None = None
         if self.unsupported:
             self.problem = f"ops: {', '.join(self.unsupported)}"
             return
         self.derived = derived_constants(model, exact_parameters)
-        double = to_float64(model)
+        parameters = {t.name for t in model.graph.initializer if t.name not in self.derived}
+        double = to_float64(model, parameters)
         del model
         try:
             self._evaluator = ReferenceEvaluator(double, new_ops=_float64_kernels())
             if self.derived or _has_unnamed_constants(double):
                 self._perturbed = ReferenceEvaluator(perturbed(double, self.derived), new_ops=_float64_kernels())
+                # The unperturbed smooth function, where it is not the graph itself.
+                if _half_casts(double):
+                    self._smooth = ReferenceEvaluator(smooth(double), new_ops=_float64_kernels())
         except Exception as exc:  # an attribute or type the evaluator refuses
             self.problem = f"the reference evaluator cannot load the graph: {first_line(exc, type(exc).__name__)}"
 
@@ -355,16 +396,17 @@ class Graph64:
         storage: dict[str, np.ndarray] = {}
         if self._perturbed is not None:
             moved = dict(zip(wanted, (np.asarray(v) for v in self._perturbed.run(wanted, widened))))
+            base = exact if self._smooth is None else dict(zip(wanted, map(np.asarray, self._smooth.run(wanted, widened))))
             storage = {
-                name: np.abs(moved[name] - exact[name])
+                name: np.abs(moved[name] - base[name])
                 for name in wanted
-                if exact[name].dtype.kind == "f" and moved[name].shape == exact[name].shape
+                if base[name].dtype.kind == "f" and moved[name].shape == base[name].shape
             }
         return Evaluation(exact, storage)
 
 
 def _has_unnamed_constants(model: onnx.ModelProto) -> bool:
-    return any(not t.name and t.data_type == DOUBLE for t in _float_constants(model))
+    return any(not t.name and t.data_type == DOUBLE and not _exact_scalars(t) for t in _float_constants(model))
 
 
 @dataclass(frozen=True)

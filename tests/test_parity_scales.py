@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness import config as gate_config
-from harness.checks.parity import FP32_EPS, compare_noise, scale_sets
+from harness.checks.parity import FP32_EPS, check_parity, compare_noise, scale_sets
 from harness.export import export_onnx
 from harness.session import GateSession
 from harness.strategies import InputCase
@@ -50,12 +50,27 @@ def _whole_output_ratio(session: GateSession, case: InputCase) -> float:
     return float(np.abs(onnx - fp64).max()) / floor
 
 
-def test_scores_that_went_through_fp16_beside_pixel_boxes_are_blocked(tmp_path):
+def test_scores_that_went_through_fp16_beside_pixel_boxes_are_blocked_by_graph_fidelity(tmp_path):
     session = _session(tmp_path, scores_through_fp16=True)
     # Judged over the whole tensor, the fp16 scores hide behind the boxes' noise floor...
     assert max(_whole_output_ratio(session, case) for case in PROBES) < FACTOR
-    results = [session.check_parity(case) for case in PROBES]
-    # ...judged at their own scale they are hundreds of times their own noise.
+    # ...the graph in float64 is not the model: its scores are rounded to fp16.
+    fidelity = session.check_fidelity(root=HERE.parent)
+    assert not fidelity and fidelity.worst.ratio > 100, str(fidelity)
+    assert str(fidelity).startswith("FAILED | the graph is not the model: detections (graph fp64 vs PyTorch fp64")
+    # Every module agrees; the rounding is in the model's own forward, named with its line.
+    assert fidelity.departure is not None and fidelity.departure.module == "", str(fidelity)
+    assert "in the model's own forward" in str(fidelity) and "user_models.py:" in str(fidelity), str(fidelity)
+
+
+def test_without_graph_fidelity_the_scale_sets_still_block_the_fp16_scores(tmp_path):
+    """Where fidelity cannot judge (ops with no float64 reference), the runtime rule judges alone
+    with its scale sets: at their own scale the scores are hundreds of times their own noise."""
+    session = _session(tmp_path, scores_through_fp16=True)
+    results = [
+        check_parity(case, session.config, session.torch_runner, session.ort_runner, fp64_reference=session.fp64_reference)
+        for case in PROBES
+    ]  # fmt: skip
     assert not any(results), str(results[0])
     worst = max((n for r in results for n in r.noise), key=lambda n: n.judged_ratio)
     assert worst.judged_ratio > 10 * FACTOR and "values of magnitude <=" in worst.scale, str(worst)
@@ -63,6 +78,8 @@ def test_scores_that_went_through_fp16_beside_pixel_boxes_are_blocked(tmp_path):
 
 def test_a_correct_export_of_the_same_head_passes(tmp_path):
     session = _session(tmp_path, scores_through_fp16=False)
+    fidelity = session.check_fidelity(root=HERE.parent)
+    assert fidelity and fidelity.worst.ratio < 1, str(fidelity)
     for case in PROBES:
         result = session.check_parity(case)
         assert result, str(result)

@@ -132,8 +132,9 @@ class Departure:
     comparison: FidelityComparison
 
     def __str__(self) -> str:
+        where = f"in `{self.module}`" if self.module else "in the model's own forward, after every aligned module agreed"
         return (
-            f"the graph departs from the model first in `{self.module}` ({self.cls}, {self.source}): graph fp64 "
+            f"the graph departs from the model first {where} ({self.cls}, {self.source}): graph fp64 "
             f"vs PyTorch fp64 {self.comparison.error:.2g}, a faithful graph stays below {self.comparison.bound:.2g}"
         )
 
@@ -319,6 +320,7 @@ def first_departure(
     from harness.debug.capture import capture_with
     from harness.strategies import describe_case
 
+    source_root = root
     feeds = case.materialize(config)
     capture = capture_with(runner32, runner64, feeds, root=root)
     alignment = align_capture(graph_proto, capture)
@@ -339,7 +341,33 @@ def first_departure(
         )  # fmt: skip
         if not comparison:
             return Departure(call.name, call.cls, call.source, describe_case(case), comparison), unaligned
+    # Every aligned module agrees: the departure is in code between them, the model's own forward.
+    root = capture.modules.get("")
+    for name, graph_value, exact, fp32 in zip(config.outputs, _outputs(evaluation, config), capture.outputs64,
+                                              capture.outputs32):  # fmt: skip
+        if root is None or graph_value.shape != exact.shape or graph_value.dtype.kind != "f":
+            continue
+        comparison = compare_fidelity(name, describe_case(case), graph_value, exact, fp32, evaluation.storage_effect(name))
+        if not comparison:
+            return Departure("", root.cls, _forward_source(runner32.model, source_root), describe_case(case), comparison), unaligned
     return None, unaligned
+
+
+def _forward_source(model: Any, root: Path) -> str:
+    """Where the model's own ``forward`` is defined, as ``file:line`` relative to ``root``."""
+    import inspect
+
+    from harness.debug.capture import relative_source
+
+    forward = type(model).forward
+    try:
+        return relative_source(inspect.getsourcefile(forward) or "?", inspect.getsourcelines(forward)[1], root)
+    except (OSError, TypeError):
+        return type(model).__qualname__
+
+
+def _outputs(evaluation: Any, config: GateConfig) -> list[np.ndarray]:
+    return [evaluation.values[name] for name in config.outputs]
 
 
 def summary_lines(entry: Mapping[str, Any]) -> list[str]:
@@ -347,8 +375,8 @@ def summary_lines(entry: Mapping[str, Any]) -> list[str]:
     lines = [f"`{entry['summary']}`", ""]
     if entry.get("departure"):
         d = entry["departure"]
-        lines += [f"The graph departs from the model first in `{d['module']}` ({d['class']}, {d['source']}) "
-                  f"on {d['case']}.", ""]  # fmt: skip
+        where = f"in `{d['module']}`" if d["module"] else "in the model's own forward"
+        lines += [f"The graph departs from the model first {where} ({d['class']}, {d['source']}) on {d['case']}.", ""]
     for failure in entry.get("failures", [])[:10]:
         lines.append(f"- {failure['value']} on {failure['case']}: {failure['error']:.2g} (bound {failure['bound']:.2g})")
     if entry.get("unaligned"):
