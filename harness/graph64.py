@@ -34,6 +34,8 @@ FLOAT, DOUBLE = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
 STANDARD_DOMAINS = ("", "ai.onnx")
 HALF = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 FP32_HALF_ULP = 2.0**-24  # relative, at most
+# Standard ops this module brings its own float64 kernel for (``_float64_kernels``).
+OWN_KERNELS = {"Erf", "Conv", "MatMul", "Gelu"}
 # Attributes that name an element type; a FLOAT there becomes DOUBLE.
 DTYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
 
@@ -168,7 +170,7 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     versions = {opset.domain: opset.version for opset in model.opset_import}
     missing = set()
     for node in _nodes(model.graph) + [n for f in model.functions for n in f.node]:
-        if (node.domain, node.op_type) in functions:
+        if (node.domain, node.op_type) in functions or (node.domain in STANDARD_DOMAINS and node.op_type in OWN_KERNELS):
             continue
         if node.domain not in STANDARD_DOMAINS:
             missing.add(node.op_type)
@@ -184,7 +186,7 @@ def _float64_kernels() -> list[type]:
     """Kernels that replace ``onnx.reference``'s where it narrows to float32 or is slow. Its Erf
     maps ``math.erf`` element by element into float32 (``np.vectorize(..., otypes="f")``), which
     made a faithful GELU graph look 1e-8 off; its Conv is an im2col in numpy, 40% of the default
-    model's evaluation (MatMul: see below). They run here on PyTorch's float64 kernels: the same functions, exact to
+    model's evaluation (MatMul: see below); opset 20's Gelu it lacks. They run here on PyTorch's float64 kernels: the same functions, exact to
     float64 rounding, and independent of how the model's own code calls them."""
     import torch
     import torch.nn.functional as F
@@ -238,7 +240,14 @@ def _float64_kernels() -> list[type]:
             a, b = (np.require(m, requirements=["C", "W"]) for m in (a, b))
             return (torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy(),)
 
-    return [Erf, Conv, MatMul]
+    class Gelu(OpRun):
+        op_domain = ""
+
+        def _run(self, x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray]:
+            tensor = torch.from_numpy(np.require(x, requirements=["W"]))
+            return (F.gelu(tensor, approximate=approximate or "none").numpy(),)
+
+    return [Erf, Conv, MatMul, Gelu]
 
 
 def _float_constants(model: onnx.ModelProto) -> list[onnx.TensorProto]:

@@ -118,6 +118,9 @@ def test_each_task_metric_reads_in_units_of_its_budget():
     assert metric_value("top1", close, reference, None) == 1.0
     assert metric_value("top1", reference[::-1], reference, None) == 0.0
     assert metric_value("max_abs", close, reference, lambda c, r: 7.0) == 7.0  # a callable decides
+    # One error per sample: the worst counts, at the end the budget calls worst.
+    assert metric_value("x:cents", close, reference, lambda c, r: np.array([0.2, 7.3, 1.0])) == 7.3
+    assert metric_value("x:agree", close, reference, lambda c, r: [0.9, 0.5], higher_is_better=True) == 0.5
     assert budget_units(TaskBudget("relative_l2", "y", 0.02), 0.01) == pytest.approx(0.5)
     assert budget_units(TaskBudget("cosine", "y", 0.99), 0.98) == pytest.approx(2.0)
     assert budget_units(TaskBudget("top1", "y", 1.0), 0.5) == math.inf

@@ -94,12 +94,20 @@ def haversine_m(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
 
 
-def metric_value(metric: str, candidate: np.ndarray, reference: np.ndarray, custom: Callable[..., Any] | None) -> float:
-    """The budget's metric over a batch, worst sample first (top1: the share that agrees)."""
+def metric_value(
+    metric: str, candidate: np.ndarray, reference: np.ndarray, custom: Callable[..., Any] | None,
+    *, higher_is_better: bool = False,
+) -> float:
+    """The budget's metric over a batch, worst sample first (top1: the share that agrees). A custom
+    metric returns one number or one per sample; ``higher_is_better`` says which end is worst."""
     import numpy as np
 
     if custom is not None:
-        return float(custom(candidate, reference))
+        # A metric may return one error per sample: the worst counts (the lowest where higher is better).
+        values = np.asarray(custom(candidate, reference), np.float64).ravel()
+        if values.size == 0:
+            raise ValueError("the custom metric returned no value")
+        return float(values.min() if higher_is_better else values.max())
     if metric == "haversine_m":
         if candidate.shape[-1] != 2:
             raise ValueError(f"haversine_m needs (lat, lon) pairs on the last axis, got shape {candidate.shape}")
@@ -145,7 +153,7 @@ def judge_budget(
     finite = np.isfinite(e).all(axis=tuple(range(1, e.ndim))) if e.ndim > 1 else np.isfinite(e)
     if not finite.all():  # samples where PyTorch itself is not finite say nothing about the candidate
         a, e = a[finite], e[finite]
-    value = metric_value(budget.metric, a, e, custom) if a.size else (0.0 if not budget.higher_is_better else 1.0)
+    value = metric_value(budget.metric, a, e, custom, higher_is_better=budget.higher_is_better) if a.size else (0.0 if not budget.higher_is_better else 1.0)
     units = budget_units(budget, value)
     detail = f"{budget.output}: {budget.metric} {value:.6g} (limit {budget.limit:g})"
     return Judgement(candidate, units <= 1.0, units, budget.describe(), (detail,), context)

@@ -151,6 +151,18 @@ class CandidateSet:
             return budget
         return replace(budget, limit=budget.limit * scale)
 
+    def parity_families(self, name: str) -> tuple[str, ...]:
+        """The input families a candidate's parity is judged on. A task budget means something
+        only on the user's data: the configured samples, as they are and perturbed; without
+        samples, the families inside the declared range. A pitch error on Gaussian noise or spikes
+        outside the range says nothing. Other tolerances follow the export's parity: every family."""
+        from harness.inputs import IN_RANGE_FAMILIES, SAMPLES
+        from harness.strategies import families_for
+
+        if self.tolerance_kind(name) != "budget":
+            return families_for(self.gate.config)
+        return (SAMPLES,) if self.gate.config.samples else IN_RANGE_FAMILIES
+
     # --- checks ------------------------------------------------------------------------------
 
     def judge_parity(self, name: str, case: InputCase) -> Judgement:

@@ -368,7 +368,10 @@ def judge_output(
     mae_bound = tolerance.mae * max(1.0, float(magnitude.mean()))
 
     if x is not None and runtime_only:
-        verdict = judge_runtime(output, a, e, x[finite], tolerance, operator=operator, context=context, in_range=in_range)
+        verdict = judge_runtime(
+            output, a, e, x[finite], tolerance, operator=operator, context=context, in_range=in_range,
+            positions=np.argwhere(finite),
+        )  # fmt: skip
         comparison = replace(
             verdict.comparison, passed=verdict.comparison.passed and not reasons,
             reason="; ".join([*reasons, verdict.comparison.reason] if verdict.comparison.reason else reasons),
@@ -468,6 +471,7 @@ def judge_runtime(
     operator: str = "",
     context: str = "",
     in_range: bool = True,
+    positions: np.ndarray | None = None,
 ) -> OutputJudgement:
     """Runtime accuracy, where graph fidelity has established that the graph is the model:
     ONNX Runtime fp32 against float64 on finite values. It blocks only where the error exceeds
@@ -492,9 +496,12 @@ def judge_runtime(
     reasons = []
     if blocked and over.any():
         worst = int(np.argmax(np.where(over, diff - bound, -np.inf)))
+        index = tuple(int(i) for i in positions[worst]) if positions is not None else (worst,)
+        relative = diff[worst] / max(magnitude[worst], np.finfo(np.float32).tiny)
         reasons.append(
-            f"{int(over.sum())} of {diff.size} values exceed atol+rtol*|ref|; worst {actual[worst]:.9g} vs "
-            f"reference {expected[worst]:.9g} (abs error {diff[worst]:.3g})"
+            f"{int(over.sum())} of {diff.size} values exceed atol+rtol*|ref|; worst at {index}: "
+            f"{actual[worst]:.9g} vs reference {expected[worst]:.9g} "
+            f"(abs error {diff[worst]:.3g}, rel error {relative:.3g})"
         )
     if blocked and mae_over:
         reasons.append(f"mean abs error {float(diff.mean()):.3g} >= {mae_bound:.3g}")
@@ -512,7 +519,7 @@ def judge_runtime(
     # Judged at the output's scale; its small values are looked at too, for what a user should know.
     detail = compare_noise(output, actual, expected, exact, tolerance.noise_factor) if noise is not None else None
     if not blocked and (fixed_failed or noise_failed or (detail is not None and not detail)):
-        message = _runtime_message(operator or "kernel", actual, expected, exact, over, detail, tolerance)
+        message = _runtime_message(_runtime_name(operator), actual, expected, exact, over, detail, tolerance)
         ratio = detail.judged_ratio if detail is not None else float((diff / bound).max())
         findings += (Finding("runtime", output, message, ratio, False, context, in_range),)
     if noise is not None:
@@ -526,6 +533,20 @@ def judge_runtime(
     return OutputJudgement(comparison, noise, findings)
 
 
+# Ops whose output error is their own kernel's: a finding can blame the op by name.
+ELEMENTWISE_OPS = {
+    "Sigmoid", "Tanh", "Relu", "LeakyRelu", "Elu", "Selu", "Gelu", "Erf", "Exp", "Log", "Softplus", "Softsign",
+    "Softmax", "LogSoftmax", "HardSigmoid", "HardSwish", "Sqrt", "Reciprocal", "Pow", "Clip", "Mish",
+}
+
+
+def _runtime_name(operator: str) -> str:
+    """``ONNX Runtime's Sigmoid`` where the output's own op is elementwise, else the op that makes it."""
+    if operator in ELEMENTWISE_OPS:
+        return f"ONNX Runtime's {operator}"
+    return f"ONNX Runtime (output made by {operator})" if operator else "ONNX Runtime"
+
+
 def _runtime_message(
     operator: str, actual: np.ndarray, expected: np.ndarray, exact: np.ndarray, over: np.ndarray,
     noise: NoiseComparison | None, tolerance: Tolerance,
@@ -536,7 +557,7 @@ def _runtime_message(
     if noise is None or noise:
         worst = float(np.abs(actual - exact)[over].max(initial=0.0))
         return (
-            f"ONNX Runtime's {operator}: {int(over.sum())} of {over.size} values beyond atol+rtol*|ref| "
+            f"{operator}: {int(over.sum())} of {over.size} values beyond atol+rtol*|ref| "
             f"(worst {worst:.2g} absolute), within {tolerance.noise_factor:g}x PyTorch's fp32 noise at the output's scale"
         )
     magnitude = np.abs(exact)
@@ -547,12 +568,12 @@ def _runtime_message(
         relative = float((error[small] / magnitude[small]).max())
         pytorch = float((floor[small] / magnitude[small]).max())
         return (
-            f"ONNX Runtime's {operator}: up to {relative:.2g} relative error on values below "
+            f"{operator}: up to {relative:.2g} relative error on values below "
             f"{float(magnitude[small].max()):.2g} ({float(error[small].max()):.2g} absolute; PyTorch fp32: "
             f"{pytorch:.2g} relative), within atol/rtol"
         )
     return (
-        f"ONNX Runtime's {operator}: {noise.judged_ratio:.3g}x PyTorch's fp32 noise (max {noise.candidate_max:.2g} "
+        f"{operator}: {noise.judged_ratio:.3g}x PyTorch's fp32 noise (max {noise.candidate_max:.2g} "
         f"vs {noise.floor_max:.2g}), within atol/rtol"
     )
 
