@@ -18,7 +18,7 @@ import functools
 from dataclasses import dataclass
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -31,11 +31,14 @@ if TYPE_CHECKING:
     from onnx.reference import ReferenceEvaluator
 
 FLOAT, DOUBLE = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
+# The attribute under which harness/export.py's wrapper holds a model that names its outputs: its
+# parameters appear in the graph under this prefix.
+WRAPPER_SCOPE = "inner"
 STANDARD_DOMAINS = ("", "ai.onnx")
 HALF = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 FP32_HALF_ULP = 2.0**-24  # relative, at most
 # Standard ops this module brings its own float64 kernel for (``_float64_kernels``).
-OWN_KERNELS = {"Erf", "Conv", "MatMul", "Gelu"}
+OWN_KERNELS = {"Erf", "Conv", "MatMul", "Gelu", "GatherElements"}
 # Attributes that name an element type; a FLOAT there becomes DOUBLE.
 DTYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
 
@@ -51,6 +54,7 @@ def _structured_constants() -> dict[np.float32, float]:
     (a scale split between queries and keys), and a few transcendental constants."""
     named = [math.pi, math.e, math.log(2), math.log(10), math.sqrt(2 / math.pi), 2 / math.sqrt(math.pi)]
     candidates = [c for x in named for c in (x, 1 / x, x / 2, 2 * x)]
+    candidates += [p / q for q in range(3, 17) for p in range(1, 4 * q) if math.gcd(p, q) == 1]  # 1/6, 2/3
     for k in range(2, 4097):
         candidates += [math.sqrt(k), 1 / math.sqrt(k), k**0.25, k**-0.25]
     table: dict[np.float32, float] = {}
@@ -186,7 +190,8 @@ def _float64_kernels() -> list[type]:
     """Kernels that replace ``onnx.reference``'s where it narrows to float32 or is slow. Its Erf
     maps ``math.erf`` element by element into float32 (``np.vectorize(..., otypes="f")``), which
     made a faithful GELU graph look 1e-8 off; its Conv is an im2col in numpy, 40% of the default
-    model's evaluation (MatMul: see below); opset 20's Gelu it lacks. They run here on PyTorch's float64 kernels: the same functions, exact to
+    model's evaluation (MatMul: see below); opset 20's Gelu it lacks; its GatherElements takes at
+    most 64 choices. They run here on PyTorch's float64 kernels: the same functions, exact to
     float64 rounding, and independent of how the model's own code calls them."""
     import torch
     import torch.nn.functional as F
@@ -247,7 +252,16 @@ def _float64_kernels() -> list[type]:
             tensor = torch.from_numpy(np.require(x, requirements=["W"]))
             return (F.gelu(tensor, approximate=approximate or "none").numpy(),)
 
-    return [Erf, Conv, MatMul, Gelu]
+    class GatherElements(OpRun):
+        op_domain = ""
+
+        # The reference's np.choose takes at most 64 choices: BERT's position ids have more.
+        def _run(self, data: np.ndarray, indices: np.ndarray, axis: int = 0) -> tuple[np.ndarray]:
+            axis = axis if axis >= 0 else axis + data.ndim
+            indices = np.where(indices < 0, indices + data.shape[axis], indices)
+            return (np.take_along_axis(data, indices, axis=axis),)
+
+    return [Erf, Conv, MatMul, Gelu, GatherElements]
 
 
 def _float_constants(model: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -262,22 +276,33 @@ def _layout_free_key(values: np.ndarray) -> tuple[int, bytes]:
     return values.size, np.sort(values, axis=None).tobytes()
 
 
-def derived_constants(model: onnx.ModelProto, parameters: Iterable[np.ndarray]) -> set[str]:
+def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarray]) -> set[str]:
     """Names of the graph's float constants that are not one of ``parameters`` (the PyTorch
-    model's float32 parameters and buffers) in any layout: values the exporter computed (a
-    BatchNorm folded into a convolution, a fused scale) and rounded to float32, and scalars.
-    The rest the graph holds exactly as PyTorch does."""
-    exact: set[bytes] = set()
+    model's float32 parameters and buffers, by name): values the exporter computed (a BatchNorm
+    folded into a convolution, a fused scale, a weight norm) and rounded to float32, and scalars.
+    The rest the graph holds exactly as PyTorch does: a parameter under its own name, or the same
+    values in another layout (a transposed weight). A same-layout copy under another name was
+    computed: weight norm at its initialisation computes g*v/|v| == v exactly in float32, which
+    float64 does not (g is |v| rounded)."""
+    names = {name.removeprefix(f"{WRAPPER_SCOPE}.") for name in parameters}
+    by_bytes: dict[bytes, set[str]] = {}
     by_extent: dict[tuple[int, float, float], list[np.ndarray]] = {}
-    for values in parameters:
+    for name, values in parameters.items():
         flat = np.ascontiguousarray(values, np.float32).ravel()
-        exact.add(flat.tobytes())
-        by_extent.setdefault((flat.size, float(flat.min()), float(flat.max())), []).append(flat)
+        by_bytes.setdefault(flat.tobytes(), set()).add(name)
+        if flat.size:
+            by_extent.setdefault((flat.size, float(flat.min()), float(flat.max())), []).append(flat)
     derived = set()
     for tensor in _float_constants(model):
         values = numpy_helper.to_array(tensor).astype(np.float32).ravel()
-        if values.tobytes() in exact:
-            continue
+        own_name = tensor.name.removeprefix(f"{WRAPPER_SCOPE}.")
+        holders = by_bytes.get(values.tobytes())
+        if holders is not None:
+            if own_name in names or not tensor.name.strip():
+                continue
+            if values.size > SCALAR_CONSTANT_SIZE:
+                derived.add(tensor.name)
+                continue
         if values.size <= SCALAR_CONSTANT_SIZE:
             # A float32 that is exactly the number written (640, 0.5) lost nothing in storage.
             if any(likely_double(v) != float(v) for v in values):
@@ -326,7 +351,10 @@ def perturbed(model: onnx.ModelProto, names: set[str], seed: int = 0) -> onnx.Mo
     for tensor in _float_constants(copy):
         if tensor.name in names or (not tensor.name and tensor.data_type == DOUBLE and not _exact_scalars(tensor)):
             values = numpy_helper.to_array(tensor)
-            moved = values * (1 + rng.uniform(-1.0, 1.0, values.shape) * FP32_HALF_ULP)
+            # Half an ulp each, plus one ulp the whole tensor shares: a folded constant is computed
+            # (a norm, a scale per channel) before it is rounded, and those errors move together.
+            shared = rng.uniform(-1.0, 1.0) * 2 * FP32_HALF_ULP
+            moved = values * (1 + shared + rng.uniform(-1.0, 1.0, values.shape) * FP32_HALF_ULP)
             tensor.CopyFrom(numpy_helper.from_array(moved.astype(values.dtype), tensor.name))
     return copy
 
@@ -352,6 +380,21 @@ def producing_operators(model: onnx.ModelProto, outputs: Sequence[str]) -> dict[
     return {output: "/".join(dict.fromkeys(ops)) for output in outputs if (ops := computing(output))}
 
 
+def _evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
+    """The reference evaluator over ``model`` with the float64 kernels, and every float attribute
+    (an epsilon, an alpha) read back as the double it rounded from: a proto stores attributes as
+    float32, and GroupNorm's 1e-5 stored so moves its output by 1e-8 on silent audio."""
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(model, new_ops=_float64_kernels())
+    for node in evaluator.rt_nodes_:
+        for name in getattr(node, "attributes_names_", ()):
+            value = getattr(node, name, None)
+            if isinstance(value, (float, np.floating)) and not isinstance(value, np.float64):
+                setattr(node, name, likely_double(np.float32(value)))
+    return evaluator
+
+
 class Graph64:
     """An ONNX file's graph in float64, runnable on numpy feeds.
 
@@ -360,7 +403,7 @@ class Graph64:
     and ``infer`` also runs a copy with those moved within half an ulp, so the caller knows how far
     float32 storage alone can move each value (``Evaluation.storage``)."""
 
-    def __init__(self, path: Path | str, output_names: Sequence[str], exact_parameters: Iterable[np.ndarray]) -> None:
+    def __init__(self, path: Path | str, output_names: Sequence[str], exact_parameters: Mapping[str, np.ndarray]) -> None:
         from onnx.reference import ReferenceEvaluator
 
         model = onnx.load(str(path))
@@ -380,12 +423,12 @@ class Graph64:
         double = to_float64(model, parameters)
         del model
         try:
-            self._evaluator = ReferenceEvaluator(double, new_ops=_float64_kernels())
+            self._evaluator = _evaluator(double)
             if self.derived or _has_unnamed_constants(double):
-                self._perturbed = ReferenceEvaluator(perturbed(double, self.derived), new_ops=_float64_kernels())
+                self._perturbed = _evaluator(perturbed(double, self.derived))
                 # The unperturbed smooth function, where it is not the graph itself.
                 if _half_casts(double):
-                    self._smooth = ReferenceEvaluator(smooth(double), new_ops=_float64_kernels())
+                    self._smooth = _evaluator(smooth(double))
         except Exception as exc:  # an attribute or type the evaluator refuses
             self.problem = f"the reference evaluator cannot load the graph: {first_line(exc, type(exc).__name__)}"
 
@@ -406,8 +449,9 @@ class Graph64:
         if self._perturbed is not None:
             moved = dict(zip(wanted, (np.asarray(v) for v in self._perturbed.run(wanted, widened))))
             base = exact if self._smooth is None else dict(zip(wanted, map(np.asarray, self._smooth.run(wanted, widened))))
+            # A NaN/Inf the move alone makes (a mask constant at float32's limit) measures nothing.
             storage = {
-                name: np.abs(moved[name] - base[name])
+                name: np.nan_to_num(np.abs(moved[name] - base[name]), nan=0.0, posinf=0.0)
                 for name in wanted
                 if base[name].dtype.kind == "f" and moved[name].shape == base[name].shape
             }

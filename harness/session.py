@@ -460,11 +460,11 @@ class GateSession:
             return self.artifact_error or "no ONNX artifact"
         if self.fp64_runner is None or self.parity.fp64_unavailable:
             return f"the model cannot run in float64 ({self.parity.fp64_unavailable or 'no float64 copy'})"
-        tensors = [t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()]
-        parameters = sum(t.numel() for t in tensors)
+        named = [(n, t) for n, t in (*self.model.named_parameters(), *self.model.named_buffers()) if t.is_floating_point()]
+        parameters = sum(t.numel() for _, t in named)
         if parameters > MAX_PARAMETERS:
             return f"the model has {parameters:,} parameters and buffers, over this check's limit of {MAX_PARAMETERS:,}"
-        graph = Graph64(self.artifact.path, self.config.outputs, (t.detach().cpu().numpy() for t in tensors))
+        graph = Graph64(self.artifact.path, self.config.outputs, {n: t.detach().cpu().numpy() for n, t in named})
         return graph if graph.available else (graph.problem or "the graph cannot be evaluated")
 
     @cached_property

@@ -34,6 +34,15 @@ shape = ["batch", 3, 32, 32]
 range = [-2.0, 2.0]
 dims = { batch = [1, 4] }
 """,
+    "mobilenet_v2": """
+model = "real_models:mobilenet_v2"
+outputs = ["last_hidden_state", "pooler_output"]
+[[inputs]]
+name = "pixel_values"
+shape = ["batch", 3, 64, 64]
+range = [-2.0, 2.0]
+dims = { batch = [1, 8] }
+""",
     "convnext": """
 model = "real_models:convnext"
 outputs = ["last_hidden_state", "pooler_output"]

@@ -62,6 +62,10 @@ def gate_real_architecture(
 
     for hypothesis_seed in range(seeds):
         seed(hypothesis_seed)(parity_holds)()
+    # Graph fidelity, as conformance/test_fidelity.py runs it once per gate: the graph is the model.
+    fidelity = session.check_fidelity(root=HERE.parent)
+    if not fidelity or fidelity.not_judged:
+        blocked.append(str(fidelity))
     # The systematic-error check, as conformance/test_parity.py runs it once per gate.
     bias = session.check_bias() or []
     blocked += [str(result) for result in bias if not result]
@@ -77,6 +81,7 @@ def gate_real_architecture(
         "worst_noise_ratio": max(o.get("noise_ratio_worst", 0.0) for o in summary["outputs"].values()),
         "worst_fixed_bound_ratio": max(o.get("fixed_bound_ratio_worst", 0.0) for o in summary["outputs"].values()),
         "findings": [f["worst"] for f in summary["findings"]],
+        "fidelity_worst_ratio": fidelity.worst.ratio if fidelity.worst else None,
         "worst_bias": max((abs(r.bias) for r in bias), default=0.0),
         "module_parity": str(modules) if modules is not None else "not run",
     }  # fmt: skip
