@@ -129,15 +129,17 @@ def summary_markdown(document: dict[str, Any]) -> str:
 
         lines += ["", "## Module-level parity", "", *summary_lines(parity["module_parity"])]
     if parity.get("findings") or parity.get("fp64_unavailable"):
-        lines += ["", "## Findings about the model", ""]
+        lines += ["", "## Findings about the model and the runtime", ""]
     if parity.get("fp64_unavailable"):
         lines += [f"- {fp64_unavailable_finding(parity['fp64_unavailable'])}", ""]
     if parity.get("findings"):
         lines += ["PyTorch fp32 itself is far from float64 (unstable), or yields NaN/Inf, on these inputs, "
                   "or the outputs do not depend on an input (ignored_input); or the inputs are degenerate "
                   "(constant) and PyTorch is exact by luck, where ONNX Runtime is less accurate yet within "
-                  "atol/rtol (degenerate). "
-                  "That is a property of the model, not of the export; a finding blocks only where the "
+                  "atol/rtol (degenerate); or, where graph fidelity shows the graph is the model, ONNX "
+                  "Runtime's fp32 kernels are less accurate than PyTorch's within atol/rtol or within its "
+                  "noise (runtime, naming the operator). "
+                  "That is a property of the model or the runtime, not of the export; a finding blocks only where the "
                   "config says so (`block_on_unstable`, `allow_non_finite` under `[tool.onnx-gate.tolerance]`, "
                   "`block_on_ignored_inputs`).", "",
                   "| kind | output | examples (in range / outside) | blocks | worst case |",
