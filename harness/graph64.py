@@ -284,7 +284,8 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
     values in another layout (a transposed weight). A same-layout copy under another name was
     computed: weight norm at its initialisation computes g*v/|v| == v exactly in float32, which
     float64 does not (g is |v| rounded)."""
-    names = {name.removeprefix(f"{WRAPPER_SCOPE}.") for name in parameters}
+    by_name = {name.removeprefix(f"{WRAPPER_SCOPE}."): values for name, values in parameters.items()}
+    names = set(by_name)
     by_bytes: dict[bytes, set[str]] = {}
     by_extent: dict[tuple[int, float, float], list[np.ndarray]] = {}
     for name, values in parameters.items():
@@ -294,8 +295,17 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
             by_extent.setdefault((flat.size, float(flat.min()), float(flat.max())), []).append(flat)
     derived = set()
     for tensor in _float_constants(model):
-        values = numpy_helper.to_array(tensor).astype(np.float32).ravel()
+        array = numpy_helper.to_array(tensor).astype(np.float32)
+        values = array.ravel()
         own_name = tensor.name.removeprefix(f"{WRAPPER_SCOPE}.")
+        own = by_name.get(own_name)
+        if own is not None and own.shape == array.shape and own.ndim >= 2 and values.tobytes() != own.tobytes():
+            # Under a parameter's name but not its values: a fold rescales slices of it (dynamo
+            # folds a BatchNorm into the Gemm and keeps the weight's name); anything else is the
+            # parameter altered, a defect to judge and no storage to allow for.
+            if _rescaled(array, own):
+                derived.add(tensor.name)
+            continue
         holders = by_bytes.get(values.tobytes())
         if holders is not None:
             if own_name in names or not tensor.name.strip():
@@ -311,9 +321,42 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
         # A transposed or reshaped copy holds the same values in another order.
         same_extent = by_extent.get((values.size, float(values.min()), float(values.max())), [])
         key = _layout_free_key(values)
-        if not any(_layout_free_key(candidate) == key for candidate in same_extent):
+        if any(_layout_free_key(candidate) == key for candidate in same_extent):
+            continue
+        # A transposed copy (TorchScript's MatMul weights, under new names), altered: a defect.
+        closest = _closest_transposed(array, [v for v in parameters.values() if v.size == values.size])
+        if closest is None or _rescaled(array, closest):
             derived.add(tensor.name)
     return derived
+
+
+def _closest_transposed(array: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray | None:
+    """The candidate that ``array`` is, as it is or transposed, within 1% on average; or None."""
+    best, distance = None, 1e-2
+    for candidate in candidates:
+        for layout in (candidate, candidate.T if candidate.ndim == 2 else candidate):
+            if layout.shape != array.shape:
+                continue
+            scale = float(np.abs(layout).mean()) or 1.0
+            d = float(np.abs(array.astype(np.float64) - layout).mean()) / scale
+            if d < distance:
+                best, distance = np.asarray(layout, np.float32), d
+    return best
+
+
+def _rescaled(values: np.ndarray, original: np.ndarray) -> bool:
+    """Whether ``values`` is ``original`` with every slice along one axis scaled by one factor
+    each (to a few float32 ulps): what folding a per-channel scale into a weight makes."""
+    nonzero = original != 0
+    if not nonzero.any() or (values[~nonzero] != 0).any():
+        return False
+    ratio = np.where(nonzero, values.astype(np.float64) / np.where(nonzero, original, 1), np.nan)
+    for axis in range(ratio.ndim):
+        slices = np.moveaxis(ratio, axis, 0).reshape(ratio.shape[axis], -1)
+        spread = np.nanmax(slices, axis=1) - np.nanmin(slices, axis=1)
+        if np.all(np.nan_to_num(spread) <= 8 * 2.0**-23 * np.nanmax(np.abs(slices), axis=1)):
+            return True
+    return False
 
 
 def _half_casts(model: onnx.ModelProto) -> list[onnx.AttributeProto]:
@@ -324,9 +367,13 @@ def _half_casts(model: onnx.ModelProto) -> list[onnx.AttributeProto]:
     ]  # fmt: skip
 
 
-def _exact_scalars(tensor: onnx.TensorProto) -> bool:
-    values = numpy_helper.to_array(tensor)
-    return values.size <= SCALAR_CONSTANT_SIZE and all(float(np.float32(v)) == float(v) for v in values.ravel())
+def _stored_rounded(tensor: onnx.TensorProto, derived: set[str]) -> bool:
+    """Whether float32 storage may have moved ``tensor``: a derived constant, or an unnamed one
+    (a Constant node's), unless it is a scalar. Scalars are read back as the doubles they were
+    written as (``likely_double``), so storage moved them by nothing."""
+    if tensor.data_type != DOUBLE or numpy_helper.to_array(tensor).size <= SCALAR_CONSTANT_SIZE:
+        return False
+    return tensor.name in derived or not tensor.name
 
 
 def smooth(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -349,7 +396,7 @@ def perturbed(model: onnx.ModelProto, names: set[str], seed: int = 0) -> onnx.Mo
     rng = np.random.default_rng(seed)
     copy = smooth(model)
     for tensor in _float_constants(copy):
-        if tensor.name in names or (not tensor.name and tensor.data_type == DOUBLE and not _exact_scalars(tensor)):
+        if _stored_rounded(tensor, names):
             values = numpy_helper.to_array(tensor)
             # Half an ulp each, plus one ulp the whole tensor shares: a folded constant is computed
             # (a norm, a scale per channel) before it is rounded, and those errors move together.
@@ -424,7 +471,7 @@ class Graph64:
         del model
         try:
             self._evaluator = _evaluator(double)
-            if self.derived or _has_unnamed_constants(double):
+            if any(_stored_rounded(t, self.derived) for t in _float_constants(double)):
                 self._perturbed = _evaluator(perturbed(double, self.derived))
                 # The unperturbed smooth function, where it is not the graph itself.
                 if _half_casts(double):
@@ -456,10 +503,6 @@ class Graph64:
                 if base[name].dtype.kind == "f" and moved[name].shape == base[name].shape
             }
         return Evaluation(exact, storage)
-
-
-def _has_unnamed_constants(model: onnx.ModelProto) -> bool:
-    return any(not t.name and t.data_type == DOUBLE and not _exact_scalars(t) for t in _float_constants(model))
 
 
 @dataclass(frozen=True)
