@@ -39,6 +39,7 @@ class KeepFloat64(TorchFunctionMode):
         super().__init__()
         self.widen = widen
         self.record = record
+        self.widened = False  # whether the model asked for float32 at all (TorchRunner skips the mode if not)
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -50,9 +51,12 @@ class KeepFloat64(TorchFunctionMode):
         if not self.widen:
             return func(*args, **kwargs)
         if func is torch.Tensor.float:
+            self.widened = True
             return args[0].double()
-        if "dtype" in kwargs:
-            kwargs["dtype"] = _widen(kwargs["dtype"])
-        if func in (torch.Tensor.to, torch.Tensor.type):
+        if kwargs.get("dtype") is torch.float32:
+            self.widened = True
+            kwargs["dtype"] = torch.float64
+        if func in (torch.Tensor.to, torch.Tensor.type) and any(arg is torch.float32 for arg in args):
+            self.widened = True
             args = tuple(_widen(arg) for arg in args)
         return func(*args, **kwargs)

@@ -292,7 +292,7 @@ class GateSession:
         that publishing (which loads the model once more) does not stack on top of them."""
         import gc
 
-        for name in ("fp64_runner", "ort_runner", "bench_ort_runner", "graph64"):
+        for name in ("fp64_runner", "ort_runner", "bench_ort_runner"):
             self.__dict__.pop(name, None)
         if self.candidates_in_use:
             self.candidates.release()
@@ -450,21 +450,18 @@ class GateSession:
         self.parity.bias = [str(result) for result in results]
         return results
 
-    @cached_property
     def graph64(self) -> Graph64 | str:
-        """The exported graph in float64 (harness/graph64.py), or why the gate cannot evaluate it."""
-        from harness.checks.fidelity import MAX_PARAMETERS
+        """The exported graph in float64 (harness/graph64.py), or why the gate cannot evaluate it.
+        Built for the fidelity check and dropped after it: it holds the weights twice in float64."""
         from harness.graph64 import Graph64
 
-        if self.artifact is None:
-            return self.artifact_error or "no ONNX artifact"
-        if self.fp64_runner is None or self.parity.fp64_unavailable:
-            return f"the model cannot run in float64 ({self.parity.fp64_unavailable or 'no float64 copy'})"
-        named = [(n, t) for n, t in (*self.model.named_parameters(), *self.model.named_buffers()) if t.is_floating_point()]
-        parameters = sum(t.numel() for _, t in named)
-        if parameters > MAX_PARAMETERS:
-            return f"the model has {parameters:,} parameters and buffers, over this check's limit of {MAX_PARAMETERS:,}"
-        graph = Graph64(self.artifact.path, self.config.outputs, {n: t.detach().cpu().numpy() for n, t in named})
+        unavailable = self.fidelity_unavailable
+        if unavailable is not None:
+            return unavailable
+        assert self.artifact is not None
+        named = {n: t.detach().cpu().numpy() for n, t in (*self.model.named_parameters(), *self.model.named_buffers())
+                 if t.is_floating_point()}  # fmt: skip
+        graph = Graph64(self.artifact.path, self.config.outputs, named)
         return graph if graph.available else (graph.problem or "the graph cannot be evaluated")
 
     @cached_property
@@ -478,11 +475,31 @@ class GateSession:
             return {}
         return producing_operators(onnx.load(str(self.artifact.path), load_external_data=False), self.config.outputs)
 
-    @property
+    @cached_property
     def fidelity_judged(self) -> bool:
         """Whether graph fidelity judges this artifact: the parity check then judges only the
-        runtime's precision (harness/checks/parity.py)."""
-        return not isinstance(self.graph64, str)
+        runtime's precision (harness/checks/parity.py). Decided without building the float64 graph."""
+        import onnx
+
+        from harness.graph64 import unsupported_ops
+
+        if isinstance(self.fidelity_unavailable, str) or self.artifact is None:
+            return False
+        return not unsupported_ops(onnx.load(str(self.artifact.path), load_external_data=False))
+
+    @property
+    def fidelity_unavailable(self) -> str | None:
+        """Why graph fidelity cannot judge before the graph is read: no float64 run, too large."""
+        from harness.checks.fidelity import MAX_PARAMETERS
+
+        if self.artifact is None:
+            return self.artifact_error or "no ONNX artifact"
+        if self.fp64_runner is None or self.parity.fp64_unavailable:
+            return f"the model cannot run in float64 ({self.parity.fp64_unavailable or 'no float64 copy'})"
+        parameters = sum(t.numel() for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point())
+        if parameters > MAX_PARAMETERS:
+            return f"the model has {parameters:,} parameters and buffers, over this check's limit of {MAX_PARAMETERS:,}"
+        return None
 
     def check_fidelity(self, *, root: Path) -> FidelityResult:
         """Graph fidelity (harness/checks/fidelity.py) on its fixed sample of cases."""
@@ -490,7 +507,7 @@ class GateSession:
 
         from harness.checks.fidelity import FidelityResult, check_fidelity, fidelity_cases
 
-        graph = self.graph64
+        graph = self.graph64()
         if isinstance(graph, str):
             result = FidelityResult(not_judged=graph)
         else:
