@@ -276,14 +276,17 @@ def _layout_free_key(values: np.ndarray) -> tuple[int, bytes]:
     return values.size, np.sort(values, axis=None).tobytes()
 
 
-def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarray]) -> set[str]:
+def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarray]) -> tuple[set[str], set[str]]:
     """Names of the graph's float constants that are not one of ``parameters`` (the PyTorch
     model's float32 parameters and buffers, by name): values the exporter computed (a BatchNorm
     folded into a convolution, a fused scale, a weight norm) and rounded to float32, and scalars.
     The rest the graph holds exactly as PyTorch does: a parameter under its own name, or the same
     values in another layout (a transposed weight). A same-layout copy under another name was
     computed: weight norm at its initialisation computes g*v/|v| == v exactly in float32, which
-    float64 does not (g is |v| rounded)."""
+    float64 does not (g is |v| rounded).
+
+    Returns the derived constants and, apart, the written ones: small constants that are no
+    parameter at all (an epsilon, 1/sqrt(2)), read back as the doubles they were written as."""
     by_name = {name.removeprefix(f"{WRAPPER_SCOPE}."): values for name, values in parameters.items()}
     names = set(by_name)
     by_bytes: dict[bytes, set[str]] = {}
@@ -293,7 +296,8 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
         by_bytes.setdefault(flat.tobytes(), set()).add(name)
         if flat.size:
             by_extent.setdefault((flat.size, float(flat.min()), float(flat.max())), []).append(flat)
-    derived = set()
+    derived: set[str] = set()
+    written: set[str] = set()
     for tensor in _float_constants(model):
         array = numpy_helper.to_array(tensor).astype(np.float32)
         values = array.ravel()
@@ -313,21 +317,23 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
             if values.size > SCALAR_CONSTANT_SIZE:
                 derived.add(tensor.name)
                 continue
-        if values.size <= SCALAR_CONSTANT_SIZE:
-            # A float32 that is exactly the number written (640, 0.5) lost nothing in storage.
-            if any(likely_double(v) != float(v) for v in values):
-                derived.add(tensor.name)
+            written.add(tensor.name)
             continue
-        # A transposed or reshaped copy holds the same values in another order.
-        same_extent = by_extent.get((values.size, float(values.min()), float(values.max())), [])
+        # A transposed or reshaped copy holds the same values in another order (small weights too:
+        # a 2x8 Linear's transposed weight is no scalar).
+        same_extent = by_extent.get((values.size, float(values.min()), float(values.max())), []) if values.size else []
         key = _layout_free_key(values)
         if any(_layout_free_key(candidate) == key for candidate in same_extent):
             continue
         # A transposed copy (TorchScript's MatMul weights, under new names), altered: a defect.
-        closest = _closest_transposed(array, [v for v in parameters.values() if v.size == values.size])
-        if closest is None or _rescaled(array, closest):
-            derived.add(tensor.name)
-    return derived
+        closest = _closest_transposed(array, [v for v in parameters.values() if v.size == values.size and v.size > 1])
+        if closest is not None and not _rescaled(array, closest):
+            continue
+        if closest is None and values.size <= SCALAR_CONSTANT_SIZE:
+            written.add(tensor.name)
+            continue
+        derived.add(tensor.name)
+    return derived, written
 
 
 def _closest_transposed(array: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray | None:
@@ -369,11 +375,13 @@ def _half_casts(model: onnx.ModelProto) -> list[onnx.AttributeProto]:
 
 def _stored_rounded(tensor: onnx.TensorProto, derived: set[str]) -> bool:
     """Whether float32 storage may have moved ``tensor``: a derived constant, or an unnamed one
-    (a Constant node's), unless it is a scalar. Scalars are read back as the doubles they were
-    written as (``likely_double``), so storage moved them by nothing."""
-    if tensor.data_type != DOUBLE or numpy_helper.to_array(tensor).size <= SCALAR_CONSTANT_SIZE:
+    (a Constant node's) unless it is a scalar. Written scalars are read back as the doubles they
+    were written as (``likely_double``), so storage moved them by nothing."""
+    if tensor.data_type != DOUBLE:
         return False
-    return tensor.name in derived or not tensor.name
+    if tensor.name:
+        return tensor.name in derived
+    return numpy_helper.to_array(tensor).size > SCALAR_CONSTANT_SIZE
 
 
 def smooth(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -465,9 +473,8 @@ class Graph64:
         if self.unsupported:
             self.problem = f"ops: {', '.join(self.unsupported)}"
             return
-        self.derived = derived_constants(model, exact_parameters)
-        parameters = {t.name for t in model.graph.initializer if t.name not in self.derived}
-        double = to_float64(model, parameters)
+        self.derived, written = derived_constants(model, exact_parameters)
+        double = to_float64(model, {t.name for t in model.graph.initializer if t.name not in written})
         del model
         try:
             self._evaluator = _evaluator(double)
