@@ -414,6 +414,21 @@ def perturbed(model: onnx.ModelProto, names: set[str], seed: int = 0) -> onnx.Mo
     return copy
 
 
+# Initializers larger than this lose their data in ``graph_without_weights`` (readers need their names).
+WEIGHTLESS_ABOVE_BYTES = 4096
+
+
+def graph_without_weights(path: Path | str) -> onnx.ModelProto:
+    """The graph as its readers need it (nodes, names, metadata, which values are initializers),
+    without the weights' data: module alignment, the op lists, the discrete ops."""
+    proto = onnx.load(str(path))
+    for init in proto.graph.initializer:
+        if init.ByteSize() > WEIGHTLESS_ABOVE_BYTES:
+            for data in ("raw_data", "float_data", "double_data", "int32_data", "int64_data"):
+                init.ClearField(data)
+    return proto
+
+
 # Ops that move or select values without computing new ones: a finding names the op before them.
 MOVING_OPS = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Slice", "Gather", "Expand"}
 

@@ -31,6 +31,7 @@ from harness.timing import Stopwatch
 
 if TYPE_CHECKING:
     import numpy as np
+    import onnx
 
     from harness.candidates.session import CandidateSet
     from torch import nn
@@ -465,27 +466,31 @@ class GateSession:
         return graph if graph.available else (graph.problem or "the graph cannot be evaluated")
 
     @cached_property
+    def graph_outline(self) -> onnx.ModelProto | None:
+        """The artifact's graph without its weights' data, read once: the readers that need only
+        nodes, names and metadata share it."""
+        from harness.graph64 import graph_without_weights
+
+        return graph_without_weights(self.artifact.path) if self.artifact is not None else None
+
+    @cached_property
     def output_operators(self) -> dict[str, str]:
         """The op that makes each output, looking through ops that only move values (findings name it)."""
-        import onnx
-
         from harness.graph64 import producing_operators
 
-        if self.artifact is None:
+        if self.graph_outline is None:
             return {}
-        return producing_operators(onnx.load(str(self.artifact.path), load_external_data=False), self.config.outputs)
+        return producing_operators(self.graph_outline, self.config.outputs)
 
     @cached_property
     def fidelity_judged(self) -> bool:
         """Whether graph fidelity judges this artifact: the parity check then judges only the
         runtime's precision (harness/checks/parity.py). Decided without building the float64 graph."""
-        import onnx
-
         from harness.graph64 import unsupported_ops
 
-        if isinstance(self.fidelity_unavailable, str) or self.artifact is None:
+        if isinstance(self.fidelity_unavailable, str) or self.graph_outline is None:
             return False
-        return not unsupported_ops(onnx.load(str(self.artifact.path), load_external_data=False))
+        return not unsupported_ops(self.graph_outline)
 
     @property
     def fidelity_unavailable(self) -> str | None:
@@ -503,8 +508,6 @@ class GateSession:
 
     def check_fidelity(self, *, root: Path) -> FidelityResult:
         """Graph fidelity (harness/checks/fidelity.py) on its fixed sample of cases."""
-        import onnx
-
         from harness.checks.fidelity import FidelityResult, check_fidelity, fidelity_cases
 
         graph = self.graph64()
@@ -513,8 +516,8 @@ class GateSession:
         else:
             assert self.artifact is not None and self.fp64_runner is not None
             cases = fidelity_cases(self.config, self.batch_dim, self.pinned_batches())
-            proto = onnx.load(str(self.artifact.path), load_external_data=False)
-            result = check_fidelity(self.config, graph, proto, self.torch_runner, self.fp64_runner, cases, root=root)
+            assert self.graph_outline is not None
+            result = check_fidelity(self.config, graph, self.graph_outline, self.torch_runner, self.fp64_runner, cases, root=root)
         self.parity.fidelity = result.to_dict()
         return result
 

@@ -43,8 +43,6 @@ DEGENERATE_FAMILIES = ("zeros", "constant")
 # in two precisions, which scales with the model and the input.
 MAX_PARAMETERS = 100_000_000
 MAX_INPUT_ELEMENTS = 1 << 20
-# Initializers larger than this lose their data in the graph alignment reads (it needs their names).
-WEIGHTLESS_ABOVE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -186,6 +184,7 @@ def _judge_cases(
     from harness.debug.capture import capture_with
     from harness.debug.probe import UNOPTIMISED, Probe
     from harness.debug.verdict import judge
+    from harness.graph64 import graph_without_weights
     from harness.strategies import describe_case
 
     if factor <= 0:
@@ -195,7 +194,7 @@ def _judge_cases(
     parameters = sum(p.numel() for p in runner32.model.parameters())
     if parameters > MAX_PARAMETERS:
         return _not_judged(factor, f"the model has {parameters:,} parameters, over this check's limit of {MAX_PARAMETERS:,}")
-    proto = _graph_without_weights(onnx_path)
+    proto = graph_without_weights(onnx_path)
     described = tuple(describe_case(case) for case in cases)
     probes: dict[tuple[str, ...], Probe] = {}
     culprits: list[ModuleCulprit] = []
@@ -241,19 +240,6 @@ def _judge_cases(
         not culprits, factor, described, scheme, aligned_count, named, tuple(culprits),
         worst[1], worst[0], worst[2], suspects=tuple(suspects),
     )  # fmt: skip
-
-
-def _graph_without_weights(path: Path) -> onnx.ModelProto:
-    """The graph as alignment reads it (nodes, names, metadata, which values are initializers),
-    without the weights' data: this check holds no copy of them besides ONNX Runtime's."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    for init in proto.graph.initializer:
-        if init.ByteSize() > WEIGHTLESS_ABOVE_BYTES:
-            for data in ("raw_data", "float_data", "double_data", "int32_data", "int64_data"):
-                init.ClearField(data)
-    return proto
 
 
 def _culprit(row: ModuleRow, factor: float, case: str) -> ModuleCulprit:
