@@ -3,15 +3,28 @@ running the same gate in-process for a model object."""
 
 from __future__ import annotations
 
+import io
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TextIO
+
+from harness import training_log
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from harness.publish.lineage import TrainingRun
+
     from harness.outcome import GateOutcome
     from harness.publish.outcome import PublishOutcome
+
+
+LOGGER = training_log.LOGGER
+LOG_FILE = "pytest.log"  # pytest's whole output, in the report folder
 
 
 @dataclass
@@ -57,30 +70,120 @@ def export_and_register_model(
     config_overrides: Mapping[str, Any] | None = None,
     publish: bool = True,
     pytest_args: Sequence[str] = (),
+    verbose: bool = False,
 ) -> GateResult:
     """Export ``model`` to ONNX, run the whole gate on it and, if it passed, publish it.
 
-    * run_id: the training run (e.g. an MLflow run id), tagged on the registered version.
+    * model: the model object, which is its own model: unless it is a LocalizationNet (or the
+      config names the built-in default), ``config_overrides`` or ``[tool.onnx-gate]`` describe
+      its inputs and outputs; the built-in model's settings do not apply to it.
+    * run_id: the training run's MLflow run id. Default: the caller's active MLflow run, if any.
+      The registered version names it as its source run, and the gate's verdict, key figures and
+      reports are logged to it.
     * config_overrides: ``[tool.onnx-gate]`` keys to override (inputs, outputs, tolerance, ...).
     * publish: upload and register when the gate passed. Default: True.
     * pytest_args: more pytest arguments, e.g. ``["--gate-bench-quick"]``.
+    * verbose: stream pytest's output. Default: False: one line per phase through the
+      ``onnx_gate`` logger; pytest's whole output goes to ``pytest.log`` in the report folder.
 
     Raises nothing for a gate or publish failure: ``result.success`` and ``result.reason`` say.
+    The caller's process state (harness/caller_state.py) is as it was when this returns.
     """
+    from harness.caller_state import preserved
+    from harness.publish.lineage import LineageError, training_run
+
+    with preserved(model):
+        try:
+            lineage = training_run(run_id)
+        except LineageError as exc:
+            LOGGER.error("onnx-gate: %s", exc)
+            return GateResult(False, str(exc), exit_code=int(pytest_exit_code("USAGE_ERROR")))
+        return _gate(model, lineage, config_overrides or {}, publish, pytest_args, verbose)
+
+
+def pytest_exit_code(name: str) -> int:
+    import pytest
+
+    return int(getattr(pytest.ExitCode, name))
+
+
+def _gate(
+    model: nn.Module, lineage: TrainingRun | None, overrides: Mapping[str, Any], publish: bool,
+    pytest_args: Sequence[str], verbose: bool,
+) -> GateResult:
     import pytest
 
     from harness.api_request import ApiRequest
     from harness.cli import gate_test_paths
     from harness.profiles import with_gate_run_profile
 
-    request = ApiRequest(model, config_overrides or {}, {"training_run_id": run_id} if run_id else {})
+    tags = {"training_run_id": lineage.run_id} if lineage else {}
+    request = ApiRequest(model, overrides, tags, lineage.run_id if lineage else None)
     args = with_gate_run_profile([*gate_test_paths(), *pytest_args])
     if publish:
         args.append("--gate-publish")
-    exit_code = int(pytest.main(args, plugins=[request]))
-    if request.outcome is None:
-        return GateResult(False, f"the gate did not run (pytest exit status {exit_code}); see its output", exit_code)
-    return _result(request.outcome, exit_code)
+    with tempfile.TemporaryDirectory(prefix="onnx-gate-api-") as folder:
+        log_path = Path(folder) / LOG_FILE
+        with _pytest_output(log_path, verbose):
+            exit_code = int(pytest.main(args, plugins=[request]))
+        outcome = request.outcome
+        if outcome is None:
+            reason = _usage_error(log_path) or f"the gate did not run (pytest exit status {exit_code})"
+            LOGGER.error("onnx-gate: %s", reason)
+            return GateResult(False, reason, exit_code)
+        shutil.copyfile(log_path, outcome.report_dir / LOG_FILE)
+    training_log.log(training_log.outcome_lines(outcome))
+    if lineage is not None:
+        from harness.publish.lineage import LineageError, record_on_training_run
+
+        try:
+            record_on_training_run(lineage, outcome)
+        except LineageError as exc:  # the release stands; only the training run's copy is missing
+            LOGGER.warning("onnx-gate: %s", exc)
+    return _result(outcome, exit_code)
+
+
+@contextmanager
+def _pytest_output(log_path: Path, verbose: bool) -> Iterator[None]:
+    """pytest's terminal output into ``log_path`` (and on to the caller's stdout when verbose).
+    The caller's logging handlers keep the streams they hold, so the phase lines still reach them."""
+    with log_path.open("w", encoding="utf-8") as log_file:
+        stream: Any = _Tee(log_file, sys.stdout) if verbose else log_file
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = stream
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+
+
+class _Tee(io.TextIOBase):
+    """Writes to a file and a stream at once."""
+
+    def __init__(self, file: TextIO, stream: TextIO) -> None:
+        self.file, self.stream = file, stream
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+
+def _usage_error(log_path: Path) -> str | None:
+    """pytest's "ERROR: onnx-gate: ..." line for a gate that could not start."""
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    errors = [line.removeprefix("ERROR: ").removeprefix("onnx-gate: ") for line in lines if line.startswith("ERROR:")]
+    return errors[-1] if errors else None
 
 
 def _result(outcome: GateOutcome, exit_code: int) -> GateResult:

@@ -998,6 +998,7 @@ def load(
     overrides: Mapping[str, Any] | None = None,
     api_overrides: Mapping[str, Any] | None = None,
     model_object: bool = False,
+    object_class: str | None = None,
 ) -> GateConfig:
     """Layer pyproject.toml, ``config_file``, ``overrides`` (the command line) and
     ``api_overrides`` (the Python API), later ones winning, into a GateConfig.
@@ -1008,6 +1009,12 @@ def load(
     unless a later layer does. With no layer at all, the built-in LocalizationNet is gated.
     Paths in a file resolve against that file's folder; paths in overrides against
     ``invocation_dir``. ``model_object``: the Python API was handed the model itself.
+
+    ``object_class``: that object's class as ``module:QualName``, when it is not the built-in
+    default's class. A model object is its own model: the built-in LocalizationNet's description
+    (inputs, outputs, invariants) describes an instance of LocalizationNet, or any object when a
+    layer names the default model. Any other object is described by the layers alone, and is
+    labelled by its class where no layer names a model.
     """
     layers = _file_layers(invocation_dir, config_file)
     if overrides:
@@ -1046,7 +1053,15 @@ def load(
         if isinstance(section.get("samples"), (str, list)):
             section["samples"] = _anchor_sample_paths(section["samples"], layer.base_dir)
         merged = _merge(merged, section)
-    if merged.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:
+    if object_class is not None and model is None:
+        if not merged.get("inputs") or not merged.get("outputs"):
+            raise ConfigError(
+                f"the model object handed to export_and_register_model ({object_class}) is not the built-in "
+                "LocalizationNet, so it needs its own inputs = [...] and outputs = [...], in config_overrides "
+                "or in [tool.onnx-gate]"
+            )
+        merged["model"] = object_class
+    elif merged.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:
         merged = _merge(LOCALIZATION_NET_SECTION, merged)
     sources = tuple(layer.source for layer in layers) or ("built-in defaults",)
     search_dirs = tuple(dict.fromkeys([*(layer.base_dir for layer in layers), invocation_dir]))

@@ -153,6 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
             overrides=_overrides(config),
             api_overrides=api.overrides if api else None,
             model_object=bool(api and api.model is not None),
+            object_class=api.object_class if api else None,
         )
         _check_report_dir(loaded.report_dir)
     except ConfigError as exc:
@@ -195,6 +196,7 @@ def pytest_configure(config: pytest.Config) -> None:
         bench_plan=BenchPlan.quick() if config.getoption("gate_bench_quick") else BenchPlan.full(),
         baseline_spec=baseline_spec, use_export_cache=not config.getoption("gate_no_cache"),
         publish_tags=dict(api.publish_tags) if api else {},
+        source_run_id=api.source_run_id if api else None,
     )  # fmt: skip
     gate = GateSession(loaded, model=api.model if api else None, options=options)
     config.stash[GATE_KEY] = gate

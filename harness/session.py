@@ -73,6 +73,7 @@ class RunOptions:
     baseline_spec: BaselineSpec | None = None  # --gate-baseline
     use_export_cache: bool = True  # --gate-no-cache turns it off
     publish_tags: Mapping[str, str] = field(default_factory=dict)  # extra tags on the registered version
+    source_run_id: str | None = None  # the caller's training run (MLflow), the version's source run
 
 
 @dataclass(frozen=True)

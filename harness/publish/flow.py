@@ -51,6 +51,8 @@ class PublishRequest:
     allow_config_change: bool = False
     # The ONNX Runtime session options the gate measured with, kept in the MLflow model.
     session_options: Mapping[str, Any] | None = None
+    # The training run that produced the model (MLflow run id): the version's source run.
+    source_run_id: str | None = None
 
 
 def publish_file(
@@ -146,7 +148,7 @@ def publish_gate(
         # A candidate (harness/candidates) ships as its own single file; the export, with its data files.
         manifest=ArtifactManifest.from_dicts(gate.artifact.files) if gate.artifact.files and path == gate.artifact.path else None,
         model_tags=version_tags(gate.config), allow_config_change=gate.config.publish.allow_config_change,
-        session_options=measured_session_options(gate),
+        session_options=measured_session_options(gate), source_run_id=gate.options.source_run_id,
     )  # fmt: skip
     if not gate.model_given:  # an API caller's model object stays theirs
         gate.release_model()

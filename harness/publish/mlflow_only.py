@@ -69,7 +69,7 @@ def _register_or_reuse(
         version = registry.register(
             request.path, request.example, request.outputs, tags,
             external_data=request.manifest is not None and not request.manifest.self_contained,
-            session_options=request.session_options,
+            session_options=request.session_options, source_run_id=request.source_run_id,
         )  # fmt: skip
         created = True
     outcome.location, outcome.uploaded = registry.artifact_location(version), created

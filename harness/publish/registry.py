@@ -55,6 +55,7 @@ class Registry:
             os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", self._userinfo[1])
             self.tracking_uri = self.display_uri
         self.model_name, self.experiment, self.alias = model_name, experiment, alias
+        self._run_id: str | None = None  # the gate's own run, once started
 
     def check_reachable(self) -> None:
         """The server answers /health; urllib takes no userinfo in a URL, so it goes in a header."""
@@ -114,9 +115,12 @@ class Registry:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         experiment = mlflow.set_experiment(self.experiment)
-        # MLflow would tag the run with sys.argv[0], an absolute path of the build machine.
+        # MLflow would tag the run with sys.argv[0], an absolute path of the build machine. Called
+        # in-process from a training script with a run of its own active, the gate's run nests
+        # under it (MLflow refuses a second top-level run) and ends without ending the caller's.
         run = mlflow.start_run(run_name=run_name, experiment_id=experiment.experiment_id,
-                               tags={"mlflow.source.name": "onnx-gate"})
+                               tags={"mlflow.source.name": "onnx-gate"}, nested=mlflow.active_run() is not None)
+        self._run_id = run.info.run_id
         flat: dict[str, str] = {}
         _flatten("", params, flat)
         mlflow.log_params(flat)
@@ -171,12 +175,15 @@ class Registry:
     def register(
         self, onnx_path: Path, example: Mapping[str, Any], outputs: Mapping[str, Any], tags: Mapping[str, str],
         *, external_data: bool = False, session_options: Mapping[str, Any] | None = None,
+        source_run_id: str | None = None,
     ) -> Any:
         """Log the artifact with the ONNX flavor in the active run and register it as a version.
 
         ``external_data``: the graph keeps its weights in external data files (2 GB and more); MLflow
         then saves them as external data too. ``session_options``: ONNX Runtime's settings as the
-        gate measured with, which MLflow's pyfunc applies when it loads the model."""
+        gate measured with, which MLflow's pyfunc applies when it loads the model.
+        ``source_run_id``: the training run the version records as its source run (MLflow's UI
+        links the two); default: the gate's own run."""
         import mlflow
         import onnx
         import onnxruntime
@@ -194,8 +201,21 @@ class Registry:
             pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
         )  # fmt: skip
         del proto
-        version = mlflow.register_model(info.model_uri, self.model_name, tags=dict(tags), await_registration_for=0)
+        self._ensure_registered_model()
+        version = self.client.create_model_version(
+            self.model_name, info.model_uri, run_id=source_run_id or self._run_id, tags=dict(tags),
+            model_id=info.model_id, await_creation_for=0,
+        )  # fmt: skip
         return self.wait_ready(version.version)
+
+    def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(self.model_name)
+        except MlflowException as exc:
+            if "ALREADY_EXISTS" not in str(exc.error_code):
+                raise
 
     def wait_ready(self, version: str, timeout_s: float = 300) -> Any:
         deadline = time.monotonic() + timeout_s
@@ -223,7 +243,8 @@ class Registry:
     def end_run(self, status: str = "FINISHED") -> None:
         import mlflow
 
-        if mlflow.active_run() is not None:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self._run_id:  # never a caller's run
             mlflow.end_run(status=status)
 
 

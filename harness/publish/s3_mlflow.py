@@ -132,7 +132,7 @@ def _register_once(
                     return registry.register(
                         request.path, request.example, request.outputs, tags,
                         external_data=request.manifest is not None and not request.manifest.self_contained,
-                        session_options=request.session_options,
+                        session_options=request.session_options, source_run_id=request.source_run_id,
                     ), True  # fmt: skip
             finally:
                 store.release(claim_key)
