@@ -211,3 +211,22 @@ def test_a_failing_gate_returns_the_reason_instead_of_raising(tmp_path):
     assert not result.success and result.verdict == "failed"
     assert "invariants failed" in result.reason
     assert result.exit_code == 1
+
+
+def test_a_transformers_model_object_in_train_mode_is_gated_and_handed_back_in_train_mode(tmp_path, monkeypatch, training_log):
+    from tests.real_architectures import CONFIGS
+    from tests.real_models import bert
+
+    monkeypatch.chdir(tmp_path)
+    description = tomllib.loads(CONFIGS["bert"])
+    description.pop("model")  # the object is the model; the config only describes its inputs and outputs
+    model = bert().train()  # dropout on, as a training loop leaves it
+    before = _process_state(model)
+    result = export_and_register_model(
+        model, config_overrides={**description, "report_dir": "reports", "bench": {"batches": [1]}, "budget": {"min_speedup": 0}},
+        publish=False, pytest_args=FAST,
+    )  # fmt: skip
+    assert result.success, result.reason
+    assert _changed(before, _process_state(model)) == []
+    assert all(module.training for module in model.modules())
+    assert training_log.gate_lines()[-1].startswith("onnx-gate verdict: PASSED")
