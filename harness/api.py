@@ -4,6 +4,7 @@ running the same gate in-process for a model object."""
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import sys
 import tempfile
@@ -150,11 +151,35 @@ def _pytest_output(log_path: Path, verbose: bool) -> Iterator[None]:
     with log_path.open("w", encoding="utf-8") as log_file:
         stream: Any = _Tee(log_file, sys.stdout) if verbose else log_file
         saved = sys.stdout, sys.stderr
+        root = logging.getLogger()
+        caller_handlers = list(root.handlers)
         sys.stdout = sys.stderr = stream
+        root.handlers[:] = [_GateLinesOnly(caller_handlers, stream)]
         try:
             yield
         finally:
             sys.stdout, sys.stderr = saved
+            root.handlers[:] = caller_handlers
+
+
+class _GateLinesOnly(logging.Handler):
+    """In place of the root logger's handlers while the gate runs: the gate's own lines go on to
+    the caller's handlers, every other library's records (the exporter's INFO chatter) into the
+    pytest log beside pytest's output."""
+
+    def __init__(self, caller_handlers: list[logging.Handler], stream: TextIO) -> None:
+        super().__init__(logging.NOTSET)
+        self.caller_handlers = caller_handlers
+        self.to_log = logging.StreamHandler(stream)
+        self.to_log.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == LOGGER.name or record.name.startswith(LOGGER.name + "."):
+            for handler in self.caller_handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        else:
+            self.to_log.handle(record)
 
 
 class _Tee(io.TextIOBase):

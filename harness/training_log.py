@@ -5,6 +5,7 @@ handlers decide where they go. The full pytest output goes to the report folder 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,8 +25,20 @@ def export_line(artifact: ArtifactInfo | None, error: str | None, cache_status: 
     how = "reused from the export cache" if cache_status == "hit" else f"{artifact.export_seconds:.1f} s"
     made = "given file" if artifact.origin == "given" else f"{artifact.origin} exporter, opset {artifact.opset}"
     return logging.INFO, (
-        f"onnx-gate export: {made}, {how}, {artifact.size_bytes / 1e6:.1f} MB, sha256 {artifact.sha256[:12]}"
+        f"onnx-gate export: {made}, {how}, {_size(artifact.size_bytes)}, sha256 {artifact.sha256[:12]}"
     )
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.1f} MB" if size_bytes >= 100_000 else f"{size_bytes / 1e3:.1f} kB"
+
+
+def _shown(path: Path) -> Path:
+    """A path below the working folder as a relative one, as the job would have written it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def outcome_lines(outcome: GateOutcome) -> list[tuple[int, str]]:
@@ -57,7 +70,7 @@ def outcome_lines(outcome: GateOutcome) -> list[tuple[int, str]]:
     verdict = "PASSED" if outcome.passed else "FAILED | " + "; ".join(outcome.verdict.reasons or (str(published),))
     lines.append((
         logging.INFO if outcome.passed else logging.WARNING,
-        f"onnx-gate verdict: {verdict} (report: {outcome.report_dir / 'summary.md'})",
+        f"onnx-gate verdict: {verdict} (report: {_shown(outcome.report_dir / 'summary.md')})",
     ))  # fmt: skip
     return lines
 
