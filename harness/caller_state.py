@@ -150,17 +150,20 @@ class CallerState:
         import numpy as np
         import torch
 
-        if os.getcwd() != self.cwd:
-            os.chdir(self.cwd)
-        for name in set(os.environ) - set(self.environ):
-            del os.environ[name]
-        for name, value in self.environ.items():
-            if os.environ.get(name) != value:
-                os.environ[name] = value
-        sys.path[:] = self.sys_path
-        warnings.filters[:] = self.warning_filters
-        warnings._filters_mutated()  # type: ignore[attr-defined]  # drops the warning registries' cache
-        warnings.showwarning = self.showwarning
+        # torch first: some of its setters import more of torch, which sets environment
+        # variables and warnings filters of its own, which the lines below then undo.
+        torch.set_num_threads(self.torch_threads)
+        torch.set_default_dtype(self.torch_default_dtype)
+        torch.set_grad_enabled(self.grad_enabled)
+        if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != self.deterministic:
+            torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
+        torch.set_rng_state(self.torch_random)
+        np.random.set_state(self.numpy_random)
+        random.setstate(self.python_random)
+        for module, training in self.training_flags:
+            module.training = training
+        _restore_hypothesis(self.hypothesis)
+        _restore_mlflow(self.mlflow)
         loggers = _loggers()
         for name, state in self.loggers.items():
             logger = loggers.get(name)
@@ -171,17 +174,17 @@ class CallerState:
             logger.handlers[:] = state.handlers
             logger.filters[:] = state.filters
         logging.disable(self.logging_disable)
-        random.setstate(self.python_random)
-        np.random.set_state(self.numpy_random)
-        torch.set_rng_state(self.torch_random)
-        torch.set_num_threads(self.torch_threads)
-        torch.set_default_dtype(self.torch_default_dtype)
-        torch.set_grad_enabled(self.grad_enabled)
-        torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
-        for module, training in self.training_flags:
-            module.training = training
-        _restore_hypothesis(self.hypothesis)
-        _restore_mlflow(self.mlflow)
+        warnings.filters[:] = self.warning_filters
+        warnings._filters_mutated()  # type: ignore[attr-defined]  # drops the warning registries' cache
+        warnings.showwarning = self.showwarning
+        if os.getcwd() != self.cwd:
+            os.chdir(self.cwd)
+        for name in set(os.environ) - set(self.environ):
+            del os.environ[name]
+        for name, value in self.environ.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+        sys.path[:] = self.sys_path
         sys.stdout, sys.stderr = self.streams
 
 
