@@ -29,6 +29,15 @@ def export_line(artifact: ArtifactInfo | None, error: str | None, cache_status: 
     )
 
 
+def _bare(message: str) -> str:
+    """A ledger message without its test id and exception name: what the check found."""
+    test, sep, rest = message.partition(": ")
+    text = rest if sep and "::" in test else message
+    for prefix in ("AssertionError: ", "Failed: ", "FAILED | "):
+        text = text.removeprefix(prefix)
+    return text
+
+
 def _size(size_bytes: int) -> str:
     return f"{size_bytes / 1e6:.1f} MB" if size_bytes >= 100_000 else f"{size_bytes / 1e3:.1f} kB"
 
@@ -52,8 +61,8 @@ def outcome_lines(outcome: GateOutcome) -> list[tuple[int, str]]:
     text = f"onnx-gate checks: {len(passed)} of {len(judged)} passed"
     if failed:
         name, record = failed[0]
-        first = next(iter(record.get("messages") or []), "")
-        text += f"; {name} failed" + (f": {first}" if first else "") + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
+        first = _bare(next(iter(record.get("messages") or []), ""))
+        text += f"; {name} failed" + (f": {first}" if first else "") + (f"; {', '.join(n for n, _ in failed[1:])} failed too" if len(failed) > 1 else "")
     lines.append((logging.INFO if not failed else logging.WARNING, text))
     measured = speedups(list(outcome.latency), "cpu")
     if measured:
