@@ -46,6 +46,7 @@ DTYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
 # Float32 constants with at most this many values are read back as the double they most likely
 # rounded from (``likely_double``); larger ones are weights, float32 in PyTorch as well.
 SCALAR_CONSTANT_SIZE = 16
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # ops whose inputs after the first are weights
 
 
 def _structured_constants() -> dict[np.float32, float]:
@@ -298,6 +299,11 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
             by_extent.setdefault((flat.size, float(flat.min()), float(flat.max())), []).append(flat)
     derived: set[str] = set()
     written: set[str] = set()
+    # A small constant in a weight or bias slot is a weight (the bias of a BatchNorm folded into a
+    # 16-channel convolution), never a scalar the exporter wrote.
+    weight_slots = {
+        name for node in _nodes(model.graph) if node.op_type in WEIGHT_OPS for name in list(node.input)[1:]
+    }  # fmt: skip
     for tensor in _float_constants(model):
         array = numpy_helper.to_array(tensor).astype(np.float32)
         values = array.ravel()
@@ -314,7 +320,7 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
         if holders is not None:
             if own_name in names or not tensor.name.strip():
                 continue
-            if values.size > SCALAR_CONSTANT_SIZE:
+            if values.size > SCALAR_CONSTANT_SIZE or tensor.name in weight_slots:
                 derived.add(tensor.name)
                 continue
             written.add(tensor.name)
@@ -329,7 +335,7 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
         closest = _closest_transposed(array, [v for v in parameters.values() if v.size == values.size and v.size > 1])
         if closest is not None and not _rescaled(array, closest):
             continue
-        if closest is None and values.size <= SCALAR_CONSTANT_SIZE:
+        if closest is None and values.size <= SCALAR_CONSTANT_SIZE and tensor.name not in weight_slots:
             written.add(tensor.name)
             continue
         derived.add(tensor.name)

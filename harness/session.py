@@ -43,6 +43,11 @@ if TYPE_CHECKING:
     from harness.checks.module_parity import ModuleParityResult
 
 
+# The float64 graph is kept from the fidelity check for module parity below this many bytes of
+# float32 weights (it holds them twice in float64); above, each check builds its own.
+KEEP_GRAPH64_BYTES = 256 << 20
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
@@ -121,6 +126,7 @@ class GateSession:
         self._flops: dict[int, float] = {}
         self._activation_bytes: dict[int, float] = {}
         self._weight_bytes: dict[str, float] = {}
+        self._kept_graph64: Graph64 | None = None  # shared by fidelity and module parity when small
 
     @property
     def bench_plan(self) -> BenchPlan:
@@ -454,17 +460,24 @@ class GateSession:
 
     def graph64(self) -> Graph64 | str:
         """The exported graph in float64 (harness/graph64.py), or why the gate cannot evaluate it.
-        Built for the fidelity check and dropped after it: it holds the weights twice in float64."""
+        It holds the weights twice in float64: kept for the next check (fidelity, then module
+        parity) only below KEEP_GRAPH64_BYTES of weights, else built per check and dropped."""
         from harness.graph64 import Graph64
 
         unavailable = self.fidelity_unavailable
         if unavailable is not None:
             return unavailable
+        if self._kept_graph64 is not None:
+            return self._kept_graph64
         assert self.artifact is not None
         named = {n: t.detach().cpu().numpy() for n, t in (*self.model.named_parameters(), *self.model.named_buffers())
                  if t.is_floating_point()}  # fmt: skip
         graph = Graph64(self.artifact.path, self.config.outputs, named)
-        return graph if graph.available else (graph.problem or "the graph cannot be evaluated")
+        if not graph.available:
+            return graph.problem or "the graph cannot be evaluated"
+        if sum(array.nbytes for array in named.values()) <= KEEP_GRAPH64_BYTES:
+            self._kept_graph64 = graph
+        return graph
 
     @cached_property
     def graph_outline(self) -> onnx.ModelProto | None:
@@ -528,11 +541,22 @@ class GateSession:
 
         if self.artifact is None:
             raise ArtifactError(self.artifact_error or "no ONNX artifact")
+        cases = module_cases(self.config, self.batch_dim, self.pinned_batches())
+        graph = self.graph64() if self.fidelity_judged else None
+        if graph is not None and not isinstance(graph, str):
+            from harness.checks.module_parity import check_modules_in_float64
+
+            assert self.fp64_runner is not None and self.graph_outline is not None
+            result = check_modules_in_float64(
+                self.config, graph, self.graph_outline, self.torch_runner, self.fp64_runner, cases, root=root
+            )
+            self._kept_graph64 = None  # the last check that reads it
+            self.parity.module_parity = result.to_dict()
+            return result
         noise = any(self._noise_factors().values()) and not self.parity.fp64_unavailable
         result = check_module_parity(
             self.config, self.artifact.path, self.torch_runner, self.fp64_runner if noise else None,
-            module_cases(self.config, self.batch_dim, self.pinned_batches()), root=root,
-            threads=self.ort_runner.threads, fp64_unavailable=self.parity.fp64_unavailable,
+            cases, root=root, threads=self.ort_runner.threads, fp64_unavailable=self.parity.fp64_unavailable,
         )  # fmt: skip
         self.parity.module_parity = result.to_dict()
         return result

@@ -1,4 +1,10 @@
-"""Module-level parity: every aligned module's output against that module's own float64 noise.
+"""Module-level parity: every aligned module's output, judged where a defect starts.
+
+Where graph fidelity judges the artifact (harness/checks/fidelity.py), the check is exact: each
+aligned module's value in the graph evaluated in float64 against the module's PyTorch float64
+output, held to the fidelity bound; the first module that departs, in PyTorch's order, blocks
+(``check_modules_in_float64``). Below, the rule for graphs fidelity cannot evaluate (contrib ops):
+ONNX Runtime fp32 against each module's own fp32 noise.
 
 The final outputs can hide a defect: argmax tags flip only where two logits nearly tie, a
 saturating head squashes an error, padded positions are left out. The module that computes
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 
     from harness.config import GateConfig
     from harness.debug.verdict import ModuleRow
+    from harness.graph64 import Graph64
     from harness.runners import TorchRunner
     from harness.strategies import InputCase
 
@@ -43,6 +50,10 @@ DEGENERATE_FAMILIES = ("zeros", "constant")
 # in two precisions, which scales with the model and the input.
 MAX_PARAMETERS = 100_000_000
 MAX_INPUT_ELEMENTS = 1 << 20
+NO_SCOPES = (
+    "the ONNX file carries no scope information (no dynamo node metadata, no `/module/Op` node names), "
+    "so no ONNX value can be tied to a module; the final outputs were compared as usual"
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,10 @@ class ModuleParityResult:
     peak_rss_mb: float = 0.0
     peak_rss_growth_mb: float = 0.0
     suspects: tuple[str, ...] = field(default=())  # over the bound, inputs unmatched: not blocking
+    # "float64": the graph evaluated in float64 against PyTorch float64, each module held to its
+    # fidelity bound (exact; ratios are error / bound). "noise": ONNX Runtime fp32 against each
+    # module's own fp32 noise (ratios are multiples of it), where graph fidelity cannot judge.
+    rule: str = "noise"
 
     def __bool__(self) -> bool:
         return self.passed
@@ -98,6 +113,12 @@ class ModuleParityResult:
                 f"{first.line} [on {first.case}] ({len(self.culprits)} of {len(self.cases)} cases; "
                 f"modules: {', '.join(modules)})"
             )
+        if self.rule == "float64":
+            return (
+                f"PASSED | every aligned module's float64 graph value within its fidelity bound on {len(self.cases)} "
+                f"cases ({self.aligned} of {self.named} named modules aligned, {self.scheme}); worst "
+                f"{self.worst_ratio:.3g}x its bound at `{self.worst_module or '-'}`"
+            )
         return (
             f"PASSED | every aligned module within {self.factor:g}x its own fp32 noise on {len(self.cases)} cases "
             f"({self.aligned} of {self.named} named modules aligned, {self.scheme}); worst {self.worst_ratio:.3g}x "
@@ -110,7 +131,7 @@ class ModuleParityResult:
         worst = self.worst_ratio if math.isfinite(self.worst_ratio) else str(self.worst_ratio)
         return {
             "status": "not judged" if self.not_judged else "passed" if self.passed else "failed",
-            "reason": self.not_judged or None, "cases": list(self.cases), "scheme": self.scheme,
+            "reason": self.not_judged or None, "rule": self.rule, "cases": list(self.cases), "scheme": self.scheme,
             "aligned_modules": self.aligned, "named_modules": self.named, "noise_factor": self.factor,
             "culprits": [c.to_dict() for c in self.culprits], "suspects": list(self.suspects),
             "worst_module": self.worst_module or None, "worst_ratio": worst, "worst_case": self.worst_case or None,
@@ -164,6 +185,58 @@ def check_module_parity(
     return _with_cost(result, time.perf_counter() - started, peak / 1e6, max(0, peak - peak_before) / 1e6)
 
 
+def check_modules_in_float64(
+    config: GateConfig, graph: Graph64, graph_proto: onnx.ModelProto, runner32: TorchRunner, runner64: TorchRunner,
+    cases: list[InputCase], *, root: Path,
+) -> ModuleParityResult:  # fmt: skip
+    """Module parity made exact: where graph fidelity judges the artifact, each aligned module's
+    value in the float64 graph against the module's PyTorch float64 output, held to the fidelity
+    bound (harness/checks/fidelity.py). The first module that departs, in PyTorch's order, blocks.
+    ONNX Runtime's fp32 error at a module is the runtime's precision, which parity judges at the
+    outputs; it is not judged here."""
+    from harness import memory
+    from harness.checks.fidelity import walk_modules
+    from harness.strategies import describe_case
+
+    started, peak_before = time.perf_counter(), memory.peak_rss_bytes()
+    described = tuple(describe_case(case) for case in cases)
+    culprits: list[ModuleCulprit] = []
+    worst: tuple[float, str, str] = (0.0, "", "")
+    scheme, aligned, named = "", 0, 0
+    result: ModuleParityResult | None = None
+    for case, label in zip(cases, described):
+        elements = sum(int(array.size) for array in case.materialize(config).values())
+        if elements > MAX_INPUT_ELEMENTS:
+            result = _not_judged(
+                1.0, f"{label} has {elements:,} input elements, over this check's limit of {MAX_INPUT_ELEMENTS:,}", described
+            )
+            break
+        walk = walk_modules(config, graph, graph_proto, runner32, runner64, case, root)
+        if walk.scheme == "none":
+            result = _not_judged(1.0, NO_SCOPES, described)
+            break
+        if not walk.modules:
+            result = _not_judged(1.0, f"no named module could be aligned ({walk.scheme})", described)
+            break
+        if not scheme:
+            scheme, aligned, named = walk.scheme, len(walk.modules), walk.named
+        for call, comparison in walk.modules:
+            if comparison.ratio > worst[0]:
+                worst = (comparison.ratio, call.name, walk.case)
+        departure = walk.departure()
+        if departure is not None and departure.module:
+            line = f"FAILED | the graph is not the model: {departure}"
+            culprits.append(ModuleCulprit(walk.case, departure.module, departure.cls, departure.source,
+                                          departure.comparison.ratio, line))  # fmt: skip
+    if result is None:
+        result = ModuleParityResult(
+            not culprits, 1.0, described, scheme, aligned, named, tuple(culprits), worst[1], worst[0], worst[2],
+            rule="float64",
+        )  # fmt: skip
+    peak = memory.peak_rss_bytes()
+    return _with_cost(result, time.perf_counter() - started, peak / 1e6, max(0, peak - peak_before) / 1e6)
+
+
 def _with_cost(result: ModuleParityResult, seconds: float, peak_mb: float, growth_mb: float) -> ModuleParityResult:
     from dataclasses import replace
 
@@ -178,7 +251,6 @@ def _judge_cases(
     config: GateConfig, onnx_path: Path, runner32: TorchRunner, runner64: TorchRunner | None,
     cases: list[InputCase], root: Path, threads: int, factor: float, fp64_unavailable: str | None,
 ) -> ModuleParityResult:  # fmt: skip
-    import onnx
 
     from harness.debug.align import align_capture
     from harness.debug.capture import capture_with
@@ -215,12 +287,7 @@ def _judge_cases(
         modules = [name for name in capture.modules if name]
         alignment = align_capture(proto, capture)
         if alignment.scheme == "none":
-            return _not_judged(
-                factor,
-                "the ONNX file carries no scope information (no dynamo node metadata, no `/module/Op` node names), "
-                "so no ONNX value can be tied to a module; the final outputs were compared as usual",
-                described,
-            )  # fmt: skip
+            return _not_judged(factor, NO_SCOPES, described)
         if not alignment.aligned:
             return _not_judged(factor, f"no named module could be aligned ({alignment.scheme})", described)
         if not scheme:

@@ -15,8 +15,10 @@ from harness.errors import ArtifactError
 
 if TYPE_CHECKING:
     import numpy as np
+    import onnx
     from torch import nn
 
+    from harness.checks.fidelity import ModuleWalk
     from harness.debug.align import Alignment
     from harness.debug.capture import Capture
     from harness.debug.isolate import Isolation
@@ -44,6 +46,10 @@ class DebugResult:
     production_verdict: ModuleVerdict | None = None  # attribution at the production level, fusion-only cases
     isolation: Isolation | None = None
     fp64_unavailable: str | None = None
+    # The exact view: the graph evaluated in float64 against PyTorch float64, module by module
+    # (harness/checks/fidelity.py), or why it could not be had.
+    exact: ModuleWalk | None = None
+    exact_unavailable: str = ""
     factor_note: str = ""
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
@@ -76,6 +82,30 @@ def _outputs_ok(
         name: bool(compare_noise(name, values[name], outputs32[i], outputs64[i], factor))
         for i, name in enumerate(names)
     }
+
+
+def _exact_walk(
+    request: DebugRequest, model: nn.Module, proto: onnx.ModelProto, capture: Capture
+) -> tuple[ModuleWalk | None, str]:
+    """Graph fidelity's module walk on the debug input, or why the graph has no float64 evaluation."""
+    from harness.checks.fidelity import MAX_PARAMETERS, walk_capture
+    from harness.graph64 import Graph64, unsupported_ops
+
+    if capture.outputs64 is None:
+        return None, f"the model cannot run in float64 ({capture.fp64_unavailable})"
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if sum(t.numel() for t in tensors) > MAX_PARAMETERS:
+        return None, f"the model is over graph fidelity's limit of {MAX_PARAMETERS:,} parameters"
+    missing = unsupported_ops(proto)
+    if missing:
+        return None, f"ops without a float64 reference ({', '.join(missing)})"
+    named = {n: t.detach().cpu().numpy() for n, t in (*model.named_parameters(), *model.named_buffers())
+             if t.is_floating_point()}  # fmt: skip
+    graph = Graph64(request.onnx_path, request.config.outputs, named)
+    if not graph.available:
+        return None, graph.problem or "the graph cannot be evaluated in float64"
+    walk = walk_capture(request.config, graph, proto, capture, request.feeds, request.case, model, request.root)
+    return walk, ""
 
 
 def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
@@ -113,6 +143,7 @@ def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
         # Marking outputs can stop the very fusion that is wrong; this is the best available view.
         marked = probe.run(proto, request.feeds, alignment.values(), level=probe.PRODUCTION)
         result.production_verdict = judge(capture, alignment, marked, request.feeds, config.outputs, factor)
+    result.exact, result.exact_unavailable = _exact_walk(request, model, proto, capture)
     culprit = verdict.culprit or (result.production_verdict.culprit if result.production_verdict else None)
     if culprit is not None:
         result.isolation = isolate(

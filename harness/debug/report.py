@@ -62,6 +62,28 @@ def culprit_sentence(culprit: ModuleRow, factor: float) -> str:
     )
 
 
+def _exact_lines(result: DebugResult) -> list[str]:
+    """The exact verdict first: is the graph the model, in float64, module by module? It says
+    whether what ONNX Runtime's fp32 values show below is an export defect or the runtime's precision."""
+    walk = result.exact
+    if walk is None:
+        reason = result.exact_unavailable or "not run"
+        return [f"Graph fidelity (float64): not judged ({reason}); the attribution below is by fp32 noise only."]
+    departure = walk.departure()
+    if departure is not None:
+        return [f"The graph is not the model (exact, in float64): {departure}."]
+    judged = [c for _, c in walk.modules] + list(walk.outputs)
+    worst = max((c.ratio for c in judged), default=0.0)
+    runtime = (
+        " What ONNX Runtime's fp32 values show below is the runtime's precision, not the export."
+        if result.mismatch else ""
+    )
+    return [
+        f"The graph is the model (exact, in float64): {len(walk.modules)} aligned modules and "
+        f"{len(walk.outputs)} outputs within their fidelity bounds (worst {worst:.2g}x).{runtime}"
+    ]
+
+
 def headline(result: DebugResult, *, unaligned_at: str = "below") -> list[str]:
     """What was found, verdict first, in a few sentences; ``unaligned_at`` says where the modules
     that could not be aligned are listed."""
@@ -104,6 +126,7 @@ def headline(result: DebugResult, *, unaligned_at: str = "below") -> list[str]:
             f"PASSED | ONNX Runtime matches PyTorch within {factor:g}x its fp32 noise at every aligned "
             "module and output on this input, with and without graph optimisation: no culprit."
         )
+    lines += _exact_lines(result)
     aligned = len(alignment.aligned) - len(verdict.shape_mismatch)
     unaligned = len(alignment.unaligned) + len(verdict.shape_mismatch)
     lines.append(

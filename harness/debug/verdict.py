@@ -111,25 +111,29 @@ def _check_inputs(
     return replace(row, inputs_ok=ok, input_ratio=worst, input_map=mapping)
 
 
-def _folded(
-    row: ModuleRow, call: ModuleCall, capture: Capture, alignment: Alignment, onnx: np.ndarray, factor: float
-) -> ModuleRow:  # fmt: skip
-    """The row of ``call`` together with a module the exporter folded into it, where that explains
-    the ONNX value. The TorchScript exporter folds an eval-mode BatchNorm into the convolution
-    before it: the BatchNorm leaves no node, and the convolution's ONNX output is the BatchNorm's.
-    A module that left no node, ran once right after ``call`` on exactly ``call``'s output, and
-    whose own output the ONNX value matches within noise, is such a fold; otherwise ``row`` stands."""
+def fold_candidates(call: ModuleCall, capture: Capture, alignment: Alignment, shape: tuple[int, ...]) -> list[ModuleCall]:
+    """Modules the exporter may have folded into ``call``: the TorchScript exporter folds an
+    eval-mode BatchNorm into the convolution before it, so the BatchNorm leaves no node and the
+    convolution's ONNX output is the BatchNorm's. Such a module left no node, ran once right
+    after ``call`` on exactly ``call``'s output, and its output has the ONNX value's ``shape``."""
     import numpy as np
 
     output = call.outputs32[0]
-    for successor in capture.in_order():
-        if (
-            successor.order <= call.order or successor.calls != 1 or successor.name in alignment.aligned
-            or len(successor.inputs32) != 1 or len(successor.outputs32) != 1 or not successor.outputs64
-            or successor.inputs32[0].shape != output.shape or not np.array_equal(successor.inputs32[0], output)
-            or successor.outputs32[0].shape != onnx.shape
-        ):  # fmt: skip
-            continue
+    return [
+        successor for successor in capture.in_order()
+        if successor.order > call.order and successor.calls == 1 and successor.name not in alignment.aligned
+        and len(successor.inputs32) == 1 and len(successor.outputs32) == 1 and successor.outputs64
+        and successor.inputs32[0].shape == output.shape and np.array_equal(successor.inputs32[0], output)
+        and successor.outputs32[0].shape == shape
+    ]  # fmt: skip
+
+
+def _folded(
+    row: ModuleRow, call: ModuleCall, capture: Capture, alignment: Alignment, onnx: np.ndarray, factor: float
+) -> ModuleRow:  # fmt: skip
+    """The row of ``call`` together with a module folded into it (``fold_candidates``) whose own
+    output the ONNX value matches within noise; otherwise ``row`` stands."""
+    for successor in fold_candidates(call, capture, alignment, onnx.shape):
         fused = _row(
             row.module, f"{row.cls} + {successor.cls} `{successor.name}` (folded)", row.source, row.ops, row.order,
             row.depth, onnx, successor.outputs32[0], successor.outputs64[0], factor,
