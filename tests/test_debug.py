@@ -74,6 +74,9 @@ def test_a_correct_export_names_no_culprit(exported):
     assert result.verdict.culprit is None and result.verdict.suspect is None
     assert result.verdict.rows and not any(row.exceeds for row in result.verdict.rows), headline(result)
     assert headline(result)[0].startswith("PASSED")
+    # The exact view agrees: the graph evaluated in float64 is the model, module by module.
+    assert result.exact is not None and result.exact.departure() is None and len(result.exact.modules) > 20
+    assert any(line.startswith("The graph is the model (exact, in float64)") for line in headline(result))
 
 
 def test_one_weight_scaled_in_a_deep_block_is_named(exported, tmp_path):
@@ -82,6 +85,9 @@ def test_one_weight_scaled_in_a_deep_block_is_named(exported, tmp_path):
     result = _debug(exporter, bad)
     assert result.verdict.culprit is not None, headline(result)
     assert result.verdict.culprit.module == DEEP_CONV
+    assert result.exact is not None and result.exact.departure().module == DEEP_CONV
+    exact = f"The graph is not the model (exact, in float64): the graph departs from the model first in `{DEEP_CONV}`"
+    assert any(line.startswith(exact) for line in headline(result)), headline(result)
     # Confirmed alone, on PyTorch's own inputs to the module, not only as inherited error.
     assert result.isolation is not None and result.isolation.exceeds, str(result.isolation)
     # Every later module that exceeds either contains the culprit or inherited the error.
@@ -98,6 +104,7 @@ def test_an_activation_replaced_by_an_approximation_is_named(exporter, tmp_path)
     result = _debug(exporter, bad)
     assert result.verdict.culprit is not None, headline(result)
     assert result.verdict.culprit.module == "backbone.stages.3.blocks.0.act"
+    assert result.exact is not None and result.exact.departure().module == "backbone.stages.3.blocks.0.act"
 
 
 def test_a_normalisation_epsilon_changed_in_one_layer_is_named(tmp_path):
@@ -313,6 +320,8 @@ def test_a_model_without_float64_kernels_is_debugged_without_a_noise_floor(tmp_p
 
     assert "not implemented for 'Double'" in result.fp64_unavailable
     assert any("No noise floor: the model cannot run in float64" in line for line in headline(result))
+    assert result.exact is None and "the model cannot run in float64" in result.exact_unavailable
+    assert any(line.startswith("Graph fidelity (float64): not judged") for line in headline(result))
     # The fixed fallback bound still finds the module; no floor or ratio is claimed for it.
     assert result.verdict.culprit is not None, headline(result)
     assert result.verdict.culprit.module == "conv"

@@ -69,6 +69,8 @@ def test_debug_aligns_a_library_model_through_the_exporters_wrapper_and_names_th
     assert culprit is not None, "\n".join(lines)
     assert culprit.module == DEFECT[name], "\n".join(lines)
     assert lines[0].startswith(f"FAILED | the mismatch starts in `{DEFECT[name]}`"), lines
+    # The exact view, through the same wrapper: the float64 graph departs at the same module.
+    assert result.exact is not None and result.exact.departure().module == DEFECT[name], lines
 
 
 @pytest.mark.slow
@@ -78,4 +80,5 @@ def test_debug_on_a_correct_library_model_export_names_no_culprit(exporter, tmp_
     lines = headline(result)
     assert not result.mismatch and result.verdict.culprit is None, lines
     assert result.verdict.rows and not any(row.exceeds for row in result.verdict.rows), lines
+    assert result.exact is not None and result.exact.departure() is None, lines
     assert lines[0].startswith("PASSED"), lines
