@@ -18,7 +18,7 @@ import functools
 from dataclasses import dataclass
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -187,6 +187,22 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     return sorted(missing)
 
 
+
+def _as_torch(array: np.ndarray) -> Any:
+    """A torch view of ``array`` for the float64 kernels, without copying the evaluator's
+    read-only constants (weights) on every call: the kernels never write to their inputs."""
+    import warnings
+
+    import torch
+
+    array = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's "non-writable array" notice
+        return torch.from_numpy(array)
+
+
 def _float64_kernels() -> list[type]:
     """Kernels that replace ``onnx.reference``'s where it narrows to float32 or is slow. Its Erf
     maps ``math.erf`` element by element into float32 (``np.vectorize(..., otypes="f")``), which
@@ -205,7 +221,7 @@ def _float64_kernels() -> list[type]:
         def _run(self, x: np.ndarray) -> tuple[np.ndarray]:
             if x.dtype != np.float64:
                 return (np.vectorize(math.erf, otypes=[x.dtype])(x),)
-            return (torch.special.erf(torch.from_numpy(np.require(x, requirements=["W"]))).numpy(),)
+            return (torch.special.erf(_as_torch(x)).numpy(),)
 
     convolutions = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -218,9 +234,8 @@ def _float64_kernels() -> list[type]:
             if X.dtype != np.float64 or spatial not in convolutions or auto_pad not in (None, "NOTSET", "VALID"):
                 return super()._run(X, W, B, auto_pad, dilations, group, kernel_shape, pads, strides)
             pads = [0] * (2 * spatial) if pads is None or auto_pad == "VALID" else list(pads)
-            x = torch.from_numpy(np.require(X, requirements=["C", "W"]))
-            w = torch.from_numpy(np.require(W, requirements=["C", "W"]))
-            b = None if B is None else torch.from_numpy(np.require(B, requirements=["C", "W"]))
+            x, w = _as_torch(X), _as_torch(W)
+            b = None if B is None else _as_torch(B)
             depthwise = spatial == 2 and group == X.shape[1] == W.shape[0] and W.shape[1] == 1
             if depthwise and pads[:2] == pads[2:] and set(strides or [1]) == {1} and set(dilations or [1]) == {1}:
                 # PyTorch loops over the groups of a float64 grouped convolution: slow (runners.py).
@@ -243,14 +258,13 @@ def _float64_kernels() -> list[type]:
             # numpy's BLAS threads beside PyTorch's made MatMul 7x slower than the same dgemm in PyTorch.
             if a.dtype != np.float64 or b.dtype != np.float64:
                 return (np.matmul(a, b),)
-            a, b = (np.require(m, requirements=["C", "W"]) for m in (a, b))
-            return (torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy(),)
+            return (torch.matmul(_as_torch(a), _as_torch(b)).numpy(),)
 
     class Gelu(OpRun):
         op_domain = ""
 
         def _run(self, x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray]:
-            tensor = torch.from_numpy(np.require(x, requirements=["W"]))
+            tensor = _as_torch(x)
             return (F.gelu(tensor, approximate=approximate or "none").numpy(),)
 
     class GatherElements(OpRun):
@@ -273,8 +287,14 @@ def _float_constants(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     return [t for t in tensors if t.data_type in (FLOAT, DOUBLE)]
 
 
-def _layout_free_key(values: np.ndarray) -> tuple[int, bytes]:
-    return values.size, np.sort(values, axis=None).tobytes()
+def _layout_free_key(values: np.ndarray) -> tuple[int, int, int]:
+    """The same for any order of the same float32 values: two sums over their bits, each multiplied
+    by an odd constant, wrapping at 2**64. Sorting did the same at 10x the cost."""
+    bits = np.ascontiguousarray(values, np.float32).ravel().view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        first = int((bits * np.uint64(0x9E3779B97F4A7C15)).sum(dtype=np.uint64))
+        second = int(((bits ^ (bits >> np.uint64(13))) * np.uint64(0xC2B2AE3D27D4EB4F)).sum(dtype=np.uint64))
+    return values.size, first, second
 
 
 def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarray]) -> tuple[set[str], set[str]]:
@@ -299,6 +319,7 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
             by_extent.setdefault((flat.size, float(flat.min()), float(flat.max())), []).append(flat)
     derived: set[str] = set()
     written: set[str] = set()
+    layout_keys: dict[int, tuple[int, int, int]] = {}  # a parameter's layout-free key, computed once
     # A small constant in a weight or bias slot is a weight (the bias of a BatchNorm folded into a
     # 16-channel convolution), never a scalar the exporter wrote.
     weight_slots = {
@@ -328,9 +349,11 @@ def derived_constants(model: onnx.ModelProto, parameters: Mapping[str, np.ndarra
         # A transposed or reshaped copy holds the same values in another order (small weights too:
         # a 2x8 Linear's transposed weight is no scalar).
         same_extent = by_extent.get((values.size, float(values.min()), float(values.max())), []) if values.size else []
-        key = _layout_free_key(values)
-        if any(_layout_free_key(candidate) == key for candidate in same_extent):
-            continue
+        # Only for a tensor with a parameter of the same size and extent.
+        if same_extent:
+            key = _layout_free_key(values)
+            if any(layout_keys.setdefault(id(c), _layout_free_key(c)) == key for c in same_extent):
+                continue
         # A transposed copy (TorchScript's MatMul weights, under new names), altered: a defect.
         closest = _closest_transposed(array, [v for v in parameters.values() if v.size == values.size and v.size > 1])
         if closest is not None and not _rescaled(array, closest):
