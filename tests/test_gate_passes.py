@@ -38,7 +38,7 @@ def test_it_writes_the_reports(project):
     assert "PASSED" in summary.splitlines()[0]
     assert "| positions |" in summary and "| uncertainties |" in summary
     assert run.document["parity"]["module_parity"]["status"] == "passed"
-    assert "## Module-level parity" in summary and "`PASSED | every aligned module within 16x" in summary
+    assert "## Module-level parity" in summary and "`PASSED | every aligned module's float64 graph value within its fidelity bound" in summary
     assert run.document["artifact"]["sha256"] and run.document["artifact"]["size_bytes"] > 0
     assert set(run.document["artifact"]["versions"]) == {"torch", "onnx", "onnxruntime"}
     assert (folder / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
