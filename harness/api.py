@@ -90,6 +90,8 @@ def export_and_register_model(
     Raises nothing for a gate or publish failure: ``result.success`` and ``result.reason`` say.
     The caller's process state (harness/caller_state.py) is as it was when this returns.
     """
+    import pytest
+
     from harness.caller_state import preserved
     from harness.publish.lineage import LineageError, training_run
 
@@ -98,14 +100,8 @@ def export_and_register_model(
             lineage = training_run(run_id)
         except LineageError as exc:
             LOGGER.error("onnx-gate: %s", exc)
-            return GateResult(False, str(exc), exit_code=int(pytest_exit_code("USAGE_ERROR")))
+            return GateResult(False, str(exc), exit_code=int(pytest.ExitCode.USAGE_ERROR))
         return _gate(model, lineage, config_overrides or {}, publish, pytest_args, verbose)
-
-
-def pytest_exit_code(name: str) -> int:
-    import pytest
-
-    return int(getattr(pytest.ExitCode, name))
 
 
 def _gate(

@@ -287,6 +287,12 @@ def _float_constants(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     return [t for t in tensors if t.data_type in (FLOAT, DOUBLE)]
 
 
+def model_constants(model: Any) -> dict[str, np.ndarray]:
+    """The PyTorch model's float parameters and buffers by name, as Graph64 takes them."""
+    return {n: t.detach().cpu().numpy() for n, t in (*model.named_parameters(), *model.named_buffers())
+            if t.is_floating_point()}  # fmt: skip
+
+
 def _layout_free_key(values: np.ndarray) -> tuple[int, int, int]:
     """The same for any order of the same float32 values: two sums over their bits, each multiplied
     by an odd constant, wrapping at 2**64. Sorting did the same at 10x the cost."""

@@ -462,7 +462,7 @@ class GateSession:
         """The exported graph in float64 (harness/graph64.py), or why the gate cannot evaluate it.
         It holds the weights twice in float64: kept for the next check (fidelity, then module
         parity) only below KEEP_GRAPH64_BYTES of weights, else built per check and dropped."""
-        from harness.graph64 import Graph64
+        from harness.graph64 import Graph64, model_constants
 
         unavailable = self.fidelity_unavailable
         if unavailable is not None:
@@ -470,8 +470,7 @@ class GateSession:
         if self._kept_graph64 is not None:
             return self._kept_graph64
         assert self.artifact is not None
-        named = {n: t.detach().cpu().numpy() for n, t in (*self.model.named_parameters(), *self.model.named_buffers())
-                 if t.is_floating_point()}  # fmt: skip
+        named = model_constants(self.model)
         graph = Graph64(self.artifact.path, self.config.outputs, named)
         if not graph.available:
             return graph.problem or "the graph cannot be evaluated"

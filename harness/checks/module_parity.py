@@ -195,7 +195,8 @@ def check_modules_in_float64(
     ONNX Runtime's fp32 error at a module is the runtime's precision, which parity judges at the
     outputs; it is not judged here."""
     from harness import memory
-    from harness.checks.fidelity import walk_modules
+    from harness.checks.fidelity import walk_capture
+    from harness.debug.capture import capture_with
     from harness.strategies import describe_case
 
     started, peak_before = time.perf_counter(), memory.peak_rss_bytes()
@@ -205,13 +206,15 @@ def check_modules_in_float64(
     scheme, aligned, named = "", 0, 0
     result: ModuleParityResult | None = None
     for case, label in zip(cases, described):
-        elements = sum(int(array.size) for array in case.materialize(config).values())
+        feeds = case.materialize(config)
+        elements = sum(int(array.size) for array in feeds.values())
         if elements > MAX_INPUT_ELEMENTS:
             result = _not_judged(
                 1.0, f"{label} has {elements:,} input elements, over this check's limit of {MAX_INPUT_ELEMENTS:,}", described
             )
             break
-        walk = walk_modules(config, graph, graph_proto, runner32, runner64, case, root)
+        capture = capture_with(runner32, runner64, feeds, root=root)
+        walk = walk_capture(config, graph, graph_proto, capture, feeds, label, runner32.model, root)
         if walk.scheme == "none":
             result = _not_judged(1.0, NO_SCOPES, described)
             break
@@ -251,7 +254,6 @@ def _judge_cases(
     config: GateConfig, onnx_path: Path, runner32: TorchRunner, runner64: TorchRunner | None,
     cases: list[InputCase], root: Path, threads: int, factor: float, fp64_unavailable: str | None,
 ) -> ModuleParityResult:  # fmt: skip
-
     from harness.debug.align import align_capture
     from harness.debug.capture import capture_with
     from harness.debug.probe import UNOPTIMISED, Probe

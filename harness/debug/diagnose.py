@@ -89,7 +89,7 @@ def _exact_walk(
 ) -> tuple[ModuleWalk | None, str]:
     """Graph fidelity's module walk on the debug input, or why the graph has no float64 evaluation."""
     from harness.checks.fidelity import MAX_PARAMETERS, walk_capture
-    from harness.graph64 import Graph64, unsupported_ops
+    from harness.graph64 import Graph64, model_constants, unsupported_ops
 
     if capture.outputs64 is None:
         return None, f"the model cannot run in float64 ({capture.fp64_unavailable})"
@@ -99,9 +99,7 @@ def _exact_walk(
     missing = unsupported_ops(proto)
     if missing:
         return None, f"ops without a float64 reference ({', '.join(missing)})"
-    named = {n: t.detach().cpu().numpy() for n, t in (*model.named_parameters(), *model.named_buffers())
-             if t.is_floating_point()}  # fmt: skip
-    graph = Graph64(request.onnx_path, request.config.outputs, named)
+    graph = Graph64(request.onnx_path, request.config.outputs, model_constants(model))
     if not graph.available:
         return None, graph.problem or "the graph cannot be evaluated in float64"
     walk = walk_capture(request.config, graph, proto, capture, request.feeds, request.case, model, request.root)
