@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.bench import rounds_for, time_calls
+from harness.bench.measure import rounds_for, time_calls
 
 
 @pytest.fixture(scope="session")

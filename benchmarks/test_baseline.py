@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.baseline import alternate, fetch, merge_drift, slowdown_budget
-from harness.bench import rounds_for
-from harness.bench_stats import latency_effect
-from harness.export import example_feeds
-from harness.runners import OrtRunner
-from harness.strategies import FAMILIES, InputCase, describe_case
+from harness.bench.baseline import alternate, merge_drift, slowdown_budget
+from harness.publish.baseline_source import fetch
+from harness.bench.measure import rounds_for
+from harness.bench.stats import latency_effect
+from harness.runtime.export import example_feeds
+from harness.runtime.runners import OrtRunner
+from harness.core.strategies import FAMILIES, InputCase, describe_case
 
 DRIFT_SEEDS = (0, 1, 2)
 
@@ -68,7 +69,7 @@ def test_the_candidate_against_the_production_baseline(gate, bench_threads, onnx
 
 
 def _drift(config, candidate, production, feeds):
-    from harness.baseline import drift
+    from harness.bench.baseline import drift
     from harness.checks.parity import keep_valid_positions
 
     # Padded positions of padded_outputs mean nothing in either model.

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.bench import LatencyRecord, onnx_weight_bytes, rounds_for, time_calls
+from harness.bench.measure import LatencyRecord, onnx_weight_bytes, rounds_for, time_calls
 from harness.candidates.build import NO_SPINNING
 from harness.candidates.session import PLAIN
-from harness.export import example_feeds
+from harness.runtime.export import example_feeds
 
 BLOCK = 3
 

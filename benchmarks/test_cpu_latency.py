@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.conftest import run_benchmark
-from harness.bench import LatencyRecord, check_budgets
-from harness.export import example_feeds
+from harness.bench.measure import LatencyRecord, check_budgets
+from harness.runtime.export import example_feeds
 
 
 @pytest.mark.gate_check("latency_cpu")

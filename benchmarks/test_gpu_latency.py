@@ -7,14 +7,15 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.conftest import run_benchmark
-from harness import gpu
-from harness.bench import LatencyRecord, check_gpu_budgets
-from harness.export import example_feeds
+from harness.checks.gpu_parity import check_gpu_parity
+from harness.gate import gpu
+from harness.bench.measure import LatencyRecord, check_gpu_budgets
+from harness.runtime.export import example_feeds
 
 
 @pytest.fixture(scope="session")
 def cuda_ready(gate):
-    from harness.session import NotRun
+    from harness.gate.session import NotRun
 
     reason = gpu.unavailable_reason()
     if reason:
@@ -25,7 +26,8 @@ def cuda_ready(gate):
 
 @pytest.fixture(scope="session")
 def gpu_parity(gate, cuda_ready):
-    result = gpu.check_gpu_parity(gate)
+    sizes = [gate.sizes_at(batch) for batch in gate.pinned_batches() or [None]]
+    result = check_gpu_parity(gate.config, sizes, gate.torch_runner.infer, gpu.cuda_infer(gate))
     gate.record("gpu_parity", result)
     return result
 

@@ -1,6 +1,6 @@
 import pytest
 
-from harness.artifact_files import rehash
+from harness.runtime.artifact_files import rehash
 
 
 @pytest.mark.gate_check("artifact")

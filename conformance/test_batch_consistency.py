@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.checks.batch_consistency import check_batch_consistency
-from harness.strategies import input_cases
+from harness.core.strategies import input_cases
 
 
 @pytest.mark.gate_check("batch_consistency")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from harness.checks.contract import check_contract
 from harness.checks.determinism import check_fresh_session, check_repeatable
 from harness.checks.invariants import check_invariants
-from harness.strategies import InputCase, input_cases
+from harness.core.strategies import InputCase, input_cases
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.checks.determinism import check_fresh_session, check_repeatable
-from harness.strategies import input_cases
+from harness.core.strategies import input_cases
 
 
 @pytest.mark.gate_check("determinism")

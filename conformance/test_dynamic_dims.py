@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.strategies import InputCase
+from harness.core.strategies import InputCase
 
 
 @pytest.mark.gate_check("dynamic_dims")

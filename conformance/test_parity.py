@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.strategies import input_cases
+from harness.core.strategies import input_cases
 
 
 @pytest.mark.gate_check("parity")

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TextIO
 
-from harness import training_log
+from harness.report import training_log
 
 if TYPE_CHECKING:
     from torch import nn
 
     from harness.publish.lineage import TrainingRun
 
-    from harness.outcome import GateOutcome
-    from harness.publish.outcome import PublishOutcome
+    from harness.report.outcome import GateOutcome
+    from harness.core.publish_outcome import PublishOutcome
 
 
 LOGGER = training_log.LOGGER
@@ -88,11 +88,11 @@ def export_and_register_model(
       ``onnx_gate`` logger; pytest's whole output goes to ``pytest.log`` in the report folder.
 
     Raises nothing for a gate or publish failure: ``result.success`` and ``result.reason`` say.
-    The caller's process state (harness/caller_state.py) is as it was when this returns.
+    The caller's process state (harness/core/caller_state.py) is as it was when this returns.
     """
     import pytest
 
-    from harness.caller_state import preserved
+    from harness.core.caller_state import preserved
     from harness.publish.lineage import LineageError, training_run
 
     with preserved(model):
@@ -110,9 +110,9 @@ def _gate(
 ) -> GateResult:
     import pytest
 
-    from harness.api_request import ApiRequest
-    from harness.cli import gate_test_paths
-    from harness.profiles import with_gate_run_profile
+    from harness.plugin.api_request import ApiRequest
+    from harness.plugin.suite import gate_test_paths
+    from harness.core.profiles import with_gate_run_profile
 
     tags = {"training_run_id": lineage.run_id} if lineage else {}
     request = ApiRequest(model, overrides, tags, lineage.run_id if lineage else None)

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.errors import GateError
+from harness.core.errors import GateError
+from harness.plugin.suite import GATE_DIRS, PACKAGE_ROOT, gate_test_paths
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-GATE_DIRS = ("conformance", "benchmarks")
 
 DESCRIPTION = """\
 onnx-gate: a release gate for PyTorch models that ship as ONNX.
@@ -44,14 +43,10 @@ them under "onnx-gate".
 """
 
 
-def gate_test_paths() -> list[str]:
-    return [str(PACKAGE_ROOT / name) for name in GATE_DIRS if (PACKAGE_ROOT / name).is_dir()]
-
-
 def run(pytest_args: Sequence[str]) -> int:
     import pytest
 
-    from harness.profiles import with_gate_run_profile
+    from harness.core.profiles import with_gate_run_profile
 
     args = with_gate_run_profile([_installed_suite_path(a) for a in pytest_args])
     # Paths the user names replace the whole gate (e.g. one conformance file while debugging).
@@ -75,7 +70,7 @@ PYTEST_VALUE_OPTIONS = frozenset({
 
 def gate_value_options() -> frozenset[str]:
     """The plugin's options that take a value, read from its own pytest_addoption."""
-    from harness.plugin import pytest_addoption
+    from harness.plugin.hooks import pytest_addoption
 
     names: set[str] = set()
 
@@ -165,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stack(arguments: argparse.Namespace) -> int:
-    from harness.stack import Stack
+    from harness.publish.stack import Stack
 
     services = Stack(arguments.dir)
     if arguments.action == "up":
@@ -206,8 +201,8 @@ def _at_least_two(value: str) -> int:
 
 
 def compare(arguments: argparse.Namespace) -> int:
-    from harness import config as gate_config
-    from harness.bench_compare import CompareSettings, compare_runs, history
+    from harness.core import config as gate_config
+    from harness.bench.compare import CompareSettings, compare_runs, history
 
     loaded = gate_config.load(invocation_dir=Path.cwd())
     report_dir = arguments.report_dir or loaded.report_dir
@@ -217,7 +212,7 @@ def compare(arguments: argparse.Namespace) -> int:
         if arguments.base or arguments.head:
             raise GateError("--history takes the last N runs; name no runs with it (got "
                             f"{' '.join(n for n in (arguments.base, arguments.head) if n)!r})")
-        from harness.bench_history import history_report
+        from harness.bench.history import history_report
 
         lines, out_dir = history_report(report_dir, history(report_dir)[-arguments.history:], settings)
         print("\n".join(lines))
@@ -231,9 +226,9 @@ def compare(arguments: argparse.Namespace) -> int:
 
 
 def bench_results(arguments: argparse.Namespace) -> int:
-    from harness import config as gate_config
-    from harness.bench_compare import history, resolve_run
-    from harness.bench_export import write_results
+    from harness.core import config as gate_config
+    from harness.bench.compare import history, resolve_run
+    from harness.bench.export import write_results
 
     loaded = gate_config.load(invocation_dir=Path.cwd())
     report_dir = arguments.report_dir or loaded.report_dir
@@ -250,7 +245,7 @@ def bench_results(arguments: argparse.Namespace) -> int:
 
 
 def _add_debug_parser(commands: Any) -> None:
-    from harness.config import OVERRIDE_OPTIONS  # the overrides `run` takes from the pytest plugin
+    from harness.core.config import OVERRIDE_OPTIONS  # the overrides `run` takes from the pytest plugin
 
     debug = commands.add_parser(
         "debug", help="name the module that introduced a parity mismatch",
@@ -282,15 +277,15 @@ def _add_debug_parser(commands: Any) -> None:
 def debug(arguments: argparse.Namespace) -> int:
     import tempfile
 
-    from harness import config as gate_config
-    from harness.config import OVERRIDE_OPTIONS
+    from harness.core import config as gate_config
+    from harness.core.config import OVERRIDE_OPTIONS
     from harness.debug import DebugRequest, diagnose
     from harness.debug.inputs import failing_case, load_npz, parse_case, report_folder
     from harness.debug.report import terminal_text, write_all
-    from harness.export import export_onnx
-    from harness.models.loader import build_model
-    from harness.session import new_run_id
-    from harness.strategies import describe_case
+    from harness.runtime.export import export_onnx
+    from harness.core.model_loader import build_model
+    from harness.gate.session import new_run_id
+    from harness.core.strategies import describe_case
 
     keys = [key for key, _ in OVERRIDE_OPTIONS.values()]
     overrides = {key: getattr(arguments, key) for key in keys if getattr(arguments, key) is not None}

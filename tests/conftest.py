@@ -126,7 +126,7 @@ class GateProject:
 @pytest.fixture(autouse=True)
 def export_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own, empty export cache: none reads or fills the user's ~/.cache."""
-    from harness.cache import CACHE_DIR_ENV
+    from harness.runtime.cache import CACHE_DIR_ENV
 
     folder = tmp_path_factory.mktemp("export-cache")
     monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
@@ -141,7 +141,7 @@ def project(pytester: pytest.Pytester) -> GateProject:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """Real SeaweedFS (S3, keys enforced) and a real MLflow server on 127.0.0.1, once per session."""
-    from harness.stack import Stack
+    from harness.publish.stack import Stack
 
     services = Stack(tmp_path_factory.mktemp("stack"))
     state = services.up()

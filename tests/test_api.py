@@ -56,7 +56,7 @@ class _ExportDefect(nn.Module):
 
 def _process_state(model: nn.Module) -> dict:
     """The caller's state as a training script could observe it, taken independently of the
-    gate's own snapshot (harness/caller_state.py)."""
+    gate's own snapshot (harness/core/caller_state.py)."""
     current = settings()
     loggers = {"": logging.getLogger(), **{n: lg for n, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)}}
     return {

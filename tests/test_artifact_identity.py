@@ -23,11 +23,11 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from harness import config as gate_config
-from harness.artifact_files import ArtifactManifest, file_sha256, manifest
+from harness.core import config as gate_config
+from harness.runtime.artifact_files import ArtifactManifest, file_sha256, manifest
 from harness.cli import gate_value_options, positional_arguments
-from harness.config import PublishConfig
-from harness.export import inspect_onnx
+from harness.core.config import PublishConfig
+from harness.runtime.export import inspect_onnx
 from harness.models import localization_net
 from harness.publish import flow
 from harness.publish.naming import version_tags

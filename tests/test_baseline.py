@@ -7,8 +7,9 @@ from pathlib import Path
 import mlflow  # noqa: F401  (imported here, not first inside a pytester test: see tests/test_publish.py)
 import pytest
 
-from harness.baseline import baseline_markdown, fetch, parse_spec, slowdown_budget
-from harness.errors import GateError
+from harness.bench.baseline import baseline_markdown, parse_spec, slowdown_budget
+from harness.publish.baseline_source import fetch
+from harness.core.errors import GateError
 from harness.publish import flow
 from tests.conftest import BENCHMARKS
 from tests.test_publish import _artifact, _request, _unique

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench_compare import CompareSettings, compare, load_run
-from harness.bench_stats import IMPROVED, NO_CHANGE, REGRESSED, judge
+from harness.bench.compare import CompareSettings, compare, load_run
+from harness.bench.stats import IMPROVED, NO_CHANGE, REGRESSED, judge
 
 DATA = Path(__file__).parent / "data" / "bench"
 SETTINGS = CompareSettings(floor=0.10, significance=0.05, latency_fails=False)

@@ -137,7 +137,7 @@ def test_compare_names_runs_explicitly_and_explains_what_is_missing(pytester):
 
 
 def test_benchmark_json_target_works_with_every_pytest_benchmark_version(tmp_path):
-    from harness.plugin import BenchmarkJson
+    from harness.plugin.hooks import BenchmarkJson
 
     path = tmp_path / "benchmark.json"
     target = BenchmarkJson(path)
@@ -151,7 +151,7 @@ def test_benchmark_json_target_works_with_every_pytest_benchmark_version(tmp_pat
 
 
 def _records(ratios):
-    from harness.bench import LatencyRecord
+    from harness.bench.measure import LatencyRecord
 
     return [
         LatencyRecord.from_times(backend, "cpu", batch, [seconds])
@@ -170,8 +170,8 @@ def _records(ratios):
     ],
 )
 def test_each_budget_limit_says_whether_it_is_a_built_in_default_or_set_in_config(tmp_path, budget, sources):
-    from harness.bench import check_budgets
-    from harness.config import load
+    from harness.bench.measure import check_budgets
+    from harness.core.config import load
     from tests.conftest import SMALL_LOCALIZATION_NET
 
     path = tmp_path / "gate.toml"

@@ -1,4 +1,4 @@
-"""harness/caller_state.py: every piece of caller state the in-process gate may change comes back,
+"""harness/core/caller_state.py: every piece of caller state the in-process gate may change comes back,
 also when the block raises."""
 
 import logging
@@ -14,8 +14,8 @@ import torch
 from hypothesis import settings
 from torch import nn
 
-from harness.caller_state import preserved
-from harness.profiles import register_profiles
+from harness.core.caller_state import preserved
+from harness.core.profiles import register_profiles
 from tests.test_api import _changed, _process_state
 
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.candidates.session import CandidateSet
 from harness.candidates.judge import budget_units, haversine_m, metric_value
 from harness.candidates.publish import candidate_release
-from harness.candidates.settings import DEFAULT_KINDS, TaskBudget
-from harness.config import parse
-from harness.errors import ConfigError, GateError
-from harness.session import GateSession
-from harness.strategies import InputCase
+from harness.core.candidate_settings import DEFAULT_KINDS, TaskBudget
+from harness.core.config import parse
+from harness.core.errors import ConfigError, GateError
+from harness.gate.session import GateSession
+from harness.core.strategies import InputCase
 from tests.real_architectures import CONFIGS
 
 HERE = Path(__file__).resolve().parent
@@ -32,14 +33,14 @@ CASE = InputCase(family="normal", sizes={"batch": 2}, seed=1)
 
 def _gate(tmp_path: Path, section: dict, **candidates) -> GateSession:
     config = parse({**section, "candidates": candidates}, tmp_path, search_dirs=(HERE,))
-    gate = GateSession(config, work_dir=tmp_path / "work")
+    gate = GateSession(config, work_dir=tmp_path / "work", candidate_set=CandidateSet)
     gate.prepare()
     assert gate.artifact is not None, gate.artifact_error
     return gate
 
 
 def test_every_candidate_kind_is_built_and_judged_by_the_tolerance_of_its_precision(tmp_path):
-    from harness.bench import onnx_weight_bytes
+    from harness.bench.measure import onnx_weight_bytes
 
     gate = _gate(tmp_path, SMALL, build=list(DEFAULT_KINDS))
     built = gate.candidates.built
@@ -158,7 +159,7 @@ budget = { metric = "haversine_m", output = "positions", limit = 0.001 }
 def test_a_named_candidate_is_published_with_its_record_and_a_blocked_one_is_not(project, stack, monkeypatch):
     from mlflow import MlflowClient
 
-    from harness.export import file_sha256
+    from harness.runtime.export import file_sha256
     from tests.conftest import BENCHMARKS, CONFORMANCE
 
     _, env = stack

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import config as gate_config
+from harness.core import config as gate_config
 from harness.checks.batch_consistency import check_batch_consistency
 from harness.checks.determinism import check_fresh_session, check_repeatable
 from harness.checks.invariants import check_invariants
 from harness.checks.parity import check_parity
-from harness.export import export_onnx
-from harness.runners import OrtRunner, TorchRunner
-from harness.strategies import InputCase
+from harness.runtime.export import export_onnx
+from harness.runtime.runners import OrtRunner, TorchRunner
+from harness.core.strategies import InputCase
 from tests.conftest import HERE, TWO_INPUT_NET
 from tests.user_models import two_input_net
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import config
-from harness.errors import ConfigError
+from harness.core import config
+from harness.core.errors import ConfigError
 
 
 def test_without_any_config_it_gates_the_default_localization_net(tmp_path):
@@ -71,7 +71,7 @@ def test_the_publish_target_is_a_known_name_or_a_module_path_and_a_typo_is_answe
 
 
 def test_a_publish_target_module_without_the_interface_is_refused_in_one_line():
-    from harness.config import PublishConfig
+    from harness.core.config import PublishConfig
     from harness.publish.targets import publish_target
 
     assert publish_target(PublishConfig(target="mlflow")).LABELS["location"] == "artifact_uri"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import config
-from harness.errors import ConfigError
+from harness.core import config
+from harness.core.errors import ConfigError
 
 DEFAULT = config.DEFAULT_MODEL
 

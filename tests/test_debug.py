@@ -13,13 +13,13 @@ import pytest
 from onnx import numpy_helper
 
 from harness import cli
-from harness import config as gate_config
+from harness.core import config as gate_config
 from harness.debug import DebugRequest, diagnose
 from harness.debug.inputs import parse_case
 from harness.debug.report import headline
-from harness.export import export_onnx
+from harness.runtime.export import export_onnx
 from harness.models import localization_net
-from harness.strategies import InputCase
+from harness.core.strategies import InputCase
 from tests import defects
 from tests.conftest import HERE, SMALL_LOCALIZATION_NET
 
@@ -198,9 +198,9 @@ def test_a_case_parses_from_the_form_the_gate_prints_it():
 def test_the_gate_report_records_the_last_failing_case_for_debug(tmp_path):
     """Hypothesis replays a failing test's shrunk example last: the last failure is the one to debug."""
     from harness.debug.inputs import failing_case
-    from harness.outcome import build_outcome
-    from harness.report import gate_document
-    from harness.session import GateSession
+    from harness.report.outcome import build_outcome
+    from harness.report.run_report import gate_document
+    from harness.gate.session import GateSession
 
     good = _export("torchscript", tmp_path / "good.onnx")
     bad = _edited(good, tmp_path / "bad.onnx", _scale_initializer(f"{DEEP_CONV}.weight", 1.01))
@@ -356,7 +356,7 @@ def test_a_gate_run_that_fails_parity_names_the_culprit_in_its_summary(project, 
 
 
 def _failed_session(tmp_path: Path, onnx_path: Path):
-    from harness.session import GateSession
+    from harness.gate.session import GateSession
 
     section = tomllib.loads(SMALL_LOCALIZATION_NET % {"exporter": "torchscript"}) | {"onnx": str(onnx_path)}
     session = GateSession(gate_config.parse(section, tmp_path, search_dirs=(HERE,)), work_dir=tmp_path)
@@ -365,7 +365,7 @@ def _failed_session(tmp_path: Path, onnx_path: Path):
 
 
 def test_the_gate_skips_the_section_with_a_reason_when_the_artifact_is_invalid(tmp_path):
-    from harness.debug.in_gate import summary_section, where_it_diverges
+    from harness.gate.divergence import summary_section, where_it_diverges
 
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(b"half of an ONNX file")
@@ -394,7 +394,7 @@ def test_the_gate_skips_the_section_for_a_model_over_the_size_limit(tmp_path, mo
 
 
 def test_a_debug_failure_in_the_gate_becomes_a_one_line_reason(tmp_path):
-    from harness.debug.in_gate import where_it_diverges
+    from harness.gate.divergence import where_it_diverges
 
     path = _export("torchscript", tmp_path / "good.onnx")
     session = _failed_session(tmp_path, path)

@@ -8,11 +8,11 @@ import tomllib
 import pytest
 import torch
 
-from harness import config as gate_config
+from harness.core import config as gate_config
 from harness.debug import DebugRequest, diagnose
 from harness.debug.report import headline
-from harness.export import export_onnx
-from harness.strategies import InputCase
+from harness.runtime.export import export_onnx
+from harness.core.strategies import InputCase
 from tests import real_models
 from tests.conftest import HERE
 from tests.real_architectures import CONFIGS

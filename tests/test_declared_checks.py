@@ -25,7 +25,7 @@ def check_bounded(runner, feeds, limit):
 TOY_CONFORMANCE = '''
 import pytest
 
-from harness.export import example_feeds
+from harness.runtime.export import example_feeds
 from toy_check import CHECK, check_bounded
 
 

@@ -12,11 +12,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from harness import config as gate_config
-from harness.checks.parity import degenerate_inputs, judge_output
-from harness.config import Tolerance
-from harness.session import GateSession
-from harness.strategies import InputCase
+from harness.core import config as gate_config
+from harness.compare.rule import judge_output
+from harness.checks.parity import degenerate_inputs
+from harness.core.config import Tolerance
+from harness.gate.session import GateSession
+from harness.core.strategies import InputCase
 from tests.conftest import HERE
 
 UNET = """

@@ -8,14 +8,14 @@ import tomllib
 import numpy as np
 import pytest
 
-from harness import config as gate_config
-from harness.checks.parity import judge_output
+from harness.core import config as gate_config
+from harness.compare.rule import judge_output
 from harness.checks.parity_stats import describe_exact, detectable_flip_rate
-from harness.config import Tolerance
-from harness.export import export_onnx
-from harness.report import gate_document, summary_markdown
-from harness.session import GateSession
-from harness.strategies import InputCase
+from harness.core.config import Tolerance
+from harness.runtime.export import export_onnx
+from harness.report.run_report import gate_document, summary_markdown
+from harness.gate.session import GateSession
+from harness.core.strategies import InputCase
 from tests import user_models
 from tests.conftest import HERE
 
@@ -63,7 +63,7 @@ def _session(tmp_path, *, head_through_fp16: bool) -> GateSession:
 
 
 def test_a_correct_argmax_output_reports_how_many_values_were_compared_and_the_rate_that_would_show(tmp_path):
-    from harness.outcome import build_outcome
+    from harness.report.outcome import build_outcome
 
     session = _session(tmp_path, head_through_fp16=False)
     assert all(session.check_parity(case) for case in PROBES)

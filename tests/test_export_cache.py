@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import config as gate_config
+from harness.core import config as gate_config
 from harness.models import localization_net
-from harness.session import GateSession
+from harness.gate.session import GateSession
 from tests.conftest import CONFORMANCE, HERE, SMALL_LOCALIZATION_NET
 
 ARTIFACT_CHECK = (CONFORMANCE + "/test_artifact.py",)
@@ -99,7 +99,7 @@ def test_a_damaged_cache_entry_is_detected_and_exported_again_never_used(tmp_pat
 
 
 def test_the_cache_stays_out_of_the_repository(monkeypatch, tmp_path):
-    from harness.cache import CACHE_DIR_ENV, cache_dir
+    from harness.runtime.cache import CACHE_DIR_ENV, cache_dir
 
     monkeypatch.delenv(CACHE_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

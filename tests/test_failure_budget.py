@@ -1,5 +1,5 @@
 """A failing parity test ends fast: one failure per test, and a bounded number of examples spent
-shrinking it, with the reported case still one that really fails (harness/failure_budget.py)."""
+shrinking it, with the reported case still one that really fails (harness/core/failure_budget.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from harness import config as gate_config
-from harness.failure_budget import FailureBudget, describe, limit_for
-from harness.profiles import register_profiles
-from harness.strategies import InputCase, input_cases
+from harness.core import config as gate_config
+from harness.core.failure_budget import FailureBudget, describe, limit_for
+from harness.core.profiles import register_profiles
+from harness.core.strategies import InputCase, input_cases
 from tests.conftest import HERE
 
 EXAMPLES = 20  # a budget of 10 after the first failure: less than shrinking this case takes
@@ -94,7 +94,7 @@ def test_a_passing_test_is_not_bounded_and_records_no_spend():
 def test_every_gate_profile_reports_one_failure_per_test_and_skips_explaining_it():
     from hypothesis import settings as hypothesis_settings
 
-    from harness.profiles import PROFILES
+    from harness.core.profiles import PROFILES
 
     register_profiles()
     assert all(hypothesis_settings.get_profile(name).report_multiple_bugs is False for name in PROFILES)

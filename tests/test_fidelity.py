@@ -1,5 +1,5 @@
 """Graph fidelity: the exported graph in float64 against PyTorch in float64 (harness/checks/fidelity.py,
-harness/graph64.py). A faithful graph stays within what float64 rounding and float32 storage of its
+harness/runtime/graph64.py). A faithful graph stays within what float64 rounding and float32 storage of its
 constants explain; a defect does not, and the first module where it departs is named."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import onnx
 import pytest
 import torch
 
-from harness import config as gate_config
+from harness.core import config as gate_config
 from harness.checks.fidelity import FP64_SHARE, STORAGE_FACTOR, compare_fidelity, fidelity_bound
-from harness.fp64_mode import KeepFloat64
-from harness.graph64 import Graph64, likely_double, to_float64, unsupported_ops
-from harness.session import GateSession
+from harness.runtime.fp64_mode import KeepFloat64
+from harness.runtime.graph64 import Graph64, likely_double, to_float64, unsupported_ops
+from harness.gate.session import GateSession
 from tests import user_models
 from tests.conftest import HERE
 from tests.test_module_parity import TAGGER, _session

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.runners import TorchRunner, _fast_fp64_stand_in, _with_fast_fp64_convolutions
+from harness.runtime.runners import TorchRunner, _fast_fp64_stand_in, _with_fast_fp64_convolutions
 
 
 def _double_conv(seed: int, *args, **kwargs) -> nn.Conv2d:
@@ -144,9 +144,9 @@ def test_the_gate_keeps_its_noise_check_on_a_library_model_that_needs_the_stand_
     pytest.importorskip("transformers")
     import tomllib
 
-    from harness import config as gate_config
-    from harness.session import GateSession
-    from harness.strategies import InputCase
+    from harness.core import config as gate_config
+    from harness.gate.session import GateSession
+    from harness.core.strategies import InputCase
     from tests.conftest import HERE
 
     section = tomllib.loads(MOBILENET_V2)
@@ -178,9 +178,9 @@ def test_the_float64_reference_of_a_large_model_casts_as_it_runs_and_computes_th
     the real architectures take that path and are compared with the double copy."""
     import tomllib
 
-    from harness import config as gate_config
-    from harness import fp64_lazy
-    from harness.export import example_feeds
+    from harness.core import config as gate_config
+    from harness.runtime import fp64_lazy
+    from harness.runtime.export import example_feeds
     from tests import real_models
     from tests.real_architectures import CONFIGS
 

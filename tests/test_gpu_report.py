@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from harness import config
-from harness.bench import LatencyRecord, best_against_best, check_gpu_budgets, gpu_speedups
-from harness.bench_report import gpu_markdown, gpu_section
-from harness.config import BudgetConfig, ConfigError
+from harness.core import config
+from harness.bench.measure import LatencyRecord, best_against_best, check_gpu_budgets, gpu_speedups
+from harness.report.bench import gpu_markdown, gpu_section
+from harness.core.config import BudgetConfig, ConfigError
 
 H100_MS = {"pytorch": 3.36, "pytorch-cuda-graph": 0.85, "onnxruntime": 1.90, "onnxruntime-cudagraph": 1.18}
 
@@ -158,7 +158,7 @@ def test_gpu_budgets_judge_the_best_onnx_runtime_runner_and_say_they_are_set_in_
 
 
 def test_met_gpu_budgets_pass_and_cpu_budgets_ignore_gpu_ceilings():
-    from harness.bench import check_budgets
+    from harness.bench.measure import check_budgets
 
     budget = config._parse_budget({"min_gpu_speedup": {"pytorch": 1.5}, "max_latency_ms": {"cuda": {"1": 0.001}}})
     assert check_gpu_budgets(_cuda(), config._parse_budget({"min_gpu_speedup": {"pytorch": 1.5}}))
@@ -187,7 +187,7 @@ def test_summary_says_why_the_gpu_was_not_measured_and_that_gpu_budgets_were_not
 
 def test_tf32_is_off_inside_the_gpu_runners_context_and_restored_after():
     torch = pytest.importorskip("torch")
-    from harness.gpu import tf32_off
+    from harness.gate.gpu import tf32_off
 
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cudnn.allow_tf32 = True
@@ -200,7 +200,7 @@ def test_tf32_is_off_inside_the_gpu_runners_context_and_restored_after():
 
 
 def test_the_gpu_benchmark_runs_both_pytorch_baselines_the_budget_names():
-    from harness.gpu import GPU_BACKENDS
+    from harness.gate.gpu import GPU_BACKENDS
 
     assert set(config.GPU_BASELINES) < set(GPU_BACKENDS)
     assert all(b.startswith("onnxruntime") for b in set(GPU_BACKENDS) - set(config.GPU_BASELINES))

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from harness import config as gate_config
+from harness.core import config as gate_config
 from harness.checks.sensitivity import check_sensitivity
-from harness.errors import ConfigError
-from harness.inputs import FAMILIES, IN_RANGE_FAMILIES, InputCase, in_declared_domain
-from harness.session import GateSession
-from harness.strategies import input_cases
+from harness.core.errors import ConfigError
+from harness.core.inputs import FAMILIES, IN_RANGE_FAMILIES, InputCase, in_declared_domain
+from harness.gate.session import GateSession
+from harness.core.strategies import input_cases
 from tests.conftest import HERE
 
 TOKENS = """
@@ -262,7 +262,7 @@ def test_a_mismatch_at_valid_positions_still_blocks(padded_session, tmp_path):
     from onnx import numpy_helper
 
     from harness.checks.parity import check_parity
-    from harness.runners import OrtRunner
+    from harness.runtime.runners import OrtRunner
 
     model = onnx.load(str(padded_session.artifact.path))
     weight = next(i for i in model.graph.initializer if len(i.dims) == 2)
@@ -327,7 +327,7 @@ def test_a_bad_sample_is_one_line_before_any_check(tmp_path, samples, content, m
         np.savez(tmp_path / "bad.npz", **content)
     with pytest.raises(ConfigError, match=message) as error:
         config = _config(f"samples = {samples}\n" + TOKENS % {"padding": "right", "min_valid": 1}, tmp_path)
-        from harness.samples import load_samples
+        from harness.core.samples import load_samples
 
         load_samples(config)
     assert "\n" not in str(error.value) and str(tmp_path) not in str(error.value)
@@ -353,8 +353,8 @@ range = [-90.0, 90.0]
 
 
 def _sensitivity(model: str, *, top: str = "", receivers: str = ""):
-    from harness.models.loader import build_model
-    from harness.runners import TorchRunner
+    from harness.core.model_loader import build_model
+    from harness.runtime.runners import TorchRunner
 
     config = _config(IGNORING % {"model": model, "top": top, "receivers": receivers})
     runner = TorchRunner(build_model(config.model, {}, None, (HERE,)), ["spectrum", "receivers"], ["estimate"])

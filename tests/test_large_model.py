@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from mlflow import MlflowClient
 
-from harness.artifact_files import PROTOBUF_LIMIT, ArtifactManifest, manifest
+from harness.runtime.artifact_files import PROTOBUF_LIMIT, ArtifactManifest, manifest
 from harness.publish.s3 import s3_client
 from tests.conftest import BENCHMARKS, CONFORMANCE
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import config as gate_config
+from harness.core import config as gate_config
 from harness.checks.module_parity import DEGENERATE_FAMILIES, module_cases
-from harness.errors import ConfigError
-from harness.export import export_onnx
-from harness.session import GateSession
-from harness.strategies import FAMILIES
+from harness.core.errors import ConfigError
+from harness.runtime.export import export_onnx
+from harness.gate.session import GateSession
+from harness.core.strategies import FAMILIES
 from tests import user_models
 from tests.conftest import HERE
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from harness import config as gate_config
-from harness.session import GateSession
-from harness.strategies import FAMILIES, InputCase, input_cases
+from harness.core import config as gate_config
+from harness.gate.session import GateSession
+from harness.core.strategies import FAMILIES, InputCase, input_cases
 from tests import defects
 from tests.conftest import FRAME_NET, HERE, SMALL_LOCALIZATION_NET, TWO_INPUT_NET
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from harness.noise import DropMessages, quiet_library_noise
+from harness.core.noise import DropMessages, quiet_library_noise
 from tests.conftest import CONFORMANCE, TWO_INPUT_NET
 
 REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"

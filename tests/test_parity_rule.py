@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.checks.parity import judge_output
-from harness.config import Tolerance
+from harness.compare.rule import for_inputs_outside_range, judge_output
+from harness.core.config import Tolerance
 
 TOLERANCE = Tolerance()
 
@@ -148,9 +148,9 @@ def test_without_float64_the_fixed_bound_judges_every_value():
 
 def test_out_of_range_inputs_can_be_judged_looser_or_stricter():
     tolerance = Tolerance(out_of_range_scale=10.0)
-    stress = tolerance.for_inputs_outside_range()
+    stress = for_inputs_outside_range(tolerance)
     assert (stress.atol, stress.rtol, stress.mae, stress.noise_factor) == (1e-4, 1e-2, 1e-4, 160.0)
-    assert Tolerance().for_inputs_outside_range() == Tolerance()
+    assert for_inputs_outside_range(Tolerance()) == Tolerance()
 
 
 def test_on_an_input_where_the_model_is_unstable_the_noise_check_reports_but_does_not_block():

@@ -8,11 +8,12 @@ import tomllib
 import numpy as np
 import pytest
 
-from harness import config as gate_config
-from harness.checks.parity import FP32_EPS, check_parity, compare_noise, scale_sets
-from harness.export import export_onnx
-from harness.session import GateSession
-from harness.strategies import InputCase
+from harness.core import config as gate_config
+from harness.compare.rule import FP32_EPS, compare_noise, scale_sets
+from harness.checks.parity import check_parity
+from harness.runtime.export import export_onnx
+from harness.gate.session import GateSession
+from harness.core.strategies import InputCase
 from tests import user_models
 from tests.conftest import HERE
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from harness import config
+from harness.core import config
 
 ROOT = Path(__file__).resolve().parent.parent
 

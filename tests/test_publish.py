@@ -22,8 +22,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from harness.config import PublishConfig
-from harness.export import file_sha256
+from harness.core.config import PublishConfig
+from harness.runtime.export import file_sha256
 from harness.models import localization_net
 from harness.publish import flow, s3_mlflow
 from harness.publish.claim import ClaimOwner, machine_id

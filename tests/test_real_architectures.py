@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from harness import config as gate_config
-from harness.session import GateSession
-from harness.strategies import input_cases
+from harness.core import config as gate_config
+from harness.gate.session import GateSession
+from harness.core.strategies import input_cases
 from tests.conftest import HERE, SLOW_TESTS_ENV
 from tests.real_architectures import CONFIGS
 
@@ -119,7 +119,7 @@ def test_a_left_padded_decoder_differs_only_at_padded_positions_which_no_longer_
     from dataclasses import replace
 
     from harness.checks.parity import check_parity
-    from harness.inputs import InputCase
+    from harness.core.inputs import InputCase
 
     session = _session("llama", "dynamo", tmp_path)
     case = InputCase("uniform", {"batch": 4, "sequence": 12}, seed=7, side="left")
@@ -139,8 +139,8 @@ def test_a_near_silence_epsilon_defect_is_caught_only_by_quiet_inputs_or_samples
     (every wide family) or do not vary at all (zeros, constant); plain on dithered silence."""
     import numpy as np
 
-    from harness.export import export_onnx
-    from harness.inputs import FAMILIES, InputCase
+    from harness.runtime.export import export_onnx
+    from harness.core.inputs import FAMILIES, InputCase
     from tests.real_models import frame_encoder
 
     defect = tmp_path / "defect.onnx"

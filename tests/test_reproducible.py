@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx  # imported before pytester snapshots sys.modules: onnx's extension cannot load twice
 import pytest
 
-from harness.provenance import count_absolute_paths, relative_source
+from harness.runtime.provenance import count_absolute_paths, relative_source
 from tests.conftest import CONFORMANCE, HERE, TWO_INPUT_NET
 
 ARTIFACT_CHECK = CONFORMANCE + "/test_artifact.py"

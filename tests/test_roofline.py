@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from harness.bench import (
+from harness.bench.measure import (
     LatencyRecord, Roofline, activation_bytes, count_flops, last_level_cache_bytes, onnx_weight_bytes, read_bandwidth,
 )  # fmt: skip
-from harness.bench_report import flop_efficiency_cell, roofline_cell
+from harness.report.bench import flop_efficiency_cell, roofline_cell
 
 WIDTH = 1024  # one bias-free 1024x1024 fp32 matmul: 4 MiB of weights, 2*1024*1024 FLOPs per sample
 

@@ -1,4 +1,4 @@
-from harness.publish.secrets import redact
+from harness.core.secrets import redact
 
 
 def test_the_userinfo_of_a_uri_is_redacted_even_when_the_password_holds_an_at_sign():

@@ -7,9 +7,9 @@ import tomllib
 
 import numpy as np
 
-from harness import config as gate_config
+from harness.core import config as gate_config
 from harness.checks.bias import pooled_bias
-from harness.session import GateSession
+from harness.gate.session import GateSession
 from tests import defects
 from tests.conftest import HERE, SMALL_LOCALIZATION_NET
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness.timing import PARTS, Stopwatch
+from harness.core.timing import PARTS, Stopwatch
 
 
 def test_the_stopwatch_counts_a_measurement_still_running_and_the_parts_sum_to_the_total():

@@ -22,10 +22,10 @@ import torch
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from harness import config as gate_config
-from harness.inputs import InputCase
-from harness.session import GateSession
-from harness.strategies import input_cases
+from harness.core import config as gate_config
+from harness.core.inputs import InputCase
+from harness.gate.session import GateSession
+from harness.core.strategies import input_cases
 from tests import trained_models as tm
 from tests.conftest import HERE, SLOW_TESTS_ENV
 
@@ -75,7 +75,7 @@ def gate_trained_model(
 
     for hypothesis_seed in range(seeds):
         seed(hypothesis_seed)(parity_holds)()
-        if blocked:  # once blocked, the failure budget (harness/failure_budget.py) rejects further examples
+        if blocked:  # once blocked, the failure budget (harness/core/failure_budget.py) rejects further examples
             break
     # Each sample file as the user recorded it: real-looking inputs are checked every run.
     sizes = {"batch": 4, "frames": tm.PARTIAL_FRAMES}

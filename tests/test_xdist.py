@@ -14,7 +14,7 @@ pytest.importorskip("xdist")
 TAMPER_PLUGIN = """
 import pytest
 
-from harness.api_request import GATE_KEY
+from harness.plugin.api_request import GATE_KEY
 
 
 @pytest.hookimpl(optionalhook=True)

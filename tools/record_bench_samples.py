@@ -20,11 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.bench import LatencyRecord, time_calls
-from harness.bench_report import gate_bench_section
-from harness.config import load
-from harness.export import example_feeds
-from harness.session import BenchPlan, GateSession
+from harness.bench.measure import LatencyRecord, time_calls
+from harness.report.bench import gate_bench_section
+from harness.core.config import load
+from harness.runtime.export import example_feeds
+from harness.gate.session import BenchPlan, GateSession
 
 CONFIG = """
 model = "harness.models:localization_net"

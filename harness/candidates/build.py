@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from harness.candidates.settings import KINDS
-from harness.errors import first_line
+from harness.core.candidate_settings import KINDS
+from harness.core.errors import first_line
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.config import GateConfig
+    from harness.core.config import GateConfig
 
 # Float initializers smaller than this stay fp32 in the bf16 candidate: scales, biases and norms
 # are cheap to keep exact and are where rounding would hurt most.
@@ -136,8 +136,8 @@ def calibration_feeds(config: GateConfig, samples: int) -> list[dict[str, np.nda
     """Calibration inputs: the user's own samples where the config names some (real inputs set
     the activation ranges best), else the gate's in-range input families at the trace sizes, one
     seed each. Stress families (1e4 spikes) would stretch every range."""
-    from harness.samples import load_samples
-    from harness.strategies import InputCase
+    from harness.core.samples import load_samples
+    from harness.core.strategies import InputCase
 
     real = load_samples(config)
     if real:

@@ -18,14 +18,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from harness.runners import Runner
+from harness.runtime.runners import Runner
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from harness.candidates.settings import TaskBudget
-    from harness.checks.parity import ParityResult
+    from harness.core.candidate_settings import TaskBudget
+    from harness.compare.rule import ParityResult
 
 EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
 AUTOCAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
@@ -175,7 +175,7 @@ class AutocastRunner(Runner):
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        from harness.runners import output_list
+        from harness.runtime.runners import output_list
 
         tensors = [torch.from_numpy(feeds[name]) for name in self.input_names]
         dtype = getattr(torch, AUTOCAST_DTYPES[self.precision])
@@ -194,7 +194,7 @@ def judge_floor(
     parity, the parts of a batch for batch consistency). Where all runs are finite."""
     import numpy as np
 
-    from harness.checks.parity import slack_for
+    from harness.compare.rule import slack_for
 
     worst, details = 0.0, []
     for name, factor in factors.items():

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.session import GateSession
+    from harness.gate.session import GateSession
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Release:
 
 def candidate_release(gate: GateSession) -> Release | str:
     """The artifact ``[candidates] publish`` selects, with its record; or why nothing may ship."""
-    from harness.export import file_sha256
+    from harness.runtime.export import file_sha256
 
     assert gate.artifact is not None
     candidates = gate.candidates

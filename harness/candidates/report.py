@@ -8,8 +8,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.outcome import Verdict
-    from harness.session import GateSession
+    from harness.core.ledger import Verdict
+    from harness.gate.session import GateSession
 
 
 def candidates_section(gate: GateSession, verdict: Verdict | None = None) -> dict[str, Any] | None:

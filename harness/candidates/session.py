@@ -12,17 +12,18 @@ from harness.candidates.build import Candidate, build_candidates
 from harness.candidates.judge import (
     AutocastRunner, Judgement, from_parity, judge_budget, judge_floor,
 )  # fmt: skip
-from harness.candidates.settings import FASTEST
-from harness.errors import GateError
+from harness.compare.rule import for_inputs_outside_range
+from harness.core.candidate_settings import FASTEST
+from harness.core.errors import GateError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.bench import LatencyRecord
-    from harness.outcome import Verdict
-    from harness.runners import OrtRunner
-    from harness.session import GateSession
-    from harness.strategies import InputCase
+    from harness.bench.measure import LatencyRecord
+    from harness.core.ledger import Verdict
+    from harness.runtime.runners import OrtRunner
+    from harness.gate.session import GateSession
+    from harness.core.strategies import InputCase
 
 PLAIN = "export"  # the plain export's name in the candidates table
 
@@ -73,13 +74,13 @@ class CandidateSet:
 
     def runner(self, name: str) -> OrtRunner:
         if name not in self._runners:
-            from harness.runners import OrtRunner
+            from harness.runtime.runners import OrtRunner
 
             self._runners[name] = OrtRunner(self.candidate(name).path, *self.gate.io_names())  # type: ignore[arg-type]
         return self._runners[name]
 
     def new_runner(self, name: str, **options: Any) -> OrtRunner:
-        from harness.runners import OrtRunner
+        from harness.runtime.runners import OrtRunner
 
         return OrtRunner(self.candidate(name).path, *self.gate.io_names(), **options)  # type: ignore[arg-type]
 
@@ -125,7 +126,7 @@ class CandidateSet:
         budget = self.settings.budget
         if budget is None or ":" not in budget.metric:
             return None
-        from harness.models.loader import import_callable
+        from harness.core.model_loader import import_callable
 
         return import_callable(budget.metric, self.gate.config.search_dirs)
 
@@ -138,7 +139,7 @@ class CandidateSet:
     def _floor_factors(self, in_range: bool) -> dict[str, float]:
         tolerances = {o: self.gate.config.tolerance_for(o) for o in self.gate.config.outputs}
         if not in_range:
-            tolerances = {o: t.for_inputs_outside_range() for o, t in tolerances.items()}
+            tolerances = {o: for_inputs_outside_range(t) for o, t in tolerances.items()}
         return {o: t.noise_factor for o, t in tolerances.items() if t.noise_factor}
 
     def _budget_for(self, in_range: bool) -> Any:
@@ -156,8 +157,8 @@ class CandidateSet:
         only on the user's data: the configured samples, as they are and perturbed; without
         samples, the families inside the declared range. A pitch error on Gaussian noise or spikes
         outside the range says nothing. Other tolerances follow the export's parity: every family."""
-        from harness.inputs import IN_RANGE_FAMILIES, SAMPLES
-        from harness.strategies import families_for
+        from harness.core.inputs import IN_RANGE_FAMILIES, SAMPLES
+        from harness.core.strategies import families_for
 
         if self.tolerance_kind(name) != "budget":
             return families_for(self.gate.config)
@@ -168,7 +169,7 @@ class CandidateSet:
     def judge_parity(self, name: str, case: InputCase) -> Judgement:
         """The candidate against PyTorch on ``case``, by its precision's tolerance."""
         from harness.checks.parity import inputs_in_range, keep_valid_positions
-        from harness.strategies import describe_case
+        from harness.core.strategies import describe_case
 
         kind = self.tolerance_kind(name)
         if kind == "none":
@@ -201,7 +202,7 @@ class CandidateSet:
     def judge_batch_consistency(self, name: str, case: InputCase, *, batch_dim: str, split: int) -> Judgement:
         """A batch's outputs against the outputs of its parts, by the candidate's tolerance."""
         from harness.checks.batch_consistency import check_batch_consistency, whole_and_parts
-        from harness.strategies import describe_case
+        from harness.core.strategies import describe_case
 
         kind = self.tolerance_kind(name)
         runner = self.runner(name)

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.checks.declared import declare_check, with_dims
-from harness.checks.parity import ParityResult, compare_outputs
-from harness.strategies import InputCase, describe_case
+from harness.compare.rule import ParityResult, compare_outputs
+from harness.core.strategies import InputCase, describe_case
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.config import GateConfig
-    from harness.runners import OrtRunner
+    from harness.core.config import GateConfig
+    from harness.runtime.runners import OrtRunner
 
 
 # A batch of 2 or more needs a symbolic batch dimension.

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
-from harness.checks.parity import FP32_EPS
+from harness.compare.rule import FP32_EPS
 
 if TYPE_CHECKING:
     import numpy as np

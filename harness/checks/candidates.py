@@ -1,7 +1,7 @@
 """The candidates' checks (conformance/test_candidates.py, benchmarks/test_candidate_latency.py;
 the work is in harness/candidates/): they judge candidate artifacts, not the export, so the gate's
 verdict never requires them; a candidate named for publishing turns its own failures into the
-gate's (harness/plugin.py)."""
+gate's (harness/plugin/hooks.py)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from harness.checks.declared import declare_check
-from harness.config import GateConfig
+from harness.core.config import GateConfig
 
 if TYPE_CHECKING:
     import onnx

@@ -14,12 +14,31 @@ declared stops the gate at collection: a check that is silently optional would b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
-    from harness.session import GateSession
+    from harness.core.config import GateConfig
+    from harness.core.ledger import Ledger
 
-Requirement = Callable[["GateSession"], bool]
+
+class GateSession(Protocol):
+    """What a requirement reads of the gate session (harness/gate/session.py), which sits above the
+    checks and hands itself down."""
+
+    @property
+    def config(self) -> GateConfig: ...
+
+    @property
+    def benchmarks_collected(self) -> bool: ...
+
+    @property
+    def baseline_spec(self) -> object | None: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+
+Requirement = Callable[[GateSession], bool]
 
 
 def always(gate: GateSession) -> bool:

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from harness.checks.declared import declare_check
 from harness.checks.result import CheckResult
-from harness.strategies import InputCase, describe_case
+from harness.core.strategies import InputCase, describe_case
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.config import GateConfig
-    from harness.runners import OrtRunner
+    from harness.core.config import GateConfig
+    from harness.runtime.runners import OrtRunner
 
 
 CHECK = declare_check("determinism", order=50)
@@ -39,7 +39,7 @@ def check_fresh_session(
     """A second session (``fresh``) gives ``runner``'s bytes for the same inputs. ``fresh`` may be a
     function making the session once ``runner`` has run, so that a large model's first session can
     be released before the second loads (GateSession.renew_ort_runner)."""
-    from harness.export import example_feeds
+    from harness.runtime.export import example_feeds
 
     feeds = example_feeds(config, config.trace_sizes, seed=seed)
     original = runner.infer(feeds)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from harness.checks.declared import declare_check, with_dims
 
 if TYPE_CHECKING:
-    from harness.config import GateConfig
+    from harness.core.config import GateConfig
 
 CHECK = declare_check("dynamic_dims", required=with_dims, order=60)
 SIZES_PER_DIMENSION = 3

@@ -1,6 +1,6 @@
 """Graph fidelity: is the exported graph the model? Asked in float64, with ONNX Runtime out of it.
 
-The graph is evaluated by a reference evaluator in float64 (harness/graph64.py) and compared with
+The graph is evaluated by a reference evaluator in float64 (harness/runtime/graph64.py) and compared with
 PyTorch's float64 run on the same inputs. Neither side has fp32 kernels in it, so what remains is:
 
 * float64 rounding, amplified by the model's conditioning. PyTorch fp32's own error measures that
@@ -37,11 +37,11 @@ import numpy as np
 from harness.checks.declared import declare_check, unless_skipped
 
 if TYPE_CHECKING:
-    from harness.config import GateConfig
-    from harness.debug.capture import Capture
-    from harness.graph64 import Graph64
-    from harness.runners import TorchRunner
-    from harness.strategies import InputCase
+    from harness.core.config import GateConfig
+    from harness.align.capture import Capture
+    from harness.runtime.graph64 import Graph64
+    from harness.runtime.runners import TorchRunner
+    from harness.core.strategies import InputCase
 
 # Required unless it says, by skipping, why it could not judge (ops without a float64 reference,
 # a model that cannot run in float64, a model over the size limit).
@@ -216,8 +216,8 @@ def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[
     algorithms for that variance (one pass or two) differ by far more than their rounding, with
     PyTorch's fp32 error no guide to it (Wav2Vec2's GroupNorm on silent audio: 20x the bound)."""
     from harness.checks.module_parity import DEGENERATE_FAMILIES
-    from harness.samples import load_samples
-    from harness.strategies import FAMILIES, SAMPLES, InputCase
+    from harness.core.samples import load_samples
+    from harness.core.strategies import FAMILIES, SAMPLES, InputCase
 
     batches = list(batches) or ([config.trace_sizes[batch_dim]] if batch_dim else [])
     cases = []
@@ -233,7 +233,7 @@ def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[
         for end, seed in (("low", 100), ("high", 101)):
             sizes = {name: getattr(dim, end) for name, dim in config.dims.items()}
             cases.append(InputCase("normal", sizes, seed=seed))
-    from harness.strategies import describe_case
+    from harness.core.strategies import describe_case
 
     return list({describe_case(case): case for case in cases}.values())
 
@@ -262,7 +262,7 @@ def check_fidelity(
     ``padded_outputs`` are left out, as parity leaves them out."""
     from harness.checks.parity import keep_valid_positions
 
-    from harness.strategies import describe_case
+    from harness.core.strategies import describe_case
 
     started = time.perf_counter()
     discrete = discrete_op_inputs(graph_proto)
@@ -351,8 +351,8 @@ def walk_modules(
     case: InputCase, root: Path,
 ) -> ModuleWalk:  # fmt: skip
     """Compare, in float64, every graph value that has a module counterpart on ``case``."""
-    from harness.debug.capture import capture_with
-    from harness.strategies import describe_case
+    from harness.align.capture import capture_with
+    from harness.core.strategies import describe_case
 
     feeds = case.materialize(config)
     capture = capture_with(runner32, runner64, feeds, root=root)
@@ -364,8 +364,8 @@ def walk_capture(
     label: str, model: Any, root: Path,
 ) -> ModuleWalk:  # fmt: skip
     """``walk_modules`` on a capture already made (``onnx-gate debug`` makes its own)."""
-    from harness.debug.align import align_capture
-    from harness.debug.verdict import fold_candidates
+    from harness.align.scopes import align_capture
+    from harness.align.verdict import fold_candidates
 
     alignment = align_capture(graph_proto, capture)
     unaligned = {f"module `{name}`": why for name, why in alignment.unaligned.items()}
@@ -422,7 +422,7 @@ def _forward_source(model: Any, root: Path) -> str:
     """Where the model's own ``forward`` is defined, as ``file:line`` relative to ``root``."""
     import inspect
 
-    from harness.debug.capture import relative_source
+    from harness.align.capture import relative_source
 
     forward = type(model).forward
     try:

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 from harness.checks.declared import declare_check, with_invariants
 from harness.checks.result import CheckResult
-from harness.strategies import InputCase, describe_case
+from harness.core.strategies import InputCase, describe_case
 
 if TYPE_CHECKING:
-    from harness.config import GateConfig
-    from harness.runners import OrtRunner
+    from harness.core.config import GateConfig
+    from harness.runtime.runners import OrtRunner
 
 
 CHECK = declare_check("invariants", required=with_invariants, order=70)

@@ -1,5 +1,5 @@
-"""The benchmark checks (benchmarks/, measured by harness/bench.py): CPU latency and its budgets,
-the production baseline, and the GPU checks where CUDA is.
+"""The benchmark checks (benchmarks/, measured by harness/bench/measure.py): CPU latency and its budgets,
+the production baseline, and the GPU latency where CUDA is (GPU parity: harness/checks/gpu_parity.py).
 
 The CPU latency and its budgets are required when the session runs the benchmarks, and always for
 a release: a model whose latency nobody measured does not ship. The GPU checks run, and may fail,
@@ -13,7 +13,6 @@ from harness.checks.declared import declare_check, never, with_baseline, with_be
 LATENCY_CPU = declare_check("latency_cpu", required=with_benchmarks, for_release=True, listed=False, order=90)
 LATENCY_BUDGET = declare_check("latency_budget", required=with_benchmarks, for_release=True, listed=False, order=91)
 BASELINE = declare_check("baseline", required=with_baseline, listed=False, order=95)
-GPU_PARITY = declare_check("gpu_parity", required=never, listed=False, order=96)
 LATENCY_GPU = declare_check("latency_gpu", required=never, listed=False, order=97)
 LATENCY_GPU_BUDGET = declare_check("latency_gpu_budget", required=never, listed=False, order=98)
 

@@ -29,16 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.align.verdict import culprit_sentence
 from harness.checks.declared import declare_check, unless_skipped
 
 if TYPE_CHECKING:
     import onnx
 
-    from harness.config import GateConfig
-    from harness.debug.verdict import ModuleRow
-    from harness.graph64 import Graph64
-    from harness.runners import TorchRunner
-    from harness.strategies import InputCase
+    from harness.core.config import GateConfig
+    from harness.align.verdict import ModuleRow
+    from harness.runtime.graph64 import Graph64
+    from harness.runtime.runners import TorchRunner
+    from harness.core.strategies import InputCase
 
 # Required unless it says, by skipping, why it could not judge (turned off, no scope information in
 # the ONNX file, no float64 run): a statement in the report, not a failure.
@@ -145,7 +146,7 @@ class ModuleParityResult:
 def module_cases(config: GateConfig, batch_dim: str | None, batches: list[int]) -> list[InputCase]:
     """One case per non-degenerate input family, the pinned ``batches`` in turn, so that every
     family and every batch size appears at least once; full masks, trace sizes elsewhere."""
-    from harness.strategies import SAMPLES, InputCase, families_for
+    from harness.core.strategies import SAMPLES, InputCase, families_for
 
     families = [family for family in families_for(config) if family not in DEGENERATE_FAMILIES]
     if batch_dim is not None and not batches:
@@ -176,7 +177,7 @@ def check_module_parity(
     fp64_unavailable: str | None = None,
 ) -> ModuleParityResult:
     """Judge every aligned module on each of ``cases``, by the rule in this module's docstring."""
-    from harness import memory
+    from harness.core import memory
 
     started, peak_before = time.perf_counter(), memory.peak_rss_bytes()
     factor = max((config.tolerance_for(name).noise_factor for name in config.outputs), default=0.0)
@@ -194,10 +195,10 @@ def check_modules_in_float64(
     bound (harness/checks/fidelity.py). The first module that departs, in PyTorch's order, blocks.
     ONNX Runtime's fp32 error at a module is the runtime's precision, which parity judges at the
     outputs; it is not judged here."""
-    from harness import memory
+    from harness.core import memory
     from harness.checks.fidelity import walk_capture
-    from harness.debug.capture import capture_with
-    from harness.strategies import describe_case
+    from harness.align.capture import capture_with
+    from harness.core.strategies import describe_case
 
     started, peak_before = time.perf_counter(), memory.peak_rss_bytes()
     described = tuple(describe_case(case) for case in cases)
@@ -254,12 +255,12 @@ def _judge_cases(
     config: GateConfig, onnx_path: Path, runner32: TorchRunner, runner64: TorchRunner | None,
     cases: list[InputCase], root: Path, threads: int, factor: float, fp64_unavailable: str | None,
 ) -> ModuleParityResult:  # fmt: skip
-    from harness.debug.align import align_capture
-    from harness.debug.capture import capture_with
-    from harness.debug.probe import UNOPTIMISED, Probe
-    from harness.debug.verdict import judge
-    from harness.graph64 import graph_without_weights
-    from harness.strategies import describe_case
+    from harness.align.scopes import align_capture
+    from harness.align.capture import capture_with
+    from harness.align.probe import UNOPTIMISED, Probe
+    from harness.align.verdict import judge
+    from harness.runtime.graph64 import graph_without_weights
+    from harness.core.strategies import describe_case
 
     if factor <= 0:
         return _not_judged(factor, "the noise check is off (noise_factor = 0), so no module has a floor to judge by")
@@ -312,8 +313,6 @@ def _judge_cases(
 
 
 def _culprit(row: ModuleRow, factor: float, case: str) -> ModuleCulprit:
-    from harness.debug.report import culprit_sentence
-
     ratio = float("inf") if row.nonfinite or row.ratio is None else row.ratio
     return ModuleCulprit(case, row.module, row.cls, row.source, ratio, culprit_sentence(row, factor))
 

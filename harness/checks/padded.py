@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Mapping
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.config import GateConfig, PaddedOutput
+    from harness.core.config import GateConfig, PaddedOutput
 
 
 def row_validity(config: GateConfig, declared: PaddedOutput, feeds: Mapping[str, np.ndarray], length: int) -> np.ndarray | str:

@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from harness.errors import first_line
+from harness.core.errors import first_line
 
 if TYPE_CHECKING:
-    from harness.checks.parity import Finding, ParityResult
-    from harness.config import Tolerance
-    from harness.strategies import InputCase
+    from harness.compare.rule import Finding, ParityResult
+    from harness.core.config import Tolerance
+    from harness.core.strategies import InputCase
 
 MAX_FAILURES = 20  # failure lines kept; the count of failing examples is in the ledger
 
@@ -256,7 +256,7 @@ class ParityStats:
 
     def merge_delta(self, delta: Mapping[str, Any]) -> None:
         """Add a worker's delta."""
-        from harness.strategies import InputCase
+        from harness.core.strategies import InputCase
 
         self.examples += delta["examples"]
         self.examples_out_of_range += delta["out_of_range"]

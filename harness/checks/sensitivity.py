@@ -9,14 +9,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Mapping
 
 from harness.checks.declared import declare_check
-from harness.checks.parity import Finding
-from harness.inputs import InputCase, describe_case
+from harness.compare.rule import Finding
+from harness.core.inputs import InputCase, describe_case
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.config import GateConfig
-    from harness.runners import Runner
+    from harness.core.config import GateConfig
+    from harness.runtime.runners import Runner
 
 ATTEMPTS = 8  # draws tried to find a value of the input that differs from the first one
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from harness.checks.parity import compare_noise
-from harness.config import GateConfig, Tolerance
-from harness.errors import ArtifactError
+from harness.compare.rule import compare_noise
+from harness.core.config import GateConfig, Tolerance
+from harness.core.errors import ArtifactError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,10 +19,10 @@ if TYPE_CHECKING:
     from torch import nn
 
     from harness.checks.fidelity import ModuleWalk
-    from harness.debug.align import Alignment
-    from harness.debug.capture import Capture
+    from harness.align.scopes import Alignment
+    from harness.align.capture import Capture
     from harness.debug.isolate import Isolation
-    from harness.debug.verdict import ModuleVerdict
+    from harness.align.verdict import ModuleVerdict
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _exact_walk(
 ) -> tuple[ModuleWalk | None, str]:
     """Graph fidelity's module walk on the debug input, or why the graph has no float64 evaluation."""
     from harness.checks.fidelity import MAX_PARAMETERS, walk_capture
-    from harness.graph64 import Graph64, model_constants, unsupported_ops
+    from harness.runtime.graph64 import Graph64, model_constants, unsupported_ops
 
     if capture.outputs64 is None:
         return None, f"the model cannot run in float64 ({capture.fp64_unavailable})"
@@ -109,11 +109,11 @@ def _exact_walk(
 def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
     import onnx
 
-    from harness.debug import probe
-    from harness.debug.align import align_capture
-    from harness.debug.capture import capture_modules
+    from harness.align import probe
+    from harness.align.scopes import align_capture
+    from harness.align.capture import capture_modules
     from harness.debug.isolate import isolate
-    from harness.debug.verdict import judge
+    from harness.align.verdict import judge
 
     started = time.perf_counter()
     config = request.config

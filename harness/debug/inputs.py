@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.config import GateConfig
-from harness.errors import GateError
-from harness.strategies import ALL_FAMILIES, InputCase
+from harness.core.config import GateConfig
+from harness.core.errors import GateError
+from harness.core.strategies import ALL_FAMILIES, InputCase
 
 if TYPE_CHECKING:
     import numpy as np

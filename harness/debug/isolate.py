@@ -6,16 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from harness.checks.parity import compare_noise
-from harness.errors import first_line
+from harness.compare.rule import compare_noise
+from harness.core.errors import first_line
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
 
-    from harness.debug.align import ModuleValues
-    from harness.debug.capture import ModuleCall
-    from harness.debug.verdict import ModuleRow
+    from harness.align.scopes import ModuleValues
+    from harness.align.capture import ModuleCall
+    from harness.align.verdict import ModuleRow
 
 
 @dataclass
@@ -84,7 +84,7 @@ def isolate(
     model: onnx.ModelProto, row: ModuleRow, where: ModuleValues, call: ModuleCall,
     graph_feeds: Mapping[str, np.ndarray], factor: float, *, level: str = "ORT_DISABLE_ALL",
 ) -> Isolation:  # fmt: skip
-    from harness.debug import probe
+    from harness.align import probe
 
     result = Isolation(row.module, output=where.output)
     feeds: dict[str, np.ndarray] = {}

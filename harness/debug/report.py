@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.align.verdict import culprit_sentence
+
 if TYPE_CHECKING:
     from harness.debug.diagnose import DebugResult
     from harness.debug.isolate import Isolation
-    from harness.debug.verdict import ModuleRow
+    from harness.align.verdict import ModuleRow
 
 HEADER = ("module", "class", "source", "ONNX ops", "max abs error", "floor", "ratio", "inputs")
 TERMINAL_CONTEXT = 8  # rows shown on either side of the divergence; debug.md has them all
@@ -43,23 +45,6 @@ def table_rows(result: DebugResult, *, limit: bool) -> list[tuple[str, ...]]:
     lines += [_cells(row, False) for row in body]
     lines += [_cells(row, False) for row in verdict.outputs.values()]
     return lines
-
-
-def culprit_sentence(culprit: ModuleRow, factor: float) -> str:
-    """The verdict that names the module where the mismatch starts, as debug and the gate's
-    module-level parity print it."""
-    start = f"FAILED | the mismatch starts in `{culprit.module}` ({culprit.cls}, {culprit.source})"
-    if culprit.nonfinite:
-        return (
-            f"{start}: ONNX Runtime gives NaN/Inf in {culprit.nonfinite} of its output values where "
-            "PyTorch's are finite, while its inputs are within PyTorch's fp32 noise."
-        )
-    if culprit.ratio is None:
-        return f"{start}; no fp64 floor."
-    return (
-        f"{start}: its output is {culprit.ratio:.3g}x PyTorch's own fp32 noise (allowed {factor:g}x) "
-        "while its inputs are within it."
-    )
 
 
 def _exact_lines(result: DebugResult) -> list[str]:
@@ -197,7 +182,7 @@ def plot(result: DebugResult, path: Path) -> Path | None:
         return None
     import numpy as np
 
-    from harness.plots import saved_figure
+    from harness.core.plots import saved_figure
 
     depth = np.array([r.depth for r in rows], dtype=float)
     jitter = (np.arange(len(rows)) % 5 - 2) * 0.06  # keep modules at one depth apart
@@ -285,7 +270,7 @@ def write_replay(isolation: Isolation, directory: Path, factor: float, level: st
 
 
 def write_all(result: DebugResult, directory: Path) -> list[Path]:
-    from harness.debug import probe
+    from harness.align import probe
 
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / "debug.md"]

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from harness.artifact_files import ArtifactManifest
-from harness.config import PublishConfig
-from harness.publish.outcome import Notify, PublishOutcome, notify_stderr
+from harness.runtime.artifact_files import ArtifactManifest
+from harness.core.config import PublishConfig
+from harness.core.publish_outcome import Notify, PublishOutcome, notify_stderr
 
 if TYPE_CHECKING:
-    from harness.outcome import GateOutcome
+    from harness.report.outcome import GateOutcome
     from harness.publish.targets import PublishTarget
-    from harness.session import GateSession
+    from harness.gate.session import GateSession
 
 
 def git_commit(directory: Path) -> str:
@@ -70,7 +70,7 @@ def _metrics(outcome: GateOutcome) -> dict[str, float]:
         for key in ("max_abs", "mean_abs", "noise_ratio_worst"):
             if key in stats:
                 metrics[f"parity.{output}.{key}"] = float(stats[key])
-    from harness.bench import speedups
+    from harness.bench.measure import speedups
 
     for record in outcome.latency:
         metrics[f"latency.{record.device}.{record.backend}.batch{record.batch}.median_ms"] = record.median * 1e3
@@ -109,7 +109,7 @@ def portable_summary(gate: GateSession, base: Path) -> dict[str, Any]:
 def measured_session_options(gate: GateSession) -> dict[str, Any]:
     """ONNX Runtime's session options as the gate's CPU runners set them (runners.OrtRunner), in
     the form MLflow's ONNX flavor applies when it loads the model for inference."""
-    from harness.runners import DEFAULT_GRAPH_OPTIMIZATION, GRAPH_OPTIMIZATION_LEVELS
+    from harness.runtime.runners import DEFAULT_GRAPH_OPTIMIZATION, GRAPH_OPTIMIZATION_LEVELS
 
     return {
         "graph_optimization_level": GRAPH_OPTIMIZATION_LEVELS[DEFAULT_GRAPH_OPTIMIZATION],
@@ -126,7 +126,7 @@ def publish_gate(
     if reason is not None:
         return PublishOutcome("refused", reason, labels=target.LABELS)
     assert gate.artifact is not None
-    from harness.export import example_feeds
+    from harness.runtime.export import example_feeds
     from harness.publish.naming import version_tags
 
     path, sha256, candidate_params, candidate_tags = gate.artifact.path, gate.artifact.sha256, {}, {}

@@ -12,11 +12,11 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import GateError, first_line
-from harness.publish.secrets import redact, split_userinfo
+from harness.core.errors import GateError, first_line
+from harness.core.secrets import redact, split_userinfo
 
 if TYPE_CHECKING:
-    from harness.outcome import GateOutcome
+    from harness.report.outcome import GateOutcome
 
 # The gate's files a training run receives, under this artifact folder.
 REPORT_FILES = ("gate.json", "summary.md", "pytest.log")
@@ -70,7 +70,7 @@ def training_run(run_id: str | None) -> TrainingRun | None:
 def key_figures(outcome: GateOutcome) -> dict[str, float]:
     """The numbers a training run keeps of its gate: verdict as 1/0, worst noise ratio, worst
     fidelity ratio, CPU speedup per batch."""
-    from harness.bench import speedups
+    from harness.bench.measure import speedups
 
     figures = {"onnx_gate.passed": float(outcome.passed)}
     ratios = [float(s["noise_ratio_worst"]) for s in outcome.parity.get("outputs", {}).values() if "noise_ratio_worst" in s]

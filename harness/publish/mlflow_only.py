@@ -17,12 +17,12 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
-from harness.publish.outcome import Notify, PublishOutcome, failure, notify_stderr
+from harness.core.publish_outcome import Notify, PublishOutcome, failure, notify_stderr
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from harness.config import PublishConfig
+    from harness.core.config import PublishConfig
     from harness.publish.flow import PublishRequest
     from harness.publish.registry import Registry
 

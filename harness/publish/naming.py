@@ -13,10 +13,10 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any, Iterable
 
-from harness.config import DEFAULT_MODEL, LOCALIZATION_NET_SECTION
+from harness.core.config import DEFAULT_MODEL, LOCALIZATION_NET_SECTION
 
 if TYPE_CHECKING:
-    from harness.config import GateConfig
+    from harness.core.config import GateConfig
 
 CALLABLE_TAG = "model_callable"
 DIGEST_TAG = "config_digest"

@@ -10,14 +10,14 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from harness.errors import first_line
-from harness.publish.outcome import PublishError, PublishRefused
-from harness.publish.secrets import redact, split_userinfo
+from harness.core.errors import first_line
+from harness.core.publish_outcome import PublishError, PublishRefused
+from harness.core.secrets import redact, split_userinfo
 
 if TYPE_CHECKING:
-    from harness.config import PublishConfig
+    from harness.core.config import PublishConfig
     from harness.publish.flow import PublishRequest
-    from harness.publish.outcome import Notify, PublishOutcome
+    from harness.core.publish_outcome import Notify, PublishOutcome
 
 NO_TRACKING_URI = ("MLFLOW_TRACKING_URI is not set: run `onnx-gate stack up` for a local registry, or point it at "
                    "your MLflow server")

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generator, Mapping
 
 from harness.publish.claim import ClaimOwner
-from harness.publish.outcome import Notify, PublishError, PublishOutcome, failure, notify_stderr
+from harness.core.publish_outcome import Notify, PublishError, PublishOutcome, failure, notify_stderr
 from harness.publish.s3 import ArtifactStore, s3_client
 
 if TYPE_CHECKING:
-    from harness.config import PublishConfig
+    from harness.core.config import PublishConfig
     from harness.publish.flow import PublishRequest
     from harness.publish.registry import Registry
 

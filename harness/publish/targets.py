@@ -2,7 +2,7 @@
 chooses its storage by URI. A target is one module with
 
 - ``LABELS``: gate.json's names for the outcome's location, record id and record URL (e.g.
-  ``s3_uri``), see harness/publish/outcome.py;
+  ``s3_uri``), see harness/core/publish_outcome.py;
 - ``publish(request, environ=None, *, notify) -> PublishOutcome``: never raises for a publishing
   failure, the outcome says;
 - ``replace_reports(outcome, settings, report_dir)``: put the final gate.json and summary.md
@@ -17,18 +17,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Mapping, Protocol
 
+from harness.core.config import TARGETS
+
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from harness.config import PublishConfig
+    from harness.core.config import PublishConfig
     from harness.publish.flow import PublishRequest
-    from harness.publish.outcome import Notify, PublishOutcome
+    from harness.core.publish_outcome import Notify, PublishOutcome
 
-TARGETS = {
-    "s3+mlflow": "harness.publish.s3_mlflow",  # an S3 bucket the gate writes, MLflow's registry points at it
-    "mlflow": "harness.publish.mlflow_only",  # MLflow alone: the artifact in MLflow's own artifact store
-}
-DEFAULT_TARGET = "s3+mlflow"
 
 
 class PublishTarget(Protocol):
@@ -49,7 +46,7 @@ def target_module(name: str) -> str:
 def publish_target(settings: PublishConfig) -> PublishTarget:
     """The configured target's module. Raises ConfigError, in one line, for a module that does not
     import or lacks the interface (the plugin asks before the gate runs, with --gate-publish)."""
-    from harness.errors import ConfigError, first_line
+    from harness.core.errors import ConfigError, first_line
 
     name = target_module(settings.target)
     try:

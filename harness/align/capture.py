@@ -1,0 +1,175 @@
+"""Every named module's inputs and output in PyTorch, in fp32 and in fp64, from forward hooks."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from harness.core.errors import first_line
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from harness.runtime.runners import TorchRunner
+
+
+@dataclass
+class ModuleCall:
+    """One named module as PyTorch ran it; ``order`` counts forward completions, so a child comes
+    before the parent that called it."""
+
+    name: str
+    cls: str
+    source: str
+    order: int = -1
+    calls: int = 0
+    inputs32: list[np.ndarray] = field(default_factory=list)
+    inputs64: list[np.ndarray] = field(default_factory=list)
+    outputs32: list[np.ndarray] = field(default_factory=list)
+    outputs64: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def depth(self) -> int:
+        return self.name.count(".") + 1 if self.name else 0
+
+
+@dataclass
+class Capture:
+    modules: dict[str, ModuleCall]  # by module path, in completion order
+    outputs32: list[np.ndarray]
+    outputs64: list[np.ndarray] | None
+    fp64_unavailable: str | None = None
+
+    def in_order(self) -> list[ModuleCall]:
+        return sorted((m for m in self.modules.values() if m.calls), key=lambda m: m.order)
+
+
+def relative_source(filename: str, line: int, root: Path) -> str:
+    """``file:line`` relative to the project, else to the import root that holds it, never absolute."""
+    path = Path(filename)
+    try:
+        path = path.resolve()
+    except OSError:
+        return f"{path.name}:{line}"
+    bases = [root.resolve(), *(Path(p).resolve() for p in sys.path if p and Path(p).is_dir())]
+    # The deepest base wins: a library in a venv inside the project reads as
+    # `transformers/models/bert/modeling_bert.py`, not `.venv/lib/python3.11/site-packages/...`.
+    holding = [base for base in bases if base in path.parents]
+    if holding:
+        return f"{path.relative_to(max(holding, key=lambda b: len(b.parts))).as_posix()}:{line}"
+    return f"{path.name}:{line}"
+
+
+def _call_site(root: Path) -> str:
+    # The first frame outside torch and this file is the line of user code that called the module
+    # (for a Sequential's child: the line that called the Sequential).
+    import torch
+
+    torch_dir = str(Path(torch.__file__).resolve().parent)
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        filename = str(Path(frame.filename).resolve())
+        if filename.startswith(torch_dir) or filename == str(Path(__file__).resolve()):
+            continue
+        return relative_source(frame.filename, frame.lineno or 0, root)
+    return "?"
+
+
+def _tensors(values: Any) -> list[Any]:
+    import torch
+
+    if isinstance(values, torch.Tensor):
+        # A nested tensor (PyTorch's fast attention path inside nn.TransformerEncoder) has no dense
+        # layout to compare: such a module counts as returning no tensor and is listed as not aligned.
+        return [] if values.is_nested else [values]
+    if isinstance(values, Mapping):
+        values = list(values.values())
+    if isinstance(values, (tuple, list)):
+        return [t for v in values for t in _tensors(v)]
+    return []
+
+
+def _numpy(tensors: Sequence[Any]) -> list[np.ndarray]:
+    return [t.detach().cpu().numpy().copy() for t in tensors]
+
+
+def _run_hooked(
+    model: nn.Module, tensors: Sequence[Any], modules: dict[str, ModuleCall], precision: str, root: Path,
+    output_names: Sequence[str],
+) -> list[np.ndarray]:  # fmt: skip
+    import torch
+
+    from harness.runtime.runners import output_list
+
+    handles = []
+    counter = [0]
+    for name, module in model.named_modules():
+        if precision == "32":
+            modules[name] = ModuleCall(name, type(module).__name__, "")
+        elif name not in modules:  # a part of a float64 stand-in: not one of the model's modules
+            continue
+
+        def before(_: Any, args: Any, name: str = name) -> None:
+            record = modules[name]
+            setattr(record, f"inputs{precision}", _numpy(_tensors(args)))
+            if precision == "32":
+                record.calls += 1
+                record.source = record.source or _call_site(root)
+
+        def after(_: Any, __: Any, output: Any, name: str = name) -> None:
+            record = modules[name]
+            setattr(record, f"outputs{precision}", _numpy(_tensors(output)))
+            if precision == "32":
+                record.order = counter[0]
+                counter[0] += 1
+
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    import contextlib
+
+    from harness.runtime.fp64_mode import KeepFloat64
+
+    widen = KeepFloat64() if precision == "64" else contextlib.nullcontext()  # as TorchRunner.forward
+    try:
+        with torch.inference_mode(), widen:
+            # Named outputs by name, in the config's order, as the runners and the export take them.
+            return _numpy(_tensors(output_list(model(*tensors), output_names)))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def capture_modules(
+    model: nn.Module, feeds: Mapping[str, np.ndarray], input_names: Sequence[str],
+    output_names: Sequence[str], *, root: Path,
+) -> Capture:  # fmt: skip
+    """Run ``model`` once in fp32 and once as a float64 copy, recording every named module."""
+    from harness.runtime.runners import TorchRunner
+
+    runner32 = TorchRunner(model, input_names, output_names)
+    try:
+        runner64: TorchRunner | None = TorchRunner(model, input_names, output_names, dtype="float64")
+        unavailable = None
+    except Exception as exc:  # a model without float64 kernels: errors are shown without a floor
+        runner64, unavailable = None, exc
+    return capture_with(runner32, runner64, feeds, root=root, fp64_error=unavailable)
+
+
+def capture_with(
+    runner32: TorchRunner, runner64: TorchRunner | None, feeds: Mapping[str, np.ndarray], *, root: Path,
+    fp64_error: Exception | None = None,
+) -> Capture:  # fmt: skip
+    """``capture_modules`` with runners that already exist (the gate's own fp32 model and float64
+    copy: no copy per input); ``runner64`` None when the model has no float64 run."""
+    output_names = runner32.output_names
+    modules: dict[str, ModuleCall] = {}
+    outputs32 = _run_hooked(runner32.model, runner32.to_tensors(feeds), modules, "32", root, output_names)
+    try:
+        if runner64 is None:
+            raise fp64_error or RuntimeError("no float64 run")
+        outputs64 = _run_hooked(runner64.model, runner64.to_tensors(feeds), modules, "64", root, output_names)
+    except Exception as exc:  # a model without float64 kernels: errors are shown without a floor
+        first = first_line(exc)
+        return Capture(modules, outputs32, None, f"{type(exc).__name__}: {first}")
+    return Capture(modules, outputs32, outputs64)
