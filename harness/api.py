@@ -13,15 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TextIO
 
+from harness.core.caller_state import preserved
+from harness.core.profiles import with_gate_run_profile
+from harness.plugin.api_request import ApiRequest
+from harness.plugin.suite import gate_test_paths
+from harness.publish.lineage import LineageError, record_on_training_run, training_run
 from harness.report import training_log
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from harness.publish.lineage import TrainingRun
-
-    from harness.report.outcome import GateOutcome
     from harness.core.publish_outcome import PublishOutcome
+    from harness.publish.lineage import TrainingRun
+    from harness.report.outcome import GateOutcome
 
 
 LOGGER = training_log.LOGGER
@@ -92,9 +96,6 @@ def export_and_register_model(
     """
     import pytest
 
-    from harness.core.caller_state import preserved
-    from harness.publish.lineage import LineageError, training_run
-
     with preserved(model):
         try:
             lineage = training_run(run_id)
@@ -109,10 +110,6 @@ def _gate(
     pytest_args: Sequence[str], verbose: bool,
 ) -> GateResult:
     import pytest
-
-    from harness.plugin.api_request import ApiRequest
-    from harness.plugin.suite import gate_test_paths
-    from harness.core.profiles import with_gate_run_profile
 
     tags = {"training_run_id": lineage.run_id} if lineage else {}
     request = ApiRequest(model, overrides, tags, lineage.run_id if lineage else None)
@@ -131,8 +128,6 @@ def _gate(
         shutil.copyfile(log_path, outcome.report_dir / LOG_FILE)
     training_log.log(training_log.outcome_lines(outcome))
     if lineage is not None:
-        from harness.publish.lineage import LineageError, record_on_training_run
-
         try:
             record_on_training_run(lineage, outcome)
         except LineageError as exc:  # the release stands; only the training run's copy is missing

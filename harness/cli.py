@@ -7,9 +7,23 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.bench.compare import CompareSettings, history, resolve_run
+from harness.bench.export import write_results
+from harness.bench.history import compare_runs, history_report
+from harness.core import config as gate_config
+from harness.core.config import OVERRIDE_OPTIONS
 from harness.core.errors import GateError
+from harness.core.model_loader import build_model
+from harness.core.profiles import with_gate_run_profile
+from harness.core.strategies import describe_case
+from harness.debug import DebugRequest, diagnose
+from harness.debug.inputs import failing_case, load_npz, parse_case, report_folder
+from harness.debug.report import terminal_text, write_all
+from harness.gate.session import new_run_id
+from harness.plugin.hooks import pytest_addoption
 from harness.plugin.suite import GATE_DIRS, PACKAGE_ROOT, gate_test_paths
-
+from harness.publish.stack import Stack
+from harness.runtime.export import export_onnx
 
 DESCRIPTION = """\
 onnx-gate: a release gate for PyTorch models that ship as ONNX.
@@ -46,8 +60,6 @@ them under "onnx-gate".
 def run(pytest_args: Sequence[str]) -> int:
     import pytest
 
-    from harness.core.profiles import with_gate_run_profile
-
     args = with_gate_run_profile([_installed_suite_path(a) for a in pytest_args])
     # Paths the user names replace the whole gate (e.g. one conformance file while debugging).
     named_paths = [
@@ -70,8 +82,6 @@ PYTEST_VALUE_OPTIONS = frozenset({
 
 def gate_value_options() -> frozenset[str]:
     """The plugin's options that take a value, read from its own pytest_addoption."""
-    from harness.plugin.hooks import pytest_addoption
-
     names: set[str] = set()
 
     class Recorder:
@@ -160,8 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stack(arguments: argparse.Namespace) -> int:
-    from harness.publish.stack import Stack
-
     services = Stack(arguments.dir)
     if arguments.action == "up":
         state = services.up()
@@ -201,9 +209,6 @@ def _at_least_two(value: str) -> int:
 
 
 def compare(arguments: argparse.Namespace) -> int:
-    from harness.core import config as gate_config
-    from harness.bench.compare import CompareSettings, compare_runs, history
-
     loaded = gate_config.load(invocation_dir=Path.cwd())
     report_dir = arguments.report_dir or loaded.report_dir
     floor = loaded.bench.max_ratio_regression if arguments.max_ratio_regression is None else arguments.max_ratio_regression
@@ -212,7 +217,6 @@ def compare(arguments: argparse.Namespace) -> int:
         if arguments.base or arguments.head:
             raise GateError("--history takes the last N runs; name no runs with it (got "
                             f"{' '.join(n for n in (arguments.base, arguments.head) if n)!r})")
-        from harness.bench.history import history_report
 
         lines, out_dir = history_report(report_dir, history(report_dir)[-arguments.history:], settings)
         print("\n".join(lines))
@@ -226,10 +230,6 @@ def compare(arguments: argparse.Namespace) -> int:
 
 
 def bench_results(arguments: argparse.Namespace) -> int:
-    from harness.core import config as gate_config
-    from harness.bench.compare import history, resolve_run
-    from harness.bench.export import write_results
-
     loaded = gate_config.load(invocation_dir=Path.cwd())
     report_dir = arguments.report_dir or loaded.report_dir
     if arguments.run:
@@ -276,16 +276,6 @@ def _add_debug_parser(commands: Any) -> None:
 
 def debug(arguments: argparse.Namespace) -> int:
     import tempfile
-
-    from harness.core import config as gate_config
-    from harness.core.config import OVERRIDE_OPTIONS
-    from harness.debug import DebugRequest, diagnose
-    from harness.debug.inputs import failing_case, load_npz, parse_case, report_folder
-    from harness.debug.report import terminal_text, write_all
-    from harness.runtime.export import export_onnx
-    from harness.core.model_loader import build_model
-    from harness.gate.session import new_run_id
-    from harness.core.strategies import describe_case
 
     keys = [key for key, _ in OVERRIDE_OPTIONS.values()]
     overrides = {key: getattr(arguments, key) for key in keys if getattr(arguments, key) is not None}

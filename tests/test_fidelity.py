@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from harness.core import config as gate_config
-from harness.checks.fidelity import FP64_SHARE, STORAGE_FACTOR, compare_fidelity, fidelity_bound
+from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, compare_fidelity, fidelity_bound
 from harness.runtime.fp64_mode import KeepFloat64
 from harness.runtime.graph64 import Graph64, likely_double, to_float64, unsupported_ops
 from harness.gate.session import GateSession

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from harness.core import config as gate_config
-from harness.checks.module_parity import DEGENERATE_FAMILIES, module_cases
+from harness.checks.module_parity import module_cases
+from harness.core.inputs import DEGENERATE_FAMILIES
 from harness.core.errors import ConfigError
 from harness.runtime.export import export_onnx
 from harness.gate.session import GateSession

@@ -7,7 +7,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
 from harness.core.errors import first_line
+from harness.runtime.runners import output_list
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,9 +101,8 @@ def _run_hooked(
     model: nn.Module, tensors: Sequence[Any], modules: dict[str, ModuleCall], precision: str, root: Path,
     output_names: Sequence[str],
 ) -> list[np.ndarray]:  # fmt: skip
+    from harness.runtime.fp64_mode import KeepFloat64  # defers torch
     import torch
-
-    from harness.runtime.runners import output_list
 
     handles = []
     counter = [0]
@@ -128,8 +129,6 @@ def _run_hooked(
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     import contextlib
 
-    from harness.runtime.fp64_mode import KeepFloat64
-
     widen = KeepFloat64() if precision == "64" else contextlib.nullcontext()  # as TorchRunner.forward
     try:
         with torch.inference_mode(), widen:
@@ -145,8 +144,6 @@ def capture_modules(
     output_names: Sequence[str], *, root: Path,
 ) -> Capture:  # fmt: skip
     """Run ``model`` once in fp32 and once as a float64 copy, recording every named module."""
-    from harness.runtime.runners import TorchRunner
-
     runner32 = TorchRunner(model, input_names, output_names)
     try:
         runner64: TorchRunner | None = TorchRunner(model, input_names, output_names, dtype="float64")

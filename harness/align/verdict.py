@@ -11,8 +11,8 @@ from harness.compare.rule import compare_noise, exceeds_without_floor
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.align.scopes import Alignment
     from harness.align.capture import Capture, ModuleCall
+    from harness.align.scopes import Alignment
 
 
 @dataclass(frozen=True)

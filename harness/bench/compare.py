@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.bench.stats import (
-    NO_CHANGE, REGRESSED, Effect, latency_effect, ratio_effect_without_samples, speedup_effect,
+    NO_CHANGE,
+    REGRESSED,
+    Effect,
+    latency_effect,
+    ratio_effect_without_samples,
+    speedup_effect,
 )
 from harness.core.errors import GateError
 
 HISTORY_DIR = "history"
 MACHINE_KEYS = ("cpu", "cores_available", "gpu")
-TREND_RUNS = 20  # compare's trend.png: the latest runs; --history N plots more
 
 
 @dataclass(frozen=True)
@@ -197,35 +201,3 @@ def compare(base: RunBench, head: RunBench, settings: CompareSettings, *, latenc
         head_samples = head.samples.get(key) or (head.medians[key],)
         latency_effects.append(latency_effect(key, base_samples, head_samples, **judged))
     return Comparison(base, head, settings, tuple(speedup_effects), tuple(latency_effects), tuple(only_in))
-
-
-def compare_runs(report_dir: Path, base: str | None, head: str | None,
-                 settings: CompareSettings) -> tuple[Comparison, Path]:
-    """Compare two runs (default: the previous and the latest); write compare.md, compare.json and
-    trend.png into reports/compare/<base>__<head>/, which reports/compare/latest then names."""
-    runs = history(report_dir)
-    needed = (head is None) + (base is None)
-    if len(runs) < needed:
-        raise GateError(f"need {needed} benchmark run(s) in {report_dir / HISTORY_DIR} to compare, found {len(runs)}; "
-                        "run `onnx-gate run` again or name two benchmark.json files")
-    head_path = resolve_run(report_dir, head) if head else runs[-1]
-    base_path = resolve_run(report_dir, base) if base else runs[-2 if head is None else -1]
-    comparison = compare(load_run(base_path), load_run(head_path), settings)
-    out_dir = report_dir / "compare" / f"{comparison.base.run_id}__{comparison.head.run_id}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.md").write_text(comparison.markdown(), encoding="utf-8")
-    (out_dir / "compare.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
-    from harness.bench.history import load_runs, plot_history
-
-    plot_history(load_runs(runs[-TREND_RUNS:]), settings, out_dir / "trend.png")
-    _point_latest(out_dir)
-    return comparison, out_dir
-
-
-def _point_latest(directory: Path) -> None:
-    """reports/compare/latest -> this comparison (CI posts latest/compare.md), replaced atomically."""
-    link = directory.parent / "latest"
-    temporary = directory.parent / f".latest-{directory.name}"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(directory.name, target_is_directory=True)
-    temporary.replace(link)

@@ -1,4 +1,5 @@
-"""`onnx-gate compare --history N`: each speedup ratio over the last N runs, each step judged
+"""`onnx-gate compare`'s files over the runs kept in reports/history/: one comparison written with its
+trend, and `--history N`: each speedup ratio over the last N runs, each step judged
 against the run before it by the same rule as `compare`, the regressions marked."""
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.bench.compare import CompareSettings, RunBench, compare, load_run
+from harness.bench.compare import HISTORY_DIR, Comparison, CompareSettings, RunBench, compare, history, load_run, resolve_run
 from harness.bench.stats import ratio_interval
 from harness.core.errors import GateError
+from harness.core.plots import saved_figure
+
+TREND_RUNS = 20  # compare's trend.png: the latest runs; --history N plots more
 
 
 def load_runs(paths: Sequence[Path]) -> list[RunBench]:
@@ -49,7 +53,6 @@ def plot_history(runs: Sequence[RunBench], settings: CompareSettings, path: Path
     """Each ratio per run with its interval; a red cross where the step into a run regressed."""
     if not runs:
         return None
-    from harness.core.plots import saved_figure
 
     order = {run.run_id: i for i, run in enumerate(runs)}
     with saved_figure(path, figsize=(max(6, len(runs) * 0.8), 4)) as (_, axis):
@@ -90,3 +93,33 @@ def history_report(report_dir: Path, paths: Sequence[Path], settings: CompareSet
     (out_dir / "history.md").write_text("# Speedup history\n\n" + "\n".join(f"    {line}" for line in lines)
                                         + "\n\n![trend](trend.png)\n", encoding="utf-8")
     return lines, out_dir
+
+
+def compare_runs(report_dir: Path, base: str | None, head: str | None,
+                 settings: CompareSettings) -> tuple[Comparison, Path]:
+    """Compare two runs (default: the previous and the latest); write compare.md, compare.json and
+    trend.png into reports/compare/<base>__<head>/, which reports/compare/latest then names."""
+    runs = history(report_dir)
+    needed = (head is None) + (base is None)
+    if len(runs) < needed:
+        raise GateError(f"need {needed} benchmark run(s) in {report_dir / HISTORY_DIR} to compare, found {len(runs)}; "
+                        "run `onnx-gate run` again or name two benchmark.json files")
+    head_path = resolve_run(report_dir, head) if head else runs[-1]
+    base_path = resolve_run(report_dir, base) if base else runs[-2 if head is None else -1]
+    comparison = compare(load_run(base_path), load_run(head_path), settings)
+    out_dir = report_dir / "compare" / f"{comparison.base.run_id}__{comparison.head.run_id}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.md").write_text(comparison.markdown(), encoding="utf-8")
+    (out_dir / "compare.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
+    plot_history(load_runs(runs[-TREND_RUNS:]), settings, out_dir / "trend.png")
+    _point_latest(out_dir)
+    return comparison, out_dir
+
+
+def _point_latest(directory: Path) -> None:
+    """reports/compare/latest -> this comparison (CI posts latest/compare.md), replaced atomically."""
+    link = directory.parent / "latest"
+    temporary = directory.parent / f".latest-{directory.name}"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(directory.name, target_is_directory=True)
+    temporary.replace(link)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.core.runner_kinds import ONNXRUNTIME, PYTORCH, backends, label, runs_onnxruntime
+from harness.runtime.runners import output_list
 
 if TYPE_CHECKING:
     from torch import nn
@@ -258,7 +259,6 @@ def activation_bytes(model: nn.Module, tensors: Sequence[Any], cache_bytes: int)
     finally:
         for handle in handles:
             handle.remove()
-    from harness.runtime.runners import output_list
 
     total += sum(t.nbytes for t in output_list(outputs) if isinstance(t, torch.Tensor))
     return total

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.core.candidate_settings import KINDS
 from harness.core.errors import first_line
+from harness.core.samples import load_samples
+from harness.core.strategies import InputCase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,9 +138,6 @@ def calibration_feeds(config: GateConfig, samples: int) -> list[dict[str, np.nda
     """Calibration inputs: the user's own samples where the config names some (real inputs set
     the activation ranges best), else the gate's in-range input families at the trace sizes, one
     seed each. Stress families (1e4 spikes) would stretch every range."""
-    from harness.core.samples import load_samples
-    from harness.core.strategies import InputCase
-
     real = load_samples(config)
     if real:
         return [dict(real[i % len(real)]) for i in range(min(samples, len(real)))]

@@ -18,14 +18,15 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from harness.runtime.runners import Runner
+from harness.compare.rule import slack_for
+from harness.runtime.runners import Runner, output_list
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from harness.core.candidate_settings import TaskBudget
     from harness.compare.rule import ParityResult
+    from harness.core.candidate_settings import TaskBudget
 
 EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
 AUTOCAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
@@ -175,8 +176,6 @@ class AutocastRunner(Runner):
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        from harness.runtime.runners import output_list
-
         tensors = [torch.from_numpy(feeds[name]) for name in self.input_names]
         dtype = getattr(torch, AUTOCAST_DTYPES[self.precision])
         with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):
@@ -193,8 +192,6 @@ def judge_floor(
     (``lowered``, autocast) against float64 (``exact``), measured from ``reference`` (float64 for
     parity, the parts of a batch for batch consistency). Where all runs are finite."""
     import numpy as np
-
-    from harness.compare.rule import slack_for
 
     worst, details = 0.0, []
     for name, factor in factors.items():

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.runtime.export import file_sha256
+
 if TYPE_CHECKING:
     from harness.gate.session import GateSession
 
@@ -22,8 +24,6 @@ class Release:
 
 def candidate_release(gate: GateSession) -> Release | str:
     """The artifact ``[candidates] publish`` selects, with its record; or why nothing may ship."""
-    from harness.runtime.export import file_sha256
-
     assert gate.artifact is not None
     candidates = gate.candidates
     chosen, why = candidates.chosen()

@@ -10,20 +10,29 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from harness.candidates.build import Candidate, build_candidates
 from harness.candidates.judge import (
-    AutocastRunner, Judgement, from_parity, judge_budget, judge_floor,
+    AutocastRunner,
+    Judgement,
+    from_parity,
+    judge_budget,
+    judge_floor,
 )  # fmt: skip
+from harness.checks.batch_consistency import check_batch_consistency, whole_and_parts
+from harness.checks.parity import check_parity, inputs_in_range, keep_valid_positions
 from harness.compare.rule import for_inputs_outside_range
 from harness.core.candidate_settings import FASTEST
 from harness.core.errors import GateError
+from harness.core.inputs import IN_RANGE_FAMILIES, SAMPLES
+from harness.core.model_loader import import_callable
+from harness.core.strategies import describe_case, families_for
 
 if TYPE_CHECKING:
     import numpy as np
 
     from harness.bench.measure import LatencyRecord
     from harness.core.ledger import Verdict
-    from harness.runtime.runners import OrtRunner
-    from harness.gate.session import GateSession
     from harness.core.strategies import InputCase
+    from harness.gate.session import GateSession
+    from harness.runtime.runners import OrtRunner
 
 PLAIN = "export"  # the plain export's name in the candidates table
 
@@ -74,14 +83,10 @@ class CandidateSet:
 
     def runner(self, name: str) -> OrtRunner:
         if name not in self._runners:
-            from harness.runtime.runners import OrtRunner
-
             self._runners[name] = OrtRunner(self.candidate(name).path, *self.gate.io_names())  # type: ignore[arg-type]
         return self._runners[name]
 
     def new_runner(self, name: str, **options: Any) -> OrtRunner:
-        from harness.runtime.runners import OrtRunner
-
         return OrtRunner(self.candidate(name).path, *self.gate.io_names(), **options)  # type: ignore[arg-type]
 
     def release(self) -> None:
@@ -126,7 +131,6 @@ class CandidateSet:
         budget = self.settings.budget
         if budget is None or ":" not in budget.metric:
             return None
-        from harness.core.model_loader import import_callable
 
         return import_callable(budget.metric, self.gate.config.search_dirs)
 
@@ -157,9 +161,6 @@ class CandidateSet:
         only on the user's data: the configured samples, as they are and perturbed; without
         samples, the families inside the declared range. A pitch error on Gaussian noise or spikes
         outside the range says nothing. Other tolerances follow the export's parity: every family."""
-        from harness.core.inputs import IN_RANGE_FAMILIES, SAMPLES
-        from harness.core.strategies import families_for
-
         if self.tolerance_kind(name) != "budget":
             return families_for(self.gate.config)
         return (SAMPLES,) if self.gate.config.samples else IN_RANGE_FAMILIES
@@ -168,16 +169,11 @@ class CandidateSet:
 
     def judge_parity(self, name: str, case: InputCase) -> Judgement:
         """The candidate against PyTorch on ``case``, by its precision's tolerance."""
-        from harness.checks.parity import inputs_in_range, keep_valid_positions
-        from harness.core.strategies import describe_case
-
         kind = self.tolerance_kind(name)
         if kind == "none":
             raise GateError(f"candidate {name} cannot be judged: {self.unjudgeable_reason(name)}")
         runner = self.runner(name)
         if kind == "fp32":
-            from harness.checks.parity import check_parity
-
             gate = self.gate
             result = check_parity(case, gate.config, gate.torch_runner, runner, fp64_reference=gate.fp64_reference)
             return self._record(name, from_parity(name, result, self.describe_tolerance(name)))
@@ -201,9 +197,6 @@ class CandidateSet:
 
     def judge_batch_consistency(self, name: str, case: InputCase, *, batch_dim: str, split: int) -> Judgement:
         """A batch's outputs against the outputs of its parts, by the candidate's tolerance."""
-        from harness.checks.batch_consistency import check_batch_consistency, whole_and_parts
-        from harness.core.strategies import describe_case
-
         kind = self.tolerance_kind(name)
         runner = self.runner(name)
         config = self.gate.config

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
+import harness.checks
+
 if TYPE_CHECKING:
     from harness.core.config import GateConfig
     from harness.core.ledger import Ledger
@@ -103,8 +105,6 @@ def gate_checks() -> list[GateCheck]:
     """Every declared check in report order, the gate's own included (importing them declares them)."""
     import importlib
     import pkgutil
-
-    import harness.checks
 
     for module in pkgutil.iter_modules(harness.checks.__path__):
         importlib.import_module(f"harness.checks.{module.name}")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 from harness.checks.declared import declare_check
 from harness.checks.result import CheckResult
 from harness.core.strategies import InputCase, describe_case
+from harness.runtime.export import example_feeds
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,8 +40,6 @@ def check_fresh_session(
     """A second session (``fresh``) gives ``runner``'s bytes for the same inputs. ``fresh`` may be a
     function making the session once ``runner`` has run, so that a large model's first session can
     be released before the second loads (GateSession.renew_ort_runner)."""
-    from harness.runtime.export import example_feeds
-
     feeds = example_feeds(config, config.trace_sizes, seed=seed)
     original = runner.infer(feeds)
     again = (fresh if hasattr(fresh, "infer") else fresh()).infer(feeds)  # type: ignore[operator, union-attr]

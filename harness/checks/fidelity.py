@@ -34,112 +34,27 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from harness.align.walk import Departure, first_departure
+from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, FidelityComparison, compare_fidelity
 from harness.checks.declared import declare_check, unless_skipped
+from harness.checks.parity import keep_valid_positions
+from harness.core.samples import load_samples
+from harness.core.inputs import DEGENERATE_FAMILIES
+from harness.core.strategies import FAMILIES, SAMPLES, InputCase, describe_case
 
 if TYPE_CHECKING:
     from harness.core.config import GateConfig
-    from harness.align.capture import Capture
     from harness.runtime.graph64 import Graph64
     from harness.runtime.runners import TorchRunner
-    from harness.core.strategies import InputCase
 
 # Required unless it says, by skipping, why it could not judge (ops without a float64 reference,
 # a model that cannot run in float64, a model over the size limit).
 CHECK = declare_check("fidelity", required=unless_skipped("fidelity"), order=25)
 
-FP32_EPS = 2.0**-23
-FLOOR_ULPS = 2
-FP64_SHARE = 2.0**-9  # float64 rounding: 2**20 x (2**-52 / 2**-23) of fp32's own error
-STORAGE_FACTOR = 16.0  # a faithful graph's error, in units of one random float32 storage of its constants
 # Above these the check is not run, saying why: the reference evaluator holds the weights in float64
 # twice and is slower than ONNX Runtime by 10-100x.
 MAX_PARAMETERS = 100_000_000
 DISCRETE_OPS = ("ArgMax", "ArgMin", "TopK")
-
-
-def fidelity_bound(noise32: float, scale: float, storage: float) -> float:
-    """How far a faithful graph's float64 value may be from PyTorch's float64 value, given PyTorch
-    fp32's max error on it (``noise32``), its largest magnitude and the storage effect."""
-    floor = max(noise32, FLOOR_ULPS * FP32_EPS * scale, float(np.finfo(np.float64).tiny))
-    return STORAGE_FACTOR * storage + FP64_SHARE * floor
-
-
-@dataclass(frozen=True)
-class FidelityComparison:
-    """One value (an output, or the logits behind a discrete op) on one input case."""
-
-    value: str
-    case: str
-    error: float  # max |graph fp64 - PyTorch fp64|
-    bound: float
-    noise32: float  # max |PyTorch fp32 - PyTorch fp64|
-    storage: float  # max effect of float32 storage of the graph's derived constants
-    nonfinite: int = 0  # values NaN/Inf on one side only
-
-    @property
-    def passed(self) -> bool:
-        return not self.nonfinite and self.error <= self.bound
-
-    @property
-    def ratio(self) -> float:
-        if self.nonfinite:
-            return float("inf")
-        return self.error / self.bound if self.bound > 0 else float("inf") if self.error else 0.0
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        if self.nonfinite:
-            return (
-                f"FAILED | the graph is not the model: {self.value} is NaN/Inf in {self.nonfinite} values where "
-                "the other side is finite"
-            )
-        head = "PASSED | the graph is the model" if self.passed else "FAILED | the graph is not the model"
-        return (
-            f"{head}: {self.value} (graph fp64 vs PyTorch fp64 {self.error:.2g}; a faithful graph stays below "
-            f"{self.bound:.2g}: {self.ratio:.3g}x)"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "case": self.case, "error": self.error, "bound": self.bound,
-                "ratio": _number(self.ratio), "noise32": self.noise32, "storage": self.storage,
-                "nonfinite": self.nonfinite}  # fmt: skip
-
-
-def compare_fidelity(
-    value: str, case: str, graph64: np.ndarray, torch64: np.ndarray, torch32: np.ndarray, storage: float
-) -> FidelityComparison:
-    """The rule on one float value: arrays in, a comparison out."""
-    graph64, torch64, torch32 = (np.asarray(a, np.float64) for a in (graph64, torch64, torch32))
-    one_sided = np.isfinite(graph64) != np.isfinite(torch64)
-    same_nonfinite = ~np.isfinite(graph64) & ~np.isfinite(torch64)
-    disagreeing = same_nonfinite & ~((np.isnan(graph64) & np.isnan(torch64)) | (graph64 == torch64))
-    finite = np.isfinite(graph64) & np.isfinite(torch64)
-    error = float(np.abs(graph64 - torch64)[finite].max(initial=0.0))
-    noisy = finite & np.isfinite(torch32)
-    noise32 = float(np.abs(torch32 - torch64)[noisy].max(initial=0.0))
-    scale = float(np.abs(torch64[finite]).max(initial=0.0))
-    nonfinite = int(np.count_nonzero(one_sided | disagreeing))
-    return FidelityComparison(value, case, error, fidelity_bound(noise32, scale, storage), noise32, storage, nonfinite)
-
-
-@dataclass(frozen=True)
-class Departure:
-    """The first module whose float64 output leaves its bound, on one case."""
-
-    module: str
-    cls: str
-    source: str
-    case: str
-    comparison: FidelityComparison
-
-    def __str__(self) -> str:
-        where = f"in `{self.module}`" if self.module else "in the model's own forward, after every aligned module agreed"
-        return (
-            f"the graph departs from the model first {where} ({self.cls}, {self.source}): graph fp64 "
-            f"vs PyTorch fp64 {self.comparison.error:.2g}, a faithful graph stays below {self.comparison.bound:.2g}"
-        )
 
 
 @dataclass(frozen=True)
@@ -201,10 +116,6 @@ class FidelityResult:
         }  # fmt: skip
 
 
-def _number(value: float) -> float | str:
-    return value if np.isfinite(value) else str(value)
-
-
 def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[int]) -> list[InputCase]:
     """Every input family but the degenerate ones (stress inputs and ``quiet`` included: the
     graph must be the model far outside the range and on near-silence) with the pinned ``batches``
@@ -215,10 +126,6 @@ def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[
     then divides by a variance of exactly zero plus its epsilon, and two correct float64
     algorithms for that variance (one pass or two) differ by far more than their rounding, with
     PyTorch's fp32 error no guide to it (Wav2Vec2's GroupNorm on silent audio: 20x the bound)."""
-    from harness.checks.module_parity import DEGENERATE_FAMILIES
-    from harness.core.samples import load_samples
-    from harness.core.strategies import FAMILIES, SAMPLES, InputCase
-
     batches = list(batches) or ([config.trace_sizes[batch_dim]] if batch_dim else [])
     cases = []
     for index, family in enumerate(f for f in FAMILIES if f not in DEGENERATE_FAMILIES):
@@ -233,7 +140,6 @@ def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[
         for end, seed in (("low", 100), ("high", 101)):
             sizes = {name: getattr(dim, end) for name, dim in config.dims.items()}
             cases.append(InputCase("normal", sizes, seed=seed))
-    from harness.core.strategies import describe_case
 
     return list({describe_case(case): case for case in cases}.values())
 
@@ -260,9 +166,6 @@ def check_fidelity(
     """Judge every float output and every discrete op's logits on each of ``cases``; when a value
     leaves its bound, name the module where the graph first departs. Padded positions of declared
     ``padded_outputs`` are left out, as parity leaves them out."""
-    from harness.checks.parity import keep_valid_positions
-
-    from harness.core.strategies import describe_case
 
     started = time.perf_counter()
     discrete = discrete_op_inputs(graph_proto)
@@ -319,120 +222,6 @@ def _match_discrete(
         return [(entry, index) for index, entry in enumerate(discrete)], {}
     why = f"the graph has {len(discrete)} ArgMax/ArgMin/TopK nodes, PyTorch made {len(recorded)} such calls"
     return [], {node: why for node, _ in discrete}
-
-
-@dataclass(frozen=True)
-class ModuleWalk:
-    """Every aligned module's float64 graph value against PyTorch float64 on one case, in the
-    order PyTorch completed the modules, then the model's own outputs; what could not be aligned."""
-
-    case: str
-    scheme: str  # how values were aligned ("none": the file carries no scope information)
-    named: int  # named modules PyTorch called
-    modules: tuple[tuple[Any, FidelityComparison], ...] = ()  # (the module's call, its comparison)
-    outputs: tuple[FidelityComparison, ...] = ()
-    unaligned: Mapping[str, str] = field(default_factory=dict)
-    forward_cls: str = ""  # the model's class and where its forward is, for a departure there
-    forward_source: str = ""
-
-    def departure(self) -> Departure | None:
-        """The first module that leaves its bound; else the model's own forward, when an output does."""
-        for call, comparison in self.modules:
-            if not comparison:
-                return Departure(call.name, call.cls, call.source, self.case, comparison)
-        for comparison in self.outputs:
-            if not comparison:
-                return Departure("", self.forward_cls, self.forward_source, self.case, comparison)
-        return None
-
-
-def walk_modules(
-    config: GateConfig, graph: Graph64, graph_proto: Any, runner32: TorchRunner, runner64: TorchRunner,
-    case: InputCase, root: Path,
-) -> ModuleWalk:  # fmt: skip
-    """Compare, in float64, every graph value that has a module counterpart on ``case``."""
-    from harness.align.capture import capture_with
-    from harness.core.strategies import describe_case
-
-    feeds = case.materialize(config)
-    capture = capture_with(runner32, runner64, feeds, root=root)
-    return walk_capture(config, graph, graph_proto, capture, feeds, describe_case(case), runner32.model, root)
-
-
-def walk_capture(
-    config: GateConfig, graph: Graph64, graph_proto: Any, capture: Capture, feeds: Mapping[str, np.ndarray],
-    label: str, model: Any, root: Path,
-) -> ModuleWalk:  # fmt: skip
-    """``walk_modules`` on a capture already made (``onnx-gate debug`` makes its own)."""
-    from harness.align.scopes import align_capture
-    from harness.align.verdict import fold_candidates
-
-    alignment = align_capture(graph_proto, capture)
-    unaligned = {f"module `{name}`": why for name, why in alignment.unaligned.items()}
-    named = len([name for name in capture.modules if name])
-    if capture.outputs64 is None:
-        return ModuleWalk(label, alignment.scheme, named, unaligned=unaligned)
-    evaluation = graph.infer(feeds, [values.output for values in alignment.aligned.values()])
-    modules = []
-    for call in capture.in_order():
-        values = alignment.aligned.get(call.name)
-        if values is None or not call.outputs64 or not call.outputs32:
-            continue
-        graph_value = evaluation.values[values.output]
-        if graph_value.shape != call.outputs64[0].shape or graph_value.dtype.kind != "f":
-            continue
-        storage = evaluation.storage_effect(values.output)
-        comparison = compare_fidelity(f"`{call.name}`", label, graph_value, call.outputs64[0], call.outputs32[0], storage)
-        if not comparison:
-            # A module folded into this one (BatchNorm into the convolution before it) makes the
-            # value its own: the pair is judged against the folded module's output.
-            for folded in fold_candidates(call, capture, alignment, graph_value.shape):
-                fused = compare_fidelity(
-                    f"`{call.name}` + `{folded.name}` (folded)", label, graph_value, folded.outputs64[0],
-                    folded.outputs32[0], storage,
-                )  # fmt: skip
-                if fused:
-                    comparison = fused
-                    break
-        modules.append((call, comparison))
-    outputs = []
-    top = capture.modules.get("")
-    for name, graph_value, exact, fp32 in zip(config.outputs, _outputs(evaluation, config), capture.outputs64,
-                                              capture.outputs32):  # fmt: skip
-        if top is None or graph_value.shape != exact.shape or graph_value.dtype.kind != "f":
-            continue
-        outputs.append(compare_fidelity(name, label, graph_value, exact, fp32, evaluation.storage_effect(name)))
-    return ModuleWalk(
-        label, alignment.scheme, named, tuple(modules), tuple(outputs), unaligned,
-        top.cls if top else type(model).__name__, _forward_source(model, root),
-    )  # fmt: skip
-
-
-def first_departure(
-    config: GateConfig, graph: Graph64, graph_proto: Any, runner32: TorchRunner, runner64: TorchRunner,
-    case: InputCase, root: Path,
-) -> tuple[Departure | None, dict[str, str]]:  # fmt: skip
-    """The first module, in the order PyTorch completed them, whose float64 output leaves its
-    fidelity bound on ``case``, and the modules that could not be aligned (by name, with why)."""
-    walk = walk_modules(config, graph, graph_proto, runner32, runner64, case, root)
-    return walk.departure(), dict(walk.unaligned)
-
-
-def _forward_source(model: Any, root: Path) -> str:
-    """Where the model's own ``forward`` is defined, as ``file:line`` relative to ``root``."""
-    import inspect
-
-    from harness.align.capture import relative_source
-
-    forward = type(model).forward
-    try:
-        return relative_source(inspect.getsourcefile(forward) or "?", inspect.getsourcelines(forward)[1], root)
-    except (OSError, TypeError):
-        return type(model).__qualname__
-
-
-def _outputs(evaluation: Any, config: GateConfig) -> list[np.ndarray]:
-    return [evaluation.values[name] for name in config.outputs]
 
 
 def summary_lines(entry: Mapping[str, Any]) -> list[str]:

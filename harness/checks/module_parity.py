@@ -29,24 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.align.verdict import culprit_sentence
+from harness.align.capture import capture_with
+from harness.align.probe import UNOPTIMISED, Probe
+from harness.align.scopes import align_capture
+from harness.align.verdict import culprit_sentence, judge
 from harness.checks.declared import declare_check, unless_skipped
+from harness.align.walk import walk_capture
+from harness.core.inputs import DEGENERATE_FAMILIES
+from harness.core import memory
+from harness.core.strategies import SAMPLES, InputCase, describe_case, families_for
 
 if TYPE_CHECKING:
     import onnx
 
-    from harness.core.config import GateConfig
     from harness.align.verdict import ModuleRow
+    from harness.core.config import GateConfig
     from harness.runtime.graph64 import Graph64
     from harness.runtime.runners import TorchRunner
-    from harness.core.strategies import InputCase
 
 # Required unless it says, by skipping, why it could not judge (turned off, no scope information in
 # the ONNX file, no float64 run): a statement in the report, not a failure.
 CHECK = declare_check("module_parity", required=unless_skipped("module_parity"), order=85)
 
-# Families whose inputs hold one value each: PyTorch can be exact by luck there.
-DEGENERATE_FAMILIES = ("zeros", "constant")
 # Above these the check is not run, saying why: the capture holds every module's activations
 # in two precisions, which scales with the model and the input.
 MAX_PARAMETERS = 100_000_000
@@ -146,8 +150,6 @@ class ModuleParityResult:
 def module_cases(config: GateConfig, batch_dim: str | None, batches: list[int]) -> list[InputCase]:
     """One case per non-degenerate input family, the pinned ``batches`` in turn, so that every
     family and every batch size appears at least once; full masks, trace sizes elsewhere."""
-    from harness.core.strategies import SAMPLES, InputCase, families_for
-
     families = [family for family in families_for(config) if family not in DEGENERATE_FAMILIES]
     if batch_dim is not None and not batches:
         batches = [config.trace_sizes[batch_dim]]
@@ -177,8 +179,6 @@ def check_module_parity(
     fp64_unavailable: str | None = None,
 ) -> ModuleParityResult:
     """Judge every aligned module on each of ``cases``, by the rule in this module's docstring."""
-    from harness.core import memory
-
     started, peak_before = time.perf_counter(), memory.peak_rss_bytes()
     factor = max((config.tolerance_for(name).noise_factor for name in config.outputs), default=0.0)
     result = _judge_cases(config, onnx_path, runner32, runner64, cases, root, threads, factor, fp64_unavailable)
@@ -195,11 +195,6 @@ def check_modules_in_float64(
     bound (harness/checks/fidelity.py). The first module that departs, in PyTorch's order, blocks.
     ONNX Runtime's fp32 error at a module is the runtime's precision, which parity judges at the
     outputs; it is not judged here."""
-    from harness.core import memory
-    from harness.checks.fidelity import walk_capture
-    from harness.align.capture import capture_with
-    from harness.core.strategies import describe_case
-
     started, peak_before = time.perf_counter(), memory.peak_rss_bytes()
     described = tuple(describe_case(case) for case in cases)
     culprits: list[ModuleCulprit] = []
@@ -255,13 +250,8 @@ def _judge_cases(
     config: GateConfig, onnx_path: Path, runner32: TorchRunner, runner64: TorchRunner | None,
     cases: list[InputCase], root: Path, threads: int, factor: float, fp64_unavailable: str | None,
 ) -> ModuleParityResult:  # fmt: skip
-    from harness.align.scopes import align_capture
-    from harness.align.capture import capture_with
-    from harness.align.probe import UNOPTIMISED, Probe
-    from harness.align.verdict import judge
-    from harness.runtime.graph64 import graph_without_weights
-    from harness.core.strategies import describe_case
 
+    from harness.runtime.graph64 import graph_without_weights  # defers onnx
     if factor <= 0:
         return _not_judged(factor, "the noise check is off (noise_factor = 0), so no module has a floor to judge by")
     if runner64 is None or fp64_unavailable:

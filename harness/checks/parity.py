@@ -7,23 +7,24 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from harness.checks.declared import declare_check
+from harness.checks.padded import output_validity
 from harness.compare.rule import ParityResult, compare_outputs, for_inputs_outside_range
 from harness.core.config import GateConfig
+from harness.core.inputs import in_declared_domain
+from harness.core.strategies import describe_case
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.runtime.runners import Runner
     from harness.core.strategies import InputCase
     from harness.core.timing import Stopwatch
+    from harness.runtime.runners import Runner
 
 CHECK = declare_check("parity", order=30)
 
 
 def inputs_in_range(config: GateConfig, feeds: dict[str, np.ndarray]) -> bool:
     """Whether every input value lies inside its declared range: the normal operating region."""
-    from harness.core.inputs import in_declared_domain
-
     return in_declared_domain(config, feeds)
 
 
@@ -33,8 +34,6 @@ def keep_valid_positions(
     """Each run's outputs with the padded positions of ``padded_outputs`` removed (flattened to
     the valid values), how many values that left out per output, and any declaration that does not
     fit the outputs. An output whose shapes disagree between runs is left whole for the shape check."""
-    from harness.checks.padded import output_validity
-
     kept: list[dict[str, np.ndarray] | None] = [dict(run) if run is not None else None for run in runs]
     left_out: dict[str, int] = {}
     problems: list[str] = []
@@ -81,8 +80,6 @@ def check_parity(
     any) on one input case, on the valid positions of padded outputs. Outside the declared input
     range the tolerances relax; ``timing`` adds each runtime's inference time to its part.
     ``runtime_only`` where graph fidelity judges the graph (``judge_runtime``)."""
-    from harness.core.strategies import describe_case
-
     def call(part: str, function: Callable[..., Any], *args: Any) -> Any:
         return timing.call(part, function, *args) if timing is not None else function(*args)
 

@@ -256,8 +256,6 @@ class ParityStats:
 
     def merge_delta(self, delta: Mapping[str, Any]) -> None:
         """Add a worker's delta."""
-        from harness.core.strategies import InputCase
-
         self.examples += delta["examples"]
         self.examples_out_of_range += delta["out_of_range"]
         self.examples_from_samples += delta["from_samples"]

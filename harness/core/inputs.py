@@ -24,14 +24,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from harness.core.config import Padding
+from harness.core.samples import load_samples
+
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.core.config import GateConfig, InputSpec, Padding
+    from harness.core.config import GateConfig, InputSpec
 
 FAMILIES = ("normal", "uniform", "quiet", "large", "zeros", "constant", "spikes")  # every config has them
 SAMPLES = "samples"  # where the config names samples
 ALL_FAMILIES = (*FAMILIES, SAMPLES)
+# Families whose inputs hold one value each: PyTorch can be exact by luck there.
+DEGENERATE_FAMILIES = ("zeros", "constant")
 # Families meant to stay inside the declared range; the others are stress inputs.
 IN_RANGE_FAMILIES = ("normal", "uniform", "quiet")
 VALID_LAYOUTS = ("random", "all", "fewest")
@@ -94,8 +99,6 @@ def describe_case(case: InputCase) -> str:
 
 def paddings(inputs: Sequence[InputSpec]) -> dict[str, Padding]:
     """Each padded dimension's layout, as the config declared it."""
-    from harness.core.config import Padding
-
     layouts: dict[str, Padding] = {}
     for spec in inputs:
         if spec.mask is not None:
@@ -202,8 +205,6 @@ def _fill(spec: InputSpec, shape: tuple[int, ...], case: InputCase, rng: np.rand
 def _from_samples(case: InputCase, config: GateConfig) -> dict[str, np.ndarray]:
     """A user's sample, as it is or brought to the case's batch size, perhaps perturbed."""
     import numpy as np
-
-    from harness.core.samples import load_samples
 
     samples = load_samples(config)
     sample = samples[case.sample % len(samples)]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from harness.core.errors import GateError, first_line
+from harness.core.secrets import redact
 
 Notify = Callable[[str], None]
 
@@ -82,8 +83,6 @@ class PublishOutcome:
 def failure(exc: Exception, where: str) -> tuple[str, str]:
     """The status and the one safe line (no secrets) for an exception a target did not expect to
     recover from: its own refusal, its own error, or an MLflow or network error ``where``."""
-    from harness.core.secrets import redact
-
     if isinstance(exc, PublishRefused):
         return "refused", redact(str(exc))
     if isinstance(exc, GateError):

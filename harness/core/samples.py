@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import ConfigError, first_line
+from harness.core.model_loader import import_callable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,8 +48,6 @@ def _from_files(config: GateConfig) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _from_callable(config: GateConfig) -> list[tuple[str, dict[str, Any]]]:
-    from harness.core.model_loader import import_callable
-
     assert isinstance(config.samples, str)
     function = import_callable(config.samples, config.search_dirs, what="samples")
     try:

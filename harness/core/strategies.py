@@ -13,7 +13,16 @@ from typing import Mapping
 from hypothesis import strategies as st
 
 from harness.core.config import GateConfig, representable_range
-from harness.core.inputs import ALL_FAMILIES, FAMILIES, PERTURBATIONS, SAMPLES, VALID_LAYOUTS, InputCase, describe_case
+from harness.core.inputs import (
+    ALL_FAMILIES,
+    FAMILIES,
+    PERTURBATIONS,
+    SAMPLES,
+    VALID_LAYOUTS,
+    InputCase,
+    describe_case,
+)
+from harness.core.samples import load_samples
 
 __all__ = ["ALL_FAMILIES", "FAMILIES", "InputCase", "describe_case", "families_for", "input_cases", "symbolic_sizes"]
 
@@ -38,8 +47,6 @@ def families_for(config: GateConfig) -> tuple[str, ...]:
 
 
 def _sample_count(config: GateConfig) -> int:
-    from harness.core.samples import load_samples
-
     return len(load_samples(config))
 
 

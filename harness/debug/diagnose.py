@@ -9,20 +9,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
+from harness.align import probe
+from harness.align.capture import capture_modules
+from harness.align.scopes import align_capture
+from harness.align.verdict import judge
+from harness.align.walk import walk_capture
+from harness.checks.fidelity import MAX_PARAMETERS
 from harness.compare.rule import compare_noise
 from harness.core.config import GateConfig, Tolerance
 from harness.core.errors import ArtifactError
+from harness.debug.isolate import isolate
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
     from torch import nn
 
-    from harness.checks.fidelity import ModuleWalk
-    from harness.align.scopes import Alignment
     from harness.align.capture import Capture
-    from harness.debug.isolate import Isolation
+    from harness.align.scopes import Alignment
     from harness.align.verdict import ModuleVerdict
+    from harness.align.walk import ModuleWalk
+    from harness.debug.isolate import Isolation
 
 
 @dataclass(frozen=True)
@@ -88,9 +95,7 @@ def _exact_walk(
     request: DebugRequest, model: nn.Module, proto: onnx.ModelProto, capture: Capture
 ) -> tuple[ModuleWalk | None, str]:
     """Graph fidelity's module walk on the debug input, or why the graph has no float64 evaluation."""
-    from harness.checks.fidelity import MAX_PARAMETERS, walk_capture
-    from harness.runtime.graph64 import Graph64, model_constants, unsupported_ops
-
+    from harness.runtime.graph64 import Graph64, model_constants, unsupported_ops  # defers onnx
     if capture.outputs64 is None:
         return None, f"the model cannot run in float64 ({capture.fp64_unavailable})"
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
@@ -108,12 +113,6 @@ def _exact_walk(
 
 def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
     import onnx
-
-    from harness.align import probe
-    from harness.align.scopes import align_capture
-    from harness.align.capture import capture_modules
-    from harness.debug.isolate import isolate
-    from harness.align.verdict import judge
 
     started = time.perf_counter()
     config = request.config

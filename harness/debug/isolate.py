@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
+from harness.align import probe
 from harness.compare.rule import compare_noise
 from harness.core.errors import first_line
 
@@ -13,8 +14,8 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
-    from harness.align.scopes import ModuleValues
     from harness.align.capture import ModuleCall
+    from harness.align.scopes import ModuleValues
     from harness.align.verdict import ModuleRow
 
 
@@ -84,7 +85,6 @@ def isolate(
     model: onnx.ModelProto, row: ModuleRow, where: ModuleValues, call: ModuleCall,
     graph_feeds: Mapping[str, np.ndarray], factor: float, *, level: str = "ORT_DISABLE_ALL",
 ) -> Isolation:  # fmt: skip
-    from harness.align import probe
 
     result = Isolation(row.module, output=where.output)
     feeds: dict[str, np.ndarray] = {}

@@ -6,12 +6,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.align import probe
 from harness.align.verdict import culprit_sentence
+from harness.core.plots import saved_figure
 
 if TYPE_CHECKING:
+    from harness.align.verdict import ModuleRow
     from harness.debug.diagnose import DebugResult
     from harness.debug.isolate import Isolation
-    from harness.align.verdict import ModuleRow
 
 HEADER = ("module", "class", "source", "ONNX ops", "max abs error", "floor", "ratio", "inputs")
 TERMINAL_CONTEXT = 8  # rows shown on either side of the divergence; debug.md has them all
@@ -182,8 +184,6 @@ def plot(result: DebugResult, path: Path) -> Path | None:
         return None
     import numpy as np
 
-    from harness.core.plots import saved_figure
-
     depth = np.array([r.depth for r in rows], dtype=float)
     jitter = (np.arange(len(rows)) % 5 - 2) * 0.06  # keep modules at one depth apart
     errors = np.maximum([r.max_abs for r in rows], 1e-12)
@@ -270,8 +270,6 @@ def write_replay(isolation: Isolation, directory: Path, factor: float, level: st
 
 
 def write_all(result: DebugResult, directory: Path) -> list[Path]:
-    from harness.align import probe
-
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / "debug.md"]
     written[0].write_text(markdown(result), encoding="utf-8")

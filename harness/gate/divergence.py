@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import first_line
+from harness.core.strategies import describe_case
+from harness.debug.diagnose import DebugRequest, diagnose
+from harness.debug.report import headline, write_all
 
 if TYPE_CHECKING:
     from harness.debug.diagnose import DebugResult
@@ -41,8 +44,6 @@ def _json_number(value: float | None) -> float | str | None:
 
 
 def _found(result: DebugResult) -> dict[str, Any]:
-    from harness.debug.report import headline
-
     used = result.production_verdict if result.fusion_only and result.production_verdict else result.verdict
     row = used.culprit or used.suspect
     status = "culprit" if used.culprit else "suspect" if used.suspect else "unattributed"
@@ -62,10 +63,6 @@ def _found(result: DebugResult) -> dict[str, Any]:
 
 
 def _diagnose(gate: GateSession, root: Path) -> dict[str, Any]:
-    from harness.debug.diagnose import DebugRequest, diagnose
-    from harness.debug.report import write_all
-    from harness.core.strategies import describe_case
-
     case = gate.parity.failure_case
     if case is None:
         return {"status": "skipped", "reason": "no parity case failed"}

@@ -18,6 +18,7 @@ from harness.checks.gpu_parity import GPU_TOLERANCE
 from harness.compare.rule import compare_outputs
 from harness.core.errors import GateError, first_line
 from harness.core.runner_kinds import PYTORCH, backends, kind_of
+from harness.runtime.runners import OrtRunner, output_list
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,8 +87,6 @@ def unavailable_reason() -> str | None:
 
 
 def _cuda_session(gate: GateSession, *, cuda_graph: bool) -> Any:
-    from harness.runtime.runners import OrtRunner
-
     options = {"device_id": 0, "use_tf32": 0, "enable_cuda_graph": int(cuda_graph)}
     runner = gate.new_ort_runner(providers=[(CUDA_PROVIDER, options)])
     if runner.providers[0] != CUDA_PROVIDER:
@@ -196,8 +195,6 @@ def _capture(model: Any, tensors: list[Any]) -> tuple[Any, Any]:
 
 def _check_graph_outputs(gate: GateSession, feeds: Mapping[str, np.ndarray], outputs: Any) -> None:
     """A replayed graph must compute what the CPU fp32 reference computes, or its time is moot."""
-    from harness.runtime.runners import output_list
-
     actual = {n: t.detach().cpu().numpy() for n, t in zip(gate.config.outputs, output_list(outputs, gate.config.outputs))}
     result = compare_outputs(
         actual, gate.torch_runner.infer(feeds), gate.config, candidate="torch-cuda-graph (tf32 off)",

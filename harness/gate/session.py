@@ -12,35 +12,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from harness.bench.measure import (
-    LatencyRecord, activation_bytes, count_flops, last_level_cache_bytes, onnx_weight_bytes,
-    read_bandwidth, sgemm_peak_flops,
+    LatencyRecord,
+    activation_bytes,
+    count_flops,
+    last_level_cache_bytes,
+    onnx_weight_bytes,
+    read_bandwidth,
+    sgemm_peak_flops,
 )
-from harness.runtime.cache import CacheOutcome, cached_export
+from harness.checks.bias import pooled_bias
 from harness.checks.declared import gate_checks
+from harness.checks.fidelity import MAX_PARAMETERS, FidelityResult, check_fidelity, fidelity_cases
 from harness.checks.latency import BENCH_CHECKS
-from harness.compare.rule import ParityResult
-from harness.checks.parity import check_parity
+from harness.checks.module_parity import check_module_parity, check_modules_in_float64, module_cases
+from harness.checks.parity import check_parity, degenerate_inputs, keep_valid_positions
 from harness.checks.parity_stats import ParityStats
+from harness.compare.rule import ParityResult
 from harness.core.config import GateConfig
-from harness.core.errors import ArtifactError, first_line
-from harness.runtime.export import ArtifactInfo, export_onnx, inspect_onnx, self_contained_copy
+from harness.core.errors import ArtifactError, GateError, first_line
 from harness.core.failure_budget import FailureBudget
 from harness.core.ledger import Ledger
-from harness.runtime.runners import OrtRunner, TorchRunner, default_threads
-from harness.core.strategies import InputCase
+from harness.core.model_loader import build_model
+from harness.core.strategies import FAMILIES, InputCase
 from harness.core.timing import Stopwatch
+from harness.runtime.cache import CacheOutcome, cached_export
+from harness.runtime.export import ArtifactInfo, example_feeds, export_onnx, inspect_onnx, self_contained_copy
+from harness.runtime.runners import OrtRunner, TorchRunner, default_threads, output_name_problem
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
-
     from torch import nn
 
     from harness.bench.baseline import BaselineSpec
     from harness.checks.bias import BiasResult
-    from harness.checks.fidelity import FidelityResult
-    from harness.runtime.graph64 import Graph64
     from harness.checks.module_parity import ModuleParityResult
+    from harness.runtime.graph64 import Graph64
 
 
 # The float64 graph is kept from the fidelity check for module parity below this many bytes of
@@ -164,8 +171,6 @@ class GateSession:
     @property
     def model(self) -> nn.Module:
         if self._model is None:
-            from harness.core.model_loader import build_model
-
             self._model = build_model(
                 self.config.model, self.config.model_kwargs, self.config.checkpoint, self.config.search_dirs
             )
@@ -206,9 +211,6 @@ class GateSession:
     def output_name_problem(self) -> str | None:
         """Whether the model's own output names (if it names them) hold the config's outputs."""
         import torch
-
-        from harness.runtime.export import example_feeds
-        from harness.runtime.runners import output_name_problem
 
         tensors = self.torch_runner.to_tensors(example_feeds(self.config, self.config.trace_sizes))
         with torch.inference_mode():
@@ -360,8 +362,6 @@ class GateSession:
         return read_bandwidth(self.bench_threads)
 
     def _bench_tensors(self, batch: int) -> list[Any]:
-        from harness.runtime.export import example_feeds
-
         sizes = self.sizes_at(batch)
         return self.torch_runner.to_tensors(example_feeds(self.config, sizes))
 
@@ -430,9 +430,6 @@ class GateSession:
     def bias_cases(self) -> list[InputCase]:
         """The bias check's fixed sample: one case per input family and pinned batch size, at the
         trace sizes, skipping degenerate (constant) inputs, where PyTorch is exact by luck."""
-        from harness.checks.parity import degenerate_inputs
-        from harness.core.strategies import FAMILIES
-
         batches = self.pinned_batches() or [None]
         cases = [
             InputCase(family, self.sizes_at(b), seed=index)
@@ -443,9 +440,6 @@ class GateSession:
     def check_bias(self) -> list[BiasResult] | None:
         """The systematic-error check (harness/checks/bias.py) per float output over
         ``bias_cases``; None without a float64 reference."""
-        from harness.checks.bias import pooled_bias
-        from harness.checks.parity import keep_valid_positions
-
         checked = [name for name, factor in self._noise_factors().items() if factor]
         examples: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in checked}
         for case in self.bias_cases():
@@ -467,8 +461,7 @@ class GateSession:
         """The exported graph in float64 (harness/runtime/graph64.py), or why the gate cannot evaluate it.
         It holds the weights twice in float64: kept for the next check (fidelity, then module
         parity) only below KEEP_GRAPH64_BYTES of weights, else built per check and dropped."""
-        from harness.runtime.graph64 import Graph64, model_constants
-
+        from harness.runtime.graph64 import Graph64, model_constants  # defers onnx
         unavailable = self.fidelity_unavailable
         if unavailable is not None:
             return unavailable
@@ -487,15 +480,13 @@ class GateSession:
     def graph_outline(self) -> onnx.ModelProto | None:
         """The artifact's graph without its weights' data, read once: the readers that need only
         nodes, names and metadata share it."""
-        from harness.runtime.graph64 import graph_without_weights
-
+        from harness.runtime.graph64 import graph_without_weights  # defers onnx
         return graph_without_weights(self.artifact.path) if self.artifact is not None else None
 
     @cached_property
     def output_operators(self) -> dict[str, str]:
         """The op that makes each output, looking through ops that only move values (findings name it)."""
-        from harness.runtime.graph64 import producing_operators
-
+        from harness.runtime.graph64 import producing_operators  # defers onnx
         if self.graph_outline is None:
             return {}
         return producing_operators(self.graph_outline, self.config.outputs)
@@ -504,8 +495,7 @@ class GateSession:
     def fidelity_judged(self) -> bool:
         """Whether graph fidelity judges this artifact: the parity check then judges only the
         runtime's precision (harness/checks/parity.py). Decided without building the float64 graph."""
-        from harness.runtime.graph64 import unsupported_ops
-
+        from harness.runtime.graph64 import unsupported_ops  # defers onnx
         if isinstance(self.fidelity_unavailable, str) or self.graph_outline is None:
             return False
         return not unsupported_ops(self.graph_outline)
@@ -513,8 +503,6 @@ class GateSession:
     @property
     def fidelity_unavailable(self) -> str | None:
         """Why graph fidelity cannot judge before the graph is read: no float64 run, too large."""
-        from harness.checks.fidelity import MAX_PARAMETERS
-
         if self.artifact is None:
             return self.artifact_error or "no ONNX artifact"
         if self.fp64_runner is None or self.parity.fp64_unavailable:
@@ -526,8 +514,6 @@ class GateSession:
 
     def check_fidelity(self, *, root: Path) -> FidelityResult:
         """Graph fidelity (harness/checks/fidelity.py) on its fixed sample of cases."""
-        from harness.checks.fidelity import FidelityResult, check_fidelity, fidelity_cases
-
         graph = self.graph64()
         if isinstance(graph, str):
             result = FidelityResult(not_judged=graph)
@@ -541,15 +527,11 @@ class GateSession:
 
     def check_module_parity(self, *, root: Path) -> ModuleParityResult:
         """Module-level parity (harness/checks/module_parity.py) on its fixed sample of cases."""
-        from harness.checks.module_parity import check_module_parity, module_cases
-
         if self.artifact is None:
             raise ArtifactError(self.artifact_error or "no ONNX artifact")
         cases = module_cases(self.config, self.batch_dim, self.pinned_batches())
         graph = self.graph64() if self.fidelity_judged else None
         if graph is not None and not isinstance(graph, str):
-            from harness.checks.module_parity import check_modules_in_float64
-
             assert self.fp64_runner is not None and self.graph_outline is not None
             result = check_modules_in_float64(
                 self.config, graph, self.graph_outline, self.torch_runner, self.fp64_runner, cases, root=root

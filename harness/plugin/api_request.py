@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pytest
 
+from harness.report.training_log import export_line, log
+
 if TYPE_CHECKING:
     from torch import nn
 
-    from harness.report.outcome import GateOutcome
     from harness.gate.session import GateSession
+    from harness.report.outcome import GateOutcome
 
 GATE_KEY = pytest.StashKey["GateSession"]()
 OUTCOME_KEY = pytest.StashKey["GateOutcome"]()  # set at the session's end, when a check ran
@@ -41,7 +43,6 @@ class ApiRequest:
         gate = session.config.stash.get(GATE_KEY, None)
         if gate is None or not session.items:
             return
-        from harness.report.training_log import export_line, log
 
         cache = gate.artifact_cache.status if gate.artifact_cache is not None else None
         capture = session.config.pluginmanager.getplugin("capturemanager")
@@ -61,9 +62,9 @@ def api_request(config: pytest.Config) -> ApiRequest | None:
 def _object_class(model: nn.Module | None) -> str | None:
     """``module:QualName`` of a model object that is not the built-in default's class (config.load
     describes such an object by its own config layers only), else None."""
+    from harness.models.localization_net import LocalizationNet  # defers torch
     if model is None:
         return None
-    from harness.models.localization_net import LocalizationNet
 
     if isinstance(model, LocalizationNet):
         return None

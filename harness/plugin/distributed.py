@@ -22,6 +22,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from harness.checks.latency import BASELINE, BENCH_CHECKS, LATENCY_GPU
+from harness.core.errors import GateError
+from harness.runtime import runners
+from harness.runtime.artifact_files import file_sha256, rehash
+from harness.runtime.export import ArtifactInfo
+from harness.runtime.runners import default_threads
 
 if TYPE_CHECKING:
     from harness.gate.session import GateSession
@@ -97,8 +102,6 @@ WORKER_KEY = pytest.StashKey[WorkerState]()
 
 def configure_worker(config: pytest.Config, gate: GateSession) -> None:
     """Share the cores: this worker's PyTorch and ONNX Runtime threads default to C/N."""
-    from harness.runtime import runners
-
     workers = int(config.workerinput["workercount"])  # type: ignore[attr-defined]
     threads = threads_per_worker(workers)
     runners.set_default_threads(threads)
@@ -111,9 +114,6 @@ def configure_worker(config: pytest.Config, gate: GateSession) -> None:
 def adopt_artifact(config: pytest.Config, gate: GateSession, work_dir: Path) -> None:
     """Build the model once and take the controller's artifact: hash it again, never export."""
     import torch
-
-    from harness.runtime.artifact_files import file_sha256, rehash
-    from harness.runtime.export import ArtifactInfo
 
     torch.set_num_threads(config.stash[WORKER_KEY].threads)
     gate.model  # built once per worker: parity needs PyTorch here
@@ -180,8 +180,6 @@ class XdistHooks:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """Export before xdist's own sessionstart starts the workers."""
-        from harness.core.errors import GateError
-
         config = session.config
         if not is_controller(config) or config.option.collectonly:
             return
@@ -225,8 +223,6 @@ class XdistHooks:
 
 def execution_summary(config: pytest.Config, gate: GateSession) -> dict[str, Any]:
     """How the session ran: workers, threads, and how many times the artifact was exported."""
-    from harness.runtime.runners import default_threads
-
     exports = int(gate.artifact is not None and gate.artifact.origin != "given")
     if is_controller(config):
         workers = len(getattr(config.option, "tx", None) or [])

@@ -12,21 +12,33 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Generator
 
 import pytest
 
-from harness.plugin import distributed
-
-from harness.plugin import session_end
+from harness.bench.baseline import parse_spec
+from harness.candidates.session import CandidateSet
+from harness.checks.candidates import CANDIDATE_CHECKS
+from harness.checks.declared import undeclared_problem
+from harness.checks.dynamic_dims import dynamic_sizes
+from harness.checks.latency import BENCH_CHECKS
+from harness.core.config import load as load_config
+from harness.core import profiles
+from harness.core.config import OVERRIDE_OPTIONS
+from harness.core.errors import ConfigError, GateError, first_line
+from harness.core.noise import quiet_library_noise
+from harness.gate.session import BenchPlan, GateSession, RunOptions
+from harness.plugin import distributed, session_end
 from harness.plugin.api_request import GATE_KEY, OUTCOME_KEY, api_request
 from harness.plugin.suite import GATE_TEST_DIRS
-from harness.checks.candidates import CANDIDATE_CHECKS
-from harness.checks.latency import BENCH_CHECKS
-from harness.core.errors import ConfigError, GateError, first_line
+from harness.publish.baseline_source import check_registry
+from harness.publish.naming import unnamed_model_problem
+from harness.publish.registry import apply_client_settings
+from harness.publish.targets import publish_target
+from harness.report.bench import gate_bench_section
+from harness.report.failures import Failure
 
 if TYPE_CHECKING:
     from harness.core.config import GateConfig
-    from harness.runtime.export import ArtifactInfo
     from harness.report.failures import Failures
+    from harness.runtime.export import ArtifactInfo
     from harness.runtime.runners import OrtRunner, TorchRunner
-    from harness.gate.session import GateSession
 
 FAILURES_KEY = pytest.StashKey["Failures"]()
 
@@ -104,8 +116,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _overrides(config: pytest.Config) -> dict[str, Any]:
-    from harness.core.config import OVERRIDE_OPTIONS
-
     values = {key: config.getoption(option.removeprefix("--").replace("-", "_")) for option, (key, _) in OVERRIDE_OPTIONS.items()}
     return {key: value for key, value in values.items() if value is not None}
 
@@ -128,17 +138,12 @@ def _is_gate_session(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gate_check(name): the gate check a test belongs to")
-    from harness.core import profiles
 
     # Before Hypothesis's own pytest_configure loads --hypothesis-profile.
     profiles.register_profiles()
     if not _is_gate_session(config):
         return
     from hypothesis import settings
-
-    from harness.core import config as gate_config
-    from harness.core.noise import quiet_library_noise
-    from harness.gate.session import BenchPlan, GateSession, RunOptions
 
     quiet_library_noise()
 
@@ -148,7 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config_file = config.getoption("gate_config")
     try:
         _check_paths(config)
-        loaded = gate_config.load(
+        loaded = load_config(
             invocation_dir=config.invocation_params.dir,
             config_file=Path(config_file) if config_file else None,
             overrides=_overrides(config),
@@ -160,10 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"onnx-gate: {exc}") from None
     if config.getoption("gate_publish"):
-        from harness.publish.naming import unnamed_model_problem
-
         # Before the gate spends its time: a publish that will be refused must not wait for it.
-        from harness.publish.targets import publish_target
 
         problem = unnamed_model_problem(loaded, model_object=bool(api and api.model is not None))
         if problem is not None:
@@ -185,9 +187,6 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     baseline_spec = None
     if config.getoption("gate_baseline"):
-        from harness.bench.baseline import parse_spec
-        from harness.publish.baseline_source import check_registry
-
         try:
             baseline_spec = parse_spec(config.getoption("gate_baseline"), config.invocation_params.dir)
             if baseline_spec.file is None:
@@ -200,7 +199,6 @@ def pytest_configure(config: pytest.Config) -> None:
         publish_tags=dict(api.publish_tags) if api else {},
         source_run_id=api.source_run_id if api else None,
     )  # fmt: skip
-    from harness.candidates.session import CandidateSet
 
     gate = GateSession(loaded, model=api.model if api else None, options=options, candidate_set=CandidateSet)
     config.stash[GATE_KEY] = gate
@@ -219,8 +217,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def _brief_failures(config: pytest.Config) -> None:
     """Unless asked for detail (-v, --tb, -r), failed checks print one line each; see failures.py."""
     from _pytest.terminal import _REPORTCHARS_DEFAULT
-
-    from harness.report.failures import Failures
 
     brief = config.option.tbstyle == "auto" and config.option.verbose <= 0
     config.stash[FAILURES_KEY] = Failures(brief)
@@ -316,8 +312,6 @@ class LedgerFeed:
             self.unlabelled.append((report.nodeid, report.outcome, _first_line(report)))
         failures = self.config.stash.get(FAILURES_KEY, None)
         if failures is not None and report.failed:
-            from harness.report.failures import Failure
-
             failures.add(Failure(report.nodeid, check, report.when, _first_line(report), report.longreprtext))
 
     def resolve_unlabelled(self) -> None:
@@ -340,8 +334,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         batches = gate.pinned_batches()
         metafunc.parametrize("pinned_batch", batches, ids=[f"batch{b}" for b in batches])
     if "dynamic_size" in metafunc.fixturenames:
-        from harness.checks.dynamic_dims import dynamic_sizes
-
         cases = dynamic_sizes(gate.config)
         metafunc.parametrize("dynamic_size", cases, ids=[f"{n}={s}" for n, s in cases])
     if "bench_batch" in metafunc.fixturenames:
@@ -363,7 +355,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [item for item in items if _check_name(item) not in CANDIDATE_CHECKS]
-    from harness.checks.declared import undeclared_problem
 
     for item in items:
         check = _check_name(item)
@@ -404,8 +395,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     work_dir = session.config._tmp_path_factory.mktemp("onnx-gate")  # type: ignore[attr-defined]
     publishing = session.config.getoption("gate_publish") and not distributed.is_worker(session.config)
     if publishing:
-        from harness.publish.registry import apply_client_settings
-
         apply_client_settings()  # before MLflow is imported, which reads some of them
     heavy = ("mlflow", "mlflow.onnx", "boto3")
     warm = _imports_alongside(*heavy) if publishing else nullcontext()
@@ -510,8 +499,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
     gate = _gate(config)
     if gate is not None and gate.latency:
-        from harness.report.bench import gate_bench_section
-
         output_json["onnx_gate"] = gate_bench_section(gate)
 
 

@@ -12,13 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.core.profiles import current_profile
+from harness.core.publish_outcome import notify_stderr
 from harness.plugin import distributed
+from harness.publish.flow import publish_gate
+from harness.publish.targets import publish_target
+from harness.report.bench import archive_benchmark_json
+from harness.report.outcome import build_outcome
+from harness.report.run_report import fp64_unavailable_finding, write_reports
 
 if TYPE_CHECKING:
-    from harness.report.failures import Failures
-    from harness.report.outcome import GateOutcome
     from harness.core.publish_outcome import Notify
     from harness.gate.session import GateSession
+    from harness.report.failures import Failures
+    from harness.report.outcome import GateOutcome
 
 LEDGER_FEED = "onnx-gate-ledger"
 XDIST_HOOKS = "onnx-gate-xdist"
@@ -33,8 +40,6 @@ def build(session: pytest.Session, gate: GateSession, exitstatus: int) -> GateOu
     hooks = config.pluginmanager.get_plugin(XDIST_HOOKS)
     if not gate.ledger.ran_anything:
         return None
-    from harness.report.outcome import build_outcome
-    from harness.core.profiles import current_profile
 
     divergence = None
     if gate.parity.failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
@@ -51,12 +56,8 @@ def build(session: pytest.Session, gate: GateSession, exitstatus: int) -> GateOu
 
 def report(session: pytest.Session, gate: GateSession, outcome: GateOutcome, failures: Failures | None) -> None:
     """failures.txt, the benchmark history, gate.json, summary.md and the plots."""
-    from harness.report.run_report import write_reports
-
     _write_failures(session, outcome, failures)
     if outcome.latency:
-        from harness.report.bench import archive_benchmark_json
-
         archive_benchmark_json(gate)
     with gate.timing.measure("reports"):
         write_reports(outcome, gate.timing)
@@ -67,9 +68,6 @@ def publish(session: pytest.Session, gate: GateSession, outcome: GateOutcome) ->
     outcome; a publish that did not succeed fails a session that had passed."""
     if not _publishing(session.config):
         return outcome
-    from harness.publish.flow import publish_gate
-    from harness.publish.targets import publish_target
-    from harness.report.run_report import write_reports
 
     with gate.timing.measure("publish"):
         gate.release_runners()
@@ -110,8 +108,6 @@ def _notifier(config: pytest.Config) -> Notify:
     """Progress lines from the publish step (e.g. whom it waits for), straight to the terminal."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
-        from harness.core.publish_outcome import notify_stderr
-
         return notify_stderr
     return lambda message: reporter.write_line(f"onnx-gate publish: {message}")
 
@@ -123,8 +119,6 @@ def terminal_summary(terminalreporter: Any, outcome: GateOutcome, failures: Fail
     terminalreporter.write_sep("=", "onnx-gate", **color)
     terminalreporter.write_line(str(verdict), **color)
     if outcome.parity.get("fp64_unavailable"):
-        from harness.report.run_report import fp64_unavailable_finding
-
         terminalreporter.write_line(fp64_unavailable_finding(outcome.parity["fp64_unavailable"]), yellow=True)
     if failures is not None and failures.items:
         for line in failures.lines():

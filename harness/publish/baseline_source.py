@@ -10,6 +10,9 @@ from typing import Any
 
 from harness.bench.baseline import BaselineSpec
 from harness.core.errors import GateError, first_line
+from harness.core.publish_outcome import PublishError
+from harness.core.secrets import redact
+from harness.publish.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,6 @@ def check_registry(spec: BaselineSpec) -> Any:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise GateError(f"--gate-baseline {spec.text} needs MLFLOW_TRACKING_URI (the registry to read it from)")
-    from harness.publish.registry import Registry
-    from harness.core.publish_outcome import PublishError
 
     registry = Registry(uri, model_name=spec.name or "", experiment="", alias=spec.alias or "")
     try:
@@ -42,8 +43,6 @@ def fetch(spec: BaselineSpec, dest: Path) -> Fetched:
     if spec.file is not None:
         return Fetched(spec.file, spec.file.name)
     from mlflow.exceptions import MlflowException
-
-    from harness.core.secrets import redact
 
     registry = check_registry(spec)
     client = registry.client

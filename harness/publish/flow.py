@@ -11,14 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from harness.runtime.artifact_files import ArtifactManifest
+from harness.bench.measure import speedups
+from harness.candidates.publish import candidate_release
 from harness.core.config import PublishConfig
 from harness.core.publish_outcome import Notify, PublishOutcome, notify_stderr
+from harness.publish.naming import version_tags
+from harness.publish.targets import publish_target
+from harness.runtime.artifact_files import ArtifactManifest
+from harness.runtime.export import example_feeds
+from harness.runtime.runners import DEFAULT_GRAPH_OPTIMIZATION, GRAPH_OPTIMIZATION_LEVELS
 
 if TYPE_CHECKING:
-    from harness.report.outcome import GateOutcome
-    from harness.publish.targets import PublishTarget
     from harness.gate.session import GateSession
+    from harness.publish.targets import PublishTarget
+    from harness.report.outcome import GateOutcome
 
 
 def git_commit(directory: Path) -> str:
@@ -59,8 +65,6 @@ def publish_file(
     request: PublishRequest, environ: Mapping[str, str] | None = None, *, notify: Notify = notify_stderr
 ) -> PublishOutcome:
     """Publish ``request`` through the target its settings name; never raises for a publishing failure."""
-    from harness.publish.targets import publish_target
-
     return publish_target(request.settings).publish(request, environ, notify=notify)
 
 
@@ -70,7 +74,6 @@ def _metrics(outcome: GateOutcome) -> dict[str, float]:
         for key in ("max_abs", "mean_abs", "noise_ratio_worst"):
             if key in stats:
                 metrics[f"parity.{output}.{key}"] = float(stats[key])
-    from harness.bench.measure import speedups
 
     for record in outcome.latency:
         metrics[f"latency.{record.device}.{record.backend}.batch{record.batch}.median_ms"] = record.median * 1e3
@@ -109,8 +112,6 @@ def portable_summary(gate: GateSession, base: Path) -> dict[str, Any]:
 def measured_session_options(gate: GateSession) -> dict[str, Any]:
     """ONNX Runtime's session options as the gate's CPU runners set them (runners.OrtRunner), in
     the form MLflow's ONNX flavor applies when it loads the model for inference."""
-    from harness.runtime.runners import DEFAULT_GRAPH_OPTIMIZATION, GRAPH_OPTIMIZATION_LEVELS
-
     return {
         "graph_optimization_level": GRAPH_OPTIMIZATION_LEVELS[DEFAULT_GRAPH_OPTIMIZATION],
         "intra_op_num_threads": gate.bench_threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
@@ -126,12 +127,9 @@ def publish_gate(
     if reason is not None:
         return PublishOutcome("refused", reason, labels=target.LABELS)
     assert gate.artifact is not None
-    from harness.runtime.export import example_feeds
-    from harness.publish.naming import version_tags
 
     path, sha256, candidate_params, candidate_tags = gate.artifact.path, gate.artifact.sha256, {}, {}
     if gate.config.candidates.publish is not None:  # opt-in; without it the plain export ships as always
-        from harness.candidates.publish import candidate_release
 
         release = candidate_release(gate)
         if isinstance(release, str):

@@ -12,8 +12,10 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.bench.measure import speedups
 from harness.core.errors import GateError, first_line
 from harness.core.secrets import redact, split_userinfo
+from harness.publish.registry import apply_client_settings
 
 if TYPE_CHECKING:
     from harness.report.outcome import GateOutcome
@@ -47,7 +49,6 @@ def training_run(run_id: str | None) -> TrainingRun | None:
     that names no run on the tracking server raises LineageError."""
     if run_id is None and "mlflow" not in sys.modules:
         return None  # a process that never imported MLflow has no active run
-    from harness.publish.registry import apply_client_settings
 
     apply_client_settings()  # fail in seconds on a server that is down
     import mlflow
@@ -70,8 +71,6 @@ def training_run(run_id: str | None) -> TrainingRun | None:
 def key_figures(outcome: GateOutcome) -> dict[str, float]:
     """The numbers a training run keeps of its gate: verdict as 1/0, worst noise ratio, worst
     fidelity ratio, CPU speedup per batch."""
-    from harness.bench.measure import speedups
-
     figures = {"onnx_gate.passed": float(outcome.passed)}
     ratios = [float(s["noise_ratio_worst"]) for s in outcome.parity.get("outputs", {}).values() if "noise_ratio_worst" in s]
     if ratios:

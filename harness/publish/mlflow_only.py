@@ -18,13 +18,13 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.core.publish_outcome import Notify, PublishOutcome, failure, notify_stderr
+from harness.publish.registry import NO_TRACKING_URI, Registry, record_and_register, replace_run_reports
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from harness.core.config import PublishConfig
     from harness.publish.flow import PublishRequest
-    from harness.publish.registry import Registry
 
 LABELS = {"location": "artifact_uri", "record_id": "run_id", "record_url": "run_url"}
 
@@ -32,8 +32,6 @@ LABELS = {"location": "artifact_uri", "record_id": "run_id", "record_url": "run_
 def publish(request: PublishRequest, environ: Mapping[str, str] | None = None, *, notify: Notify = notify_stderr) -> PublishOutcome:
     """Check the registry, then log, register and alias in one MLflow run. Never raises for a
     publishing failure: the outcome says."""
-    from harness.publish.registry import NO_TRACKING_URI, Registry, record_and_register
-
     env = dict(os.environ if environ is None else environ)
     settings = request.settings
     tracking_uri = env.get("MLFLOW_TRACKING_URI")
@@ -77,6 +75,4 @@ def _register_or_reuse(
 
 
 def replace_reports(outcome: PublishOutcome, settings: PublishConfig, report_dir: Path) -> None:
-    from harness.publish.registry import replace_run_reports
-
     replace_run_reports(outcome, settings, report_dir)

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from harness.core.errors import first_line
 from harness.core.publish_outcome import PublishError, PublishRefused
 from harness.core.secrets import redact, split_userinfo
+from harness.publish.naming import CALLABLE_TAG, DIGEST_TAG, other_config_versions
 
 if TYPE_CHECKING:
     from harness.core.config import PublishConfig
-    from harness.publish.flow import PublishRequest
     from harness.core.publish_outcome import Notify, PublishOutcome
+    from harness.publish.flow import PublishRequest
 
 NO_TRACKING_URI = ("MLFLOW_TRACKING_URI is not set: run `onnx-gate stack up` for a local registry, or point it at "
                    "your MLflow server")
@@ -151,8 +152,6 @@ class Registry:
         """Refuse to add a version to (or move an alias of) a registered model whose versions hold
         another model config, unless the config allows it. Raises PublishRefused."""
         from mlflow.exceptions import MlflowException
-
-        from harness.publish.naming import CALLABLE_TAG, DIGEST_TAG, other_config_versions
 
         if allow_change or DIGEST_TAG not in model_tags:
             return

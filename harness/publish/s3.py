@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
-from harness.runtime.artifact_files import ArtifactManifest
 from harness.core.publish_outcome import PublishError
 from harness.core.secrets import redact
+from harness.runtime.artifact_files import ArtifactManifest
 
 CHUNK = 8 << 20
 # One streamed PUT up to this size (S3 allows 5 GB); multipart above it.

@@ -18,14 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generator, Mapping
 
-from harness.publish.claim import ClaimOwner
 from harness.core.publish_outcome import Notify, PublishError, PublishOutcome, failure, notify_stderr
+from harness.publish.claim import ClaimOwner
+from harness.publish.registry import NO_TRACKING_URI, Registry, record_and_register, replace_run_reports
 from harness.publish.s3 import ArtifactStore, s3_client
 
 if TYPE_CHECKING:
     from harness.core.config import PublishConfig
     from harness.publish.flow import PublishRequest
-    from harness.publish.registry import Registry
 
 LABELS = {"location": "s3_uri", "record_id": "run_id", "record_url": "run_url"}  # gate.json's words, as ever
 
@@ -44,11 +44,8 @@ def publish(request: PublishRequest, environ: Mapping[str, str] | None = None, *
     outcome = PublishOutcome("failed", sha256=request.sha256, registered_name=settings.model_name, labels=LABELS)
     tracking_uri = env.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
-        from harness.publish.registry import NO_TRACKING_URI
-
         return PublishOutcome("refused", NO_TRACKING_URI, sha256=request.sha256, labels=LABELS)
     endpoint = env.get("MLFLOW_S3_ENDPOINT_URL")
-    from harness.publish.registry import Registry, record_and_register
 
     registry = Registry.from_settings(tracking_uri, settings)
     try:
@@ -169,6 +166,4 @@ def _register_once(
 
 
 def replace_reports(outcome: PublishOutcome, settings: PublishConfig, report_dir: Path) -> None:
-    from harness.publish.registry import replace_run_reports
-
     replace_run_reports(outcome, settings, report_dir)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.core.errors import GateError
+from harness.publish.s3 import s3_client
 
 LOOPBACK = "127.0.0.1"
 ARTIFACT_BUCKET = "mlflow"
@@ -215,8 +216,6 @@ class Stack:
         self.state_file.write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
 
     def _wait_for_s3(self, state: StackState, timeout_s: float) -> None:
-        from harness.publish.s3 import s3_client
-
         client = s3_client(state.endpoint, state.access_key, self.secret(), attempts=1, timeout_s=2)
         deadline = time.monotonic() + timeout_s
         last = ""

@@ -18,13 +18,14 @@ import importlib
 from typing import TYPE_CHECKING, Mapping, Protocol
 
 from harness.core.config import TARGETS
+from harness.core.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from harness.core.config import PublishConfig
-    from harness.publish.flow import PublishRequest
     from harness.core.publish_outcome import Notify, PublishOutcome
+    from harness.publish.flow import PublishRequest
 
 
 
@@ -46,8 +47,6 @@ def target_module(name: str) -> str:
 def publish_target(settings: PublishConfig) -> PublishTarget:
     """The configured target's module. Raises ConfigError, in one line, for a module that does not
     import or lacks the interface (the plugin asks before the gate runs, with --gate-publish)."""
-    from harness.core.errors import ConfigError, first_line
-
     name = target_module(settings.target)
     try:
         module = importlib.import_module(name)

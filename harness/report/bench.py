@@ -10,12 +10,21 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.bench.measure import (
-    BudgetResult, LatencyRecord, best_against_best, gpu_speedups, machine_info, speedups,
-)
 from harness.bench.compare import HISTORY_DIR
+from harness.bench.measure import (
+    BudgetResult,
+    LatencyRecord,
+    best_against_best,
+    gpu_speedups,
+    machine_info,
+    speedups,
+)
+from harness.compare.rule import ParityResult
 from harness.core.errors import first_line
+from harness.core.plots import saved_figure
 from harness.core.runner_kinds import ONNXRUNTIME, SPEEDUP_CLAIM_CPU, kind_of
+from harness.gate.session import NotRun
+from harness.runtime.runners import DEFAULT_GRAPH_OPTIMIZATION
 
 if TYPE_CHECKING:
     from harness.gate.session import GateSession
@@ -24,10 +33,6 @@ if TYPE_CHECKING:
 
 def gate_bench_section(gate: GateSession, *, samples: bool = True) -> dict[str, Any]:
     """benchmark.json's "onnx_gate" section; gate.json's "benchmarks" leaves the samples out."""
-    from harness.compare.rule import ParityResult
-    from harness.runtime.runners import DEFAULT_GRAPH_OPTIMIZATION
-    from harness.gate.session import NotRun
-
     records = sorted(gate.latency, key=lambda r: (r.device, r.batch, r.backend))
     gpu_parity = gate.recorded("gpu_parity")
     return {
@@ -195,7 +200,6 @@ def plot_latency(section: dict[str, Any], path: Path) -> Path | None:
     records = section["records"]
     if not records:
         return None
-    from harness.core.plots import saved_figure
 
     devices = sorted({r["device"] for r in records})
     with saved_figure(path, nrows=1, ncols=len(devices), figsize=(6 * len(devices), 4), squeeze=False) as (_, axes):

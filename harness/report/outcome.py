@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from harness.candidates.report import candidates_section
 from harness.core.ledger import Verdict
+from harness.report.bench import gate_bench_section
 
 if TYPE_CHECKING:
     from harness.bench.measure import LatencyRecord
-    from harness.runtime.export import ArtifactInfo
     from harness.core.publish_outcome import PublishOutcome
-    from harness.gate.session import GateSession
     from harness.core.strategies import InputCase
+    from harness.gate.session import GateSession
+    from harness.runtime.export import ArtifactInfo
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,6 @@ def build_outcome(
 ) -> GateOutcome:
     """Read what ``gate`` recorded into one GateOutcome. ``publishing``: the release checks are
     listed among the checks, as the publish decision reads them."""
-    from harness.report.bench import gate_bench_section
-    from harness.candidates.report import candidates_section
-
     required, release = gate.required_checks, gate.release_checks
     for check in (*required, *(release if publishing else ())):
         gate.ledger.record_for(check)  # a required check that never reported is listed "not run"

@@ -7,11 +7,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.bench.baseline import baseline_markdown
+from harness.candidates.report import candidates_markdown
+from harness.checks.fidelity import summary_lines as fidelity_lines
+from harness.checks.module_parity import summary_lines
 from harness.checks.parity_stats import case_to_dict, describe_exact
+from harness.core.failure_budget import describe
+from harness.core.plots import saved_figure
+from harness.core.timing import breakdown_markdown
+from harness.gate.divergence import summary_section
+from harness.report.bench import latency_markdown, plot_latency
 
 if TYPE_CHECKING:
-    from harness.report.outcome import GateOutcome
     from harness.core.timing import Stopwatch
+    from harness.report.outcome import GateOutcome
 
 ORIGINAL_MAE_CLAIM = 1e-5
 
@@ -115,18 +124,12 @@ def summary_markdown(document: dict[str, Any]) -> str:
         lines += ["", "Systematic error (mean signed error over a fixed sample, one case per input family "
                   "and pinned batch size):", "", *[f"- `{line}`" for line in parity["systematic_error"]]]
     if parity.get("after_first_failure"):
-        from harness.core.failure_budget import describe
-
         lines += ["", "After its first failure a parity test runs at most half its profile's examples more, "
                   "shrinking the failing case (examples past that are not run):", "",
                   *[f"- {describe(entry)}" for entry in parity["after_first_failure"]]]
     if parity.get("fidelity"):
-        from harness.checks.fidelity import summary_lines as fidelity_lines
-
         lines += ["", "## Graph fidelity (the graph in float64 against PyTorch in float64)", "", *fidelity_lines(parity["fidelity"])]
     if parity.get("module_parity"):
-        from harness.checks.module_parity import summary_lines
-
         lines += ["", "## Module-level parity", "", *summary_lines(parity["module_parity"])]
     if parity.get("findings") or parity.get("fp64_unavailable"):
         lines += ["", "## Findings about the model and the runtime", ""]
@@ -151,14 +154,10 @@ def summary_markdown(document: dict[str, Any]) -> str:
                 f"{'yes' if finding['blocking'] else 'no'} | `{finding['worst']}` |"
             )
     if document.get("divergence"):
-        from harness.gate.divergence import summary_section
-
         lines += ["", summary_section(document["divergence"], document["run_id"])]
     for section in document.get("sections_markdown", []):
         lines += ["", section]
     if document.get("timing"):
-        from harness.core.timing import breakdown_markdown
-
         lines += ["", breakdown_markdown(document["timing"])]
     if document.get("publish_markdown"):
         lines += ["", *document["publish_markdown"]]
@@ -228,7 +227,6 @@ def plot_parity(outcome: GateOutcome, path: Path) -> Path | None:
     series = outcome.parity_errors
     if not series:
         return None
-    from harness.core.plots import saved_figure
 
     tolerance = outcome.parity["tolerance"]
     with saved_figure(path, nrows=1, ncols=len(series), figsize=(5 * len(series), 3.5), squeeze=False) as (_, axes):
@@ -260,18 +258,12 @@ def write_reports(outcome: GateOutcome, timing: Stopwatch, *, plots: bool = True
     document = gate_document(outcome)
     sections = []
     if outcome.benchmarks is not None:
-        from harness.report.bench import latency_markdown, plot_latency
-
         if plots:
             plot_latency(outcome.benchmarks, directory / "latency.png")
         sections.append(latency_markdown(outcome.benchmarks))
     if outcome.baseline is not None:
-        from harness.bench.baseline import baseline_markdown
-
         sections.append(baseline_markdown(outcome.baseline))
     if outcome.candidates is not None:
-        from harness.candidates.report import candidates_markdown
-
         sections.append(candidates_markdown(outcome.candidates))
     document["sections_markdown"] = sections
     if outcome.publish is not None:

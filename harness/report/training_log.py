@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.runtime.export import ArtifactInfo
     from harness.report.outcome import GateOutcome
+    from harness.runtime.export import ArtifactInfo
 
+from harness.bench.measure import speedups
 from harness.checks.latency import BASELINE, LATENCY_BUDGET, LATENCY_CPU, LATENCY_GPU, LATENCY_GPU_BUDGET
 
 LOGGER = logging.getLogger("onnx_gate")
@@ -52,8 +53,6 @@ def _shown(path: Path) -> Path:
 
 def outcome_lines(outcome: GateOutcome) -> list[tuple[int, str]]:
     """The checks, benchmarks, publish and verdict lines, as (level, message)."""
-    from harness.bench.measure import speedups
-
     lines = []
     judged = {n: r for n, r in outcome.checks.items() if n not in _BENCHMARK_CHECKS and r["status"] in ("passed", "failed")}
     passed = [name for name, record in judged.items() if record["status"] == "passed"]

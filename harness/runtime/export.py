@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from harness.runtime.artifact_files import PROTOBUF_LIMIT, inline_external_data, manifest
-from harness.runtime.artifact_files import file_sha256 as file_sha256  # its home before artifact_files
 from harness.core.config import GateConfig
 from harness.core.errors import ArtifactError, first_line
+from harness.core.inputs import InputCase
+from harness.runtime.artifact_files import PROTOBUF_LIMIT, inline_external_data, manifest
+from harness.runtime.artifact_files import file_sha256 as file_sha256  # its home before artifact_files
 from harness.runtime.provenance import count_absolute_paths, make_reproducible
 from harness.runtime.runners import named_outputs, output_list
 
@@ -81,8 +82,6 @@ def library_versions() -> dict[str, str]:
 def example_feeds(config: GateConfig, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic inputs inside each declared range, at the given symbolic sizes, with masks
     and lengths as real callers send them."""
-    from harness.core.inputs import InputCase
-
     return InputCase("uniform", sizes, seed).materialize(config)
 
 

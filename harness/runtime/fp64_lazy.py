@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from typing import TYPE_CHECKING, Any, Callable
+
 from harness.core.errors import first_line
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ it could not judge.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 

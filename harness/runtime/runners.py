@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.core.errors import ArtifactError, GateError, first_line
+from harness.runtime.fp64_lazy import LAZY_FP64_BYTES, cast_as_it_runs, weight_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -264,8 +265,6 @@ class TorchRunner(Runner):
         self.device = torch.device(device)
         self.name = f"torch-{device}-{dtype}"
         if dtype == "float64":
-            from harness.runtime.fp64_lazy import LAZY_FP64_BYTES, cast_as_it_runs, weight_bytes
-
             if weight_bytes(model) > LAZY_FP64_BYTES:  # no double copy of GBs of weights
                 model = cast_as_it_runs(model, lambda m: _with_fast_fp64_convolutions(copy.deepcopy(m).double()))
             else:
@@ -286,9 +285,8 @@ class TorchRunner(Runner):
     def forward(self, tensors: Sequence[Any], record: list[Any] | None = None) -> Any:
         """The model call alone, for benchmarks that time it without conversions; ``record``
         collects the float inputs of its argmax/argmin/topk calls (fp64_mode.py)."""
+        from harness.runtime.fp64_mode import KeepFloat64  # defers torch
         import torch
-
-        from harness.runtime.fp64_mode import KeepFloat64
 
         # The float64 reference stays float64 where the model's code asks for float32 (fp64_mode.py).
         # A torch function mode costs ~15% of a float64 pass: after a first pass in which the model

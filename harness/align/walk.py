@@ -1,0 +1,147 @@
+"""The module walk: every module of the model that the exported graph's values align with, compared
+in float64 (the exported graph by the reference evaluator against PyTorch), in the order PyTorch
+completed them. Graph fidelity, module parity and ``onnx-gate debug`` all read it."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from harness.align.capture import capture_with, relative_source
+from harness.align.scopes import align_capture
+from harness.align.verdict import fold_candidates
+from harness.compare.fidelity import FidelityComparison, compare_fidelity
+from harness.core.strategies import describe_case
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from harness.align.capture import Capture
+    from harness.core.config import GateConfig
+    from harness.core.strategies import InputCase
+    from harness.runtime.graph64 import Graph64
+    from harness.runtime.runners import TorchRunner
+
+
+@dataclass(frozen=True)
+class Departure:
+    """The first module whose float64 output leaves its bound, on one case."""
+
+    module: str
+    cls: str
+    source: str
+    case: str
+    comparison: FidelityComparison
+
+    def __str__(self) -> str:
+        where = f"in `{self.module}`" if self.module else "in the model's own forward, after every aligned module agreed"
+        return (
+            f"the graph departs from the model first {where} ({self.cls}, {self.source}): graph fp64 "
+            f"vs PyTorch fp64 {self.comparison.error:.2g}, a faithful graph stays below {self.comparison.bound:.2g}"
+        )
+
+
+@dataclass(frozen=True)
+class ModuleWalk:
+    """Every aligned module's float64 graph value against PyTorch float64 on one case, in the
+    order PyTorch completed the modules, then the model's own outputs; what could not be aligned."""
+
+    case: str
+    scheme: str  # how values were aligned ("none": the file carries no scope information)
+    named: int  # named modules PyTorch called
+    modules: tuple[tuple[Any, FidelityComparison], ...] = ()  # (the module's call, its comparison)
+    outputs: tuple[FidelityComparison, ...] = ()
+    unaligned: Mapping[str, str] = field(default_factory=dict)
+    forward_cls: str = ""  # the model's class and where its forward is, for a departure there
+    forward_source: str = ""
+
+    def departure(self) -> Departure | None:
+        """The first module that leaves its bound; else the model's own forward, when an output does."""
+        for call, comparison in self.modules:
+            if not comparison:
+                return Departure(call.name, call.cls, call.source, self.case, comparison)
+        for comparison in self.outputs:
+            if not comparison:
+                return Departure("", self.forward_cls, self.forward_source, self.case, comparison)
+        return None
+
+
+def walk_modules(
+    config: GateConfig, graph: Graph64, graph_proto: Any, runner32: TorchRunner, runner64: TorchRunner,
+    case: InputCase, root: Path,
+) -> ModuleWalk:  # fmt: skip
+    """Compare, in float64, every graph value that has a module counterpart on ``case``."""
+    feeds = case.materialize(config)
+    capture = capture_with(runner32, runner64, feeds, root=root)
+    return walk_capture(config, graph, graph_proto, capture, feeds, describe_case(case), runner32.model, root)
+
+
+def walk_capture(
+    config: GateConfig, graph: Graph64, graph_proto: Any, capture: Capture, feeds: Mapping[str, np.ndarray],
+    label: str, model: Any, root: Path,
+) -> ModuleWalk:  # fmt: skip
+    """``walk_modules`` on a capture already made (``onnx-gate debug`` makes its own)."""
+    alignment = align_capture(graph_proto, capture)
+    unaligned = {f"module `{name}`": why for name, why in alignment.unaligned.items()}
+    named = len([name for name in capture.modules if name])
+    if capture.outputs64 is None:
+        return ModuleWalk(label, alignment.scheme, named, unaligned=unaligned)
+    evaluation = graph.infer(feeds, [values.output for values in alignment.aligned.values()])
+    modules = []
+    for call in capture.in_order():
+        values = alignment.aligned.get(call.name)
+        if values is None or not call.outputs64 or not call.outputs32:
+            continue
+        graph_value = evaluation.values[values.output]
+        if graph_value.shape != call.outputs64[0].shape or graph_value.dtype.kind != "f":
+            continue
+        storage = evaluation.storage_effect(values.output)
+        comparison = compare_fidelity(f"`{call.name}`", label, graph_value, call.outputs64[0], call.outputs32[0], storage)
+        if not comparison:
+            # A module folded into this one (BatchNorm into the convolution before it) makes the
+            # value its own: the pair is judged against the folded module's output.
+            for folded in fold_candidates(call, capture, alignment, graph_value.shape):
+                fused = compare_fidelity(
+                    f"`{call.name}` + `{folded.name}` (folded)", label, graph_value, folded.outputs64[0],
+                    folded.outputs32[0], storage,
+                )  # fmt: skip
+                if fused:
+                    comparison = fused
+                    break
+        modules.append((call, comparison))
+    outputs = []
+    top = capture.modules.get("")
+    for name, graph_value, exact, fp32 in zip(config.outputs, _outputs(evaluation, config), capture.outputs64,
+                                              capture.outputs32):  # fmt: skip
+        if top is None or graph_value.shape != exact.shape or graph_value.dtype.kind != "f":
+            continue
+        outputs.append(compare_fidelity(name, label, graph_value, exact, fp32, evaluation.storage_effect(name)))
+    return ModuleWalk(
+        label, alignment.scheme, named, tuple(modules), tuple(outputs), unaligned,
+        top.cls if top else type(model).__name__, _forward_source(model, root),
+    )  # fmt: skip
+
+
+def first_departure(
+    config: GateConfig, graph: Graph64, graph_proto: Any, runner32: TorchRunner, runner64: TorchRunner,
+    case: InputCase, root: Path,
+) -> tuple[Departure | None, dict[str, str]]:  # fmt: skip
+    """The first module, in the order PyTorch completed them, whose float64 output leaves its
+    fidelity bound on ``case``, and the modules that could not be aligned (by name, with why)."""
+    walk = walk_modules(config, graph, graph_proto, runner32, runner64, case, root)
+    return walk.departure(), dict(walk.unaligned)
+
+
+def _forward_source(model: Any, root: Path) -> str:
+    """Where the model's own ``forward`` is defined, as ``file:line`` relative to ``root``."""
+    forward = type(model).forward
+    try:
+        return relative_source(inspect.getsourcefile(forward) or "?", inspect.getsourcelines(forward)[1], root)
+    except (OSError, TypeError):
+        return type(model).__qualname__
+
+
+def _outputs(evaluation: Any, config: GateConfig) -> list[np.ndarray]:
+    return [evaluation.values[name] for name in config.outputs]
