@@ -8,6 +8,7 @@ import math
 import pytest
 
 from harness.core import config
+from harness.core.config import validate
 from harness.bench.measure import LatencyRecord, best_against_best, check_gpu_budgets, gpu_speedups
 from harness.report.bench import gpu_markdown, gpu_section
 from harness.core.config import BudgetConfig, ConfigError
@@ -20,7 +21,7 @@ def _cuda(medians_ms=H100_MS, batch=1, **kwargs):
 
 
 def _budget(table):
-    return config._parse_budget({"min_gpu_speedup": table})
+    return validate._parse_budget({"min_gpu_speedup": table})
 
 
 # --- config ------------------------------------------------------------------------------------
@@ -61,9 +62,9 @@ def test_gpu_budgets_are_read_from_a_toml_config(tmp_path):
 
 
 def test_no_gpu_budget_is_set_unless_the_config_sets_one():
-    assert not config._parse_budget({}).has_gpu_limits
-    assert not config._parse_budget({"min_speedup": 2}).has_gpu_limits
-    assert config._parse_budget({"max_latency_ms": {"cuda": {"1": 5}}}).has_gpu_limits
+    assert not validate._parse_budget({}).has_gpu_limits
+    assert not validate._parse_budget({"min_speedup": 2}).has_gpu_limits
+    assert validate._parse_budget({"max_latency_ms": {"cuda": {"1": 5}}}).has_gpu_limits
 
 
 @pytest.mark.parametrize(
@@ -141,7 +142,7 @@ def test_gpu_efficiency_is_model_flops_per_second_over_the_measured_matmul_peak(
 
 
 def test_gpu_budgets_judge_the_best_onnx_runtime_runner_and_say_they_are_set_in_config():
-    budget = config._parse_budget({
+    budget = validate._parse_budget({
         "min_gpu_speedup": {"pytorch": 2.0, "pytorch-cuda-graph": {"1": 1.0, "8": 1.0}},
         "max_latency_ms": {"cuda": {"1": 5}},
     })  # fmt: skip
@@ -160,8 +161,8 @@ def test_gpu_budgets_judge_the_best_onnx_runtime_runner_and_say_they_are_set_in_
 def test_met_gpu_budgets_pass_and_cpu_budgets_ignore_gpu_ceilings():
     from harness.bench.measure import check_budgets
 
-    budget = config._parse_budget({"min_gpu_speedup": {"pytorch": 1.5}, "max_latency_ms": {"cuda": {"1": 0.001}}})
-    assert check_gpu_budgets(_cuda(), config._parse_budget({"min_gpu_speedup": {"pytorch": 1.5}}))
+    budget = validate._parse_budget({"min_gpu_speedup": {"pytorch": 1.5}, "max_latency_ms": {"cuda": {"1": 0.001}}})
+    assert check_gpu_budgets(_cuda(), validate._parse_budget({"min_gpu_speedup": {"pytorch": 1.5}}))
     cpu = [LatencyRecord.from_times(b, "cpu", 1, [s]) for b, s in (("pytorch", 0.02), ("onnxruntime", 0.01))]
     assert check_budgets(cpu, budget, [1])  # the GPU ceiling is the GPU budget test's to judge
 

@@ -14,12 +14,17 @@ offset and as a scale (the error times the sign of the value).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
+from harness.checks.parity import degenerate_inputs, keep_valid_positions
 from harness.compare.rule import FP32_EPS
+from harness.core.inputs import FAMILIES, InputCase
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from harness.core.config import GateConfig
+    from harness.runtime.case_runs import CaseRuns
 
 # The mean signed error must exceed this many PyTorch fp32 rms errors (its noise), this many
 # times PyTorch's own mean signed error, and this many standard errors of the mean.
@@ -107,3 +112,32 @@ def pooled_bias(
     if failed:
         return max(failed, key=lambda r: abs(r.bias))
     return max((scale, offset), key=lambda r: abs(r.bias))
+
+
+def bias_cases(config: GateConfig, sizes: Sequence[Mapping[str, int]]) -> list[InputCase]:
+    """The check's fixed sample: one case per input family and pinned batch size (``sizes``, at the
+    trace sizes), skipping degenerate (constant) inputs, where PyTorch is exact by luck."""
+    cases = [
+        InputCase(family, at, seed=index)
+        for index, (family, at) in enumerate((f, s) for f in FAMILIES for s in sizes)
+    ]  # fmt: skip
+    return [case for case in cases if not degenerate_inputs(case.materialize(config))]
+
+
+def check_bias(
+    config: GateConfig, outputs: Sequence[str], cases: Sequence[InputCase], runs: Callable[[InputCase], CaseRuns]
+) -> list[BiasResult] | None:
+    """The check per output of ``outputs`` over ``cases``, each case's ``runs`` read once; None
+    when a case has no float64 run."""
+    examples: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in outputs}
+    for case in cases:
+        run = runs(case)
+        if run.torch64 is None:
+            return None
+        # Padded positions of padded_outputs mean nothing: no bias is measured there.
+        kept, _, _ = keep_valid_positions(config, run.feeds, run.onnxruntime, run.torch32, run.torch64)
+        actual, expected, exact = kept
+        assert actual is not None and expected is not None and exact is not None
+        for name in outputs:
+            examples[name].append((actual[name], expected[name], exact[name]))
+    return [result for name in outputs if (result := pooled_bias(name, examples[name])) is not None]

@@ -12,6 +12,7 @@ from harness.compare.rule import ParityResult, compare_outputs, for_inputs_outsi
 from harness.core.config import GateConfig
 from harness.core.inputs import in_declared_domain
 from harness.core.strategies import describe_case
+from harness.runtime.case_runs import CaseRuns, run_case
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,27 +78,31 @@ def check_parity(
     operators: Mapping[str, str] | None = None,
 ) -> ParityResult:
     """ONNX Runtime against PyTorch fp32 (and ``fp64_reference``'s float64 outputs, when it gives
-    any) on one input case, on the valid positions of padded outputs. Outside the declared input
-    range the tolerances relax; ``timing`` adds each runtime's inference time to its part.
-    ``runtime_only`` where graph fidelity judges the graph (``judge_runtime``)."""
-    def call(part: str, function: Callable[..., Any], *args: Any) -> Any:
-        return timing.call(part, function, *args) if timing is not None else function(*args)
+    any) on one input case: ``judge_parity`` on the case's runs."""
+    runs = run_case(case, config, torch_runner, ort_runner, fp64_reference=fp64_reference, timing=timing)
+    return judge_parity(runs, config, runtime_only=runtime_only, operators=operators)
 
-    feeds = case.materialize(config)
-    in_range = inputs_in_range(config, feeds)
-    expected = call("torch_fp32", torch_runner.infer, feeds)
-    actual = call("onnxruntime", ort_runner.infer, feeds)
-    exact = call("torch_fp64", fp64_reference, feeds) if fp64_reference is not None else None
-    (actual, expected, exact), left_out, problems = keep_valid_positions(config, feeds, actual, expected, exact)
+
+def judge_parity(
+    runs: CaseRuns, config: GateConfig, *, runtime_only: bool = False, operators: Mapping[str, str] | None = None
+) -> ParityResult:
+    """The parity rule on one case's runs, on the valid positions of padded outputs. Outside the
+    declared input range the tolerances relax. ``runtime_only`` where graph fidelity judges the
+    graph (``judge_runtime``)."""
+    feeds = runs.feeds
+    in_range = inputs_in_range(config, dict(feeds))
+    (actual, expected, exact), left_out, problems = keep_valid_positions(
+        config, feeds, runs.onnxruntime, runs.torch32, runs.torch64
+    )
     assert actual is not None and expected is not None
     tolerances = {name: config.tolerance_for(name) for name in config.outputs}
     noise_checked = {name for name, tol in tolerances.items() if tol.noise_factor}
     if not in_range:
         tolerances = {name: for_inputs_outside_range(tol) for name, tol in tolerances.items()}
     result = compare_outputs(
-        actual, expected, config, candidate=ort_runner.name, reference=torch_runner.name,
-        context=describe_case(case), tolerances=tolerances, in_range=in_range, degenerate=degenerate_inputs(feeds),
-        runtime_only=runtime_only, operators=operators,
+        actual, expected, config, candidate=runs.candidate, reference=runs.reference,
+        context=describe_case(runs.case), tolerances=tolerances, in_range=in_range,
+        degenerate=degenerate_inputs(feeds), runtime_only=runtime_only, operators=operators,
         # An output whose noise check is off is judged by the fixed bound alone, on every value.
         exact={name: values for name, values in (exact or {}).items() if name in noise_checked},
     )  # fmt: skip

@@ -20,12 +20,12 @@ from harness.bench.measure import (
     read_bandwidth,
     sgemm_peak_flops,
 )
-from harness.checks.bias import pooled_bias
+from harness.checks.bias import BiasResult, bias_cases, check_bias
 from harness.checks.declared import gate_checks
 from harness.checks.fidelity import MAX_PARAMETERS, FidelityResult, check_fidelity, fidelity_cases
 from harness.checks.latency import BENCH_CHECKS
 from harness.checks.module_parity import check_module_parity, check_modules_in_float64, module_cases
-from harness.checks.parity import check_parity, degenerate_inputs, keep_valid_positions
+from harness.checks.parity import judge_parity
 from harness.checks.parity_stats import ParityStats
 from harness.compare.rule import ParityResult
 from harness.core.config import GateConfig
@@ -33,9 +33,10 @@ from harness.core.errors import ArtifactError, GateError, first_line
 from harness.core.failure_budget import FailureBudget
 from harness.core.ledger import Ledger
 from harness.core.model_loader import build_model
-from harness.core.strategies import FAMILIES, InputCase
+from harness.core.strategies import InputCase
 from harness.core.timing import Stopwatch
 from harness.runtime.cache import CacheOutcome, cached_export
+from harness.runtime.case_runs import CaseRuns, run_case
 from harness.runtime.export import ArtifactInfo, example_feeds, export_onnx, inspect_onnx, self_contained_copy
 from harness.runtime.runners import OrtRunner, TorchRunner, default_threads, output_name_problem
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from harness.bench.baseline import BaselineSpec
-    from harness.checks.bias import BiasResult
     from harness.checks.module_parity import ModuleParityResult
     from harness.runtime.graph64 import Graph64
 
@@ -417,44 +417,33 @@ class GateSession:
 
         if currently_in_test_context():
             self.failure_budget.admit(case)
-        result = check_parity(
-            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference, timing=self.timing,
-            runtime_only=self.fidelity_judged, operators=self.output_operators,
-        )  # fmt: skip
+        result = judge_parity(
+            self.case_runs(case), self.config, runtime_only=self.fidelity_judged, operators=self.output_operators
+        )
         self.parity.record(result, case)
         spend = self.failure_budget.observe(case, bool(result))
         if spend is not None:
             self.parity.after_first_failure[spend.test] = spend.to_dict()
         return result
 
+    def case_runs(self, case: InputCase) -> CaseRuns:
+        """``case`` run once on PyTorch fp32, ONNX Runtime and (where the noise floor asks for it)
+        PyTorch float64, each timed into its part."""
+        return run_case(
+            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference, timing=self.timing
+        )
+
     def bias_cases(self) -> list[InputCase]:
-        """The bias check's fixed sample: one case per input family and pinned batch size, at the
-        trace sizes, skipping degenerate (constant) inputs, where PyTorch is exact by luck."""
-        batches = self.pinned_batches() or [None]
-        cases = [
-            InputCase(family, self.sizes_at(b), seed=index)
-            for index, (family, b) in enumerate((f, b) for f in FAMILIES for b in batches)
-        ]  # fmt: skip
-        return [case for case in cases if not degenerate_inputs(case.materialize(self.config))]
+        """The bias check's fixed sample (harness/checks/bias.py) at the pinned batch sizes."""
+        return bias_cases(self.config, [self.sizes_at(b) for b in self.pinned_batches() or [None]])
 
     def check_bias(self) -> list[BiasResult] | None:
         """The systematic-error check (harness/checks/bias.py) per float output over
         ``bias_cases``; None without a float64 reference."""
         checked = [name for name, factor in self._noise_factors().items() if factor]
-        examples: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in checked}
-        for case in self.bias_cases():
-            feeds = case.materialize(self.config)
-            exact = self.timing.call("torch_fp64", self.fp64_reference, feeds)
-            if exact is None:
-                return None
-            expected = self.timing.call("torch_fp32", self.torch_runner.infer, feeds)
-            actual = self.timing.call("onnxruntime", self.ort_runner.infer, feeds)
-            # Padded positions of padded_outputs mean nothing: no bias is measured there.
-            (actual, expected, exact), _, _ = keep_valid_positions(self.config, feeds, actual, expected, exact)
-            for name in checked:
-                examples[name].append((actual[name], expected[name], exact[name]))
-        results = [result for name in checked if (result := pooled_bias(name, examples[name])) is not None]
-        self.parity.bias = [str(result) for result in results]
+        results = check_bias(self.config, checked, self.bias_cases(), self.case_runs)
+        if results is not None:
+            self.parity.bias = [str(result) for result in results]
         return results
 
     def graph64(self) -> Graph64 | str:
