@@ -70,3 +70,8 @@ def _object_class(model: nn.Module | None) -> str | None:
         return None
     cls = type(model)
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def gate_of(config: pytest.Config) -> GateSession | None:
+    """The gate session of this pytest session, once pytest_configure made it."""
+    return config.stash.get(GATE_KEY, None)

@@ -3,7 +3,7 @@
 hands it to the publish target and writes the reports again with the target's answer.
 
 Only the controller (or the single process) gets here: an xdist worker sees a fraction of the
-session and sends what it saw to the controller instead (harness/plugin/distributed.py).
+session and sends what it saw to the controller instead (harness/plugin/distributed/).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from harness.core.profiles import current_profile
 from harness.core.publish_outcome import notify_stderr
-from harness.plugin import distributed
+from harness.plugin.distributed import controller, roles
 from harness.publish.flow import publish_gate
 from harness.publish.targets import publish_target
 from harness.report.bench import archive_benchmark_json
@@ -49,7 +49,7 @@ def build(session: pytest.Session, gate: GateSession, exitstatus: int) -> GateOu
             divergence = where_it_diverges(gate, root=config.invocation_params.dir)
     return build_outcome(
         gate, exit_status=int(exitstatus), hypothesis_profile=current_profile(), publishing=_publishing(config),
-        execution=hooks.execution() if hooks is not None else distributed.execution_summary(config, gate),
+        execution=hooks.execution() if hooks is not None else controller.execution_summary(config, gate),
         divergence=divergence,
     )  # fmt: skip
 
@@ -87,7 +87,7 @@ def publish(session: pytest.Session, gate: GateSession, outcome: GateOutcome) ->
 
 
 def _publishing(config: pytest.Config) -> bool:
-    return bool(config.getoption("gate_publish")) and not distributed.is_worker(config)
+    return bool(config.getoption("gate_publish")) and not roles.is_worker(config)
 
 
 def _write_failures(session: pytest.Session, outcome: GateOutcome, failures: Failures | None) -> None:
