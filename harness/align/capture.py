@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.core.errors import first_line
-from harness.runtime.runners import output_list
+from harness.runtime.runners import TorchRunner, output_list
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from harness.runtime.runners import TorchRunner
 
 
 @dataclass
@@ -101,8 +100,9 @@ def _run_hooked(
     model: nn.Module, tensors: Sequence[Any], modules: dict[str, ModuleCall], precision: str, root: Path,
     output_names: Sequence[str],
 ) -> list[np.ndarray]:  # fmt: skip
-    from harness.runtime.fp64_mode import KeepFloat64  # defers torch
     import torch
+
+    from harness.runtime.fp64_mode import KeepFloat64  # defers torch
 
     handles = []
     counter = [0]

@@ -24,15 +24,14 @@ from harness.core.errors import GateError
 from harness.core.inputs import IN_RANGE_FAMILIES, SAMPLES
 from harness.core.model_loader import import_callable
 from harness.core.strategies import describe_case, families_for
+from harness.runtime.runners import OrtRunner
 
 if TYPE_CHECKING:
-    import numpy as np
 
     from harness.bench.measure import LatencyRecord
     from harness.core.ledger import Verdict
     from harness.core.strategies import InputCase
     from harness.gate.session import GateSession
-    from harness.runtime.runners import OrtRunner
 
 PLAIN = "export"  # the plain export's name in the candidates table
 

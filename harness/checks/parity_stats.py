@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from harness.core.errors import first_line
+from harness.core.strategies import InputCase
 
 if TYPE_CHECKING:
     from harness.compare.rule import Finding, ParityResult
     from harness.core.config import Tolerance
-    from harness.core.strategies import InputCase
 
 MAX_FAILURES = 20  # failure lines kept; the count of failing examples is in the ledger
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Generator
+from typing import Generator
 
 import pytest
 
@@ -13,9 +13,7 @@ from harness.core.errors import ConfigError
 from harness.plugin.api_request import api_request
 from harness.plugin.options import option_overrides
 from harness.plugin.suite import GATE_TEST_DIRS
-
-if TYPE_CHECKING:
-    from harness.report.failures import Failures
+from harness.report.failures import Failures
 
 FAILURES_KEY = pytest.StashKey["Failures"]()
 
