@@ -22,18 +22,18 @@ def test_default_benchmark_batches_stay_inside_the_declared_batch_range(tmp_path
     assert loaded.bench.batches == (1, 8)
 
 
-def test_the_readme_example_config_is_valid(tmp_path):
-    text = (ROOT / "README.md").read_text()
+def test_the_documented_example_config_is_valid(tmp_path):
+    text = (ROOT / "docs" / "configuration.md").read_text()
     example = text.split("```toml\n[tool.onnx-gate]\nmodel = \"mypkg.nets:build_model\"", 1)[1].split("```", 1)[0]
     (tmp_path / "pyproject.toml").write_text('[tool.onnx-gate]\nmodel = "mypkg.nets:build_model"' + example)
     loaded = config.load(invocation_dir=tmp_path)
     assert loaded.model == "mypkg.nets:build_model" and loaded.bench.batches == (1, 8)
 
 
-def test_the_readme_text_and_audio_input_examples_are_valid(tmp_path):
+def test_the_documented_text_and_audio_input_examples_are_valid(tmp_path):
     import numpy as np
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "inputs.md").read_text()
     blocks = [b.split("```", 1)[0] for b in text.split("```toml\n")[1:]]
     decoder = next(b for b in blocks if "mypkg.lm:build_decoder" in b)
     audio = next(b for b in blocks if "mypkg.asr:build_encoder" in b)
