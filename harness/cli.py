@@ -13,9 +13,9 @@ from harness.bench.history import compare_runs, history_report
 from harness.core import config as gate_config
 from harness.core.config import OVERRIDE_OPTIONS
 from harness.core.errors import GateError
+from harness.core.inputs import describe_case
 from harness.core.model_loader import build_model
 from harness.core.profiles import with_gate_run_profile
-from harness.core.strategies import describe_case
 from harness.debug import DebugRequest, diagnose
 from harness.debug.inputs import failing_case, load_npz, parse_case, report_folder
 from harness.debug.report import terminal_text, write_all

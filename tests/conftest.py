@@ -123,6 +123,17 @@ class GateProject:
         return GateRun(result, document, details)
 
 
+# pytest-xdist marks its workers with these; a gate a test starts (pytester, a subprocess) is a
+# session of its own and must not read them as its own, or pytest-benchmark turns itself off there.
+XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+@pytest.fixture(autouse=True)
+def without_xdist_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in XDIST_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def export_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own, empty export cache: none reads or fills the user's ~/.cache."""

@@ -7,7 +7,8 @@ from pathlib import Path
 import mlflow  # noqa: F401  (imported here, not first inside a pytester test: see tests/test_publish.py)
 import pytest
 
-from harness.bench.baseline import baseline_markdown, parse_spec, slowdown_budget
+from harness.bench.baseline import baseline_markdown, slowdown_budget
+from harness.core.baseline_spec import parse_spec
 from harness.publish.baseline_source import fetch
 from harness.core.errors import GateError
 from harness.publish import flow

@@ -13,14 +13,14 @@ from harness.align.capture import capture_with, relative_source
 from harness.align.scopes import align_capture
 from harness.align.verdict import fold_candidates
 from harness.compare.fidelity import FidelityComparison, compare_fidelity
-from harness.core.strategies import describe_case
+from harness.core.inputs import describe_case
 
 if TYPE_CHECKING:
     import numpy as np
 
     from harness.align.capture import Capture
     from harness.core.config import GateConfig
-    from harness.core.strategies import InputCase
+    from harness.core.inputs import InputCase
     from harness.runtime.graph64 import Graph64
     from harness.runtime.runners import TorchRunner
 

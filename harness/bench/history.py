@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.bench.compare import HISTORY_DIR, Comparison, CompareSettings, RunBench, compare, history, load_run, resolve_run
+from harness.bench.compare import (
+    HISTORY_DIR,
+    CompareSettings,
+    Comparison,
+    RunBench,
+    compare,
+    history,
+    load_run,
+    resolve_run,
+)
 from harness.bench.stats import ratio_interval
 from harness.core.errors import GateError
 from harness.core.plots import saved_figure

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.core.candidate_settings import KINDS
 from harness.core.errors import first_line
+from harness.core.inputs import InputCase
 from harness.core.samples import load_samples
-from harness.core.strategies import InputCase
 
 if TYPE_CHECKING:
     import numpy as np

@@ -21,16 +21,15 @@ from harness.checks.parity import check_parity, inputs_in_range, keep_valid_posi
 from harness.compare.rule import for_inputs_outside_range
 from harness.core.candidate_settings import FASTEST
 from harness.core.errors import GateError
-from harness.core.inputs import IN_RANGE_FAMILIES, SAMPLES
+from harness.core.inputs import IN_RANGE_FAMILIES, SAMPLES, describe_case, families_for
 from harness.core.model_loader import import_callable
-from harness.core.strategies import describe_case, families_for
 from harness.runtime.runners import OrtRunner
 
 if TYPE_CHECKING:
 
     from harness.bench.measure import LatencyRecord
+    from harness.core.inputs import InputCase
     from harness.core.ledger import Verdict
-    from harness.core.strategies import InputCase
     from harness.gate.session import GateSession
 
 PLAIN = "export"  # the plain export's name in the candidates table

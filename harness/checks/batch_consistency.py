@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from harness.checks.declared import declare_check, with_dims
 from harness.compare.rule import ParityResult, compare_outputs
-from harness.core.strategies import InputCase, describe_case
+from harness.core.inputs import InputCase, describe_case
 
 if TYPE_CHECKING:
     import numpy as np

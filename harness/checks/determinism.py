@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from harness.checks.declared import declare_check
 from harness.checks.result import CheckResult
-from harness.core.strategies import InputCase, describe_case
+from harness.core.inputs import InputCase, describe_case
 from harness.runtime.export import example_feeds
 
 if TYPE_CHECKING:

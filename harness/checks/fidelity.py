@@ -35,12 +35,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from harness.align.walk import Departure, first_departure
-from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, FidelityComparison, compare_fidelity
 from harness.checks.declared import declare_check, unless_skipped
 from harness.checks.parity import keep_valid_positions
+from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, FidelityComparison, compare_fidelity
+from harness.core.inputs import DEGENERATE_FAMILIES, FAMILIES, SAMPLES, InputCase, describe_case
 from harness.core.samples import load_samples
-from harness.core.inputs import DEGENERATE_FAMILIES
-from harness.core.strategies import FAMILIES, SAMPLES, InputCase, describe_case
 
 if TYPE_CHECKING:
     from harness.core.config import GateConfig

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from harness.checks.declared import declare_check, never
 from harness.compare.rule import ParityResult, compare_outputs
 from harness.core.config import GateConfig, Tolerance
-from harness.core.strategies import InputCase
+from harness.core.inputs import InputCase
 
 if TYPE_CHECKING:
     import numpy as np

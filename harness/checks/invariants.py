@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from harness.checks.declared import declare_check, with_invariants
 from harness.checks.result import CheckResult
-from harness.core.strategies import InputCase, describe_case
+from harness.core.inputs import InputCase, describe_case
 
 if TYPE_CHECKING:
     from harness.core.config import GateConfig

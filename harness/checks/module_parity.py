@@ -33,11 +33,10 @@ from harness.align.capture import capture_with
 from harness.align.probe import UNOPTIMISED, Probe
 from harness.align.scopes import align_capture
 from harness.align.verdict import culprit_sentence, judge
-from harness.checks.declared import declare_check, unless_skipped
 from harness.align.walk import walk_capture
-from harness.core.inputs import DEGENERATE_FAMILIES
+from harness.checks.declared import declare_check, unless_skipped
 from harness.core import memory
-from harness.core.strategies import SAMPLES, InputCase, describe_case, families_for
+from harness.core.inputs import DEGENERATE_FAMILIES, SAMPLES, InputCase, describe_case, families_for
 
 if TYPE_CHECKING:
     import onnx

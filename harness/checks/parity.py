@@ -10,14 +10,13 @@ from harness.checks.declared import declare_check
 from harness.checks.padded import output_validity
 from harness.compare.rule import ParityResult, compare_outputs, for_inputs_outside_range
 from harness.core.config import GateConfig
-from harness.core.inputs import in_declared_domain
-from harness.core.strategies import describe_case
+from harness.core.inputs import describe_case, in_declared_domain
 from harness.runtime.case_runs import CaseRuns, run_case
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.core.strategies import InputCase
+    from harness.core.inputs import InputCase
     from harness.core.timing import Stopwatch
     from harness.runtime.runners import Runner
 

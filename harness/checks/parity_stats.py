@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from harness.core.errors import first_line
-from harness.core.strategies import InputCase
+from harness.core.inputs import InputCase
 
 if TYPE_CHECKING:
     from harness.compare.rule import Finding, ParityResult

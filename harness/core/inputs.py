@@ -89,6 +89,11 @@ class InputCase:
         return feeds
 
 
+def families_for(config: GateConfig) -> tuple[str, ...]:
+    """Every synthetic family, plus the user's samples when the config names some."""
+    return (*FAMILIES, SAMPLES) if config.samples else FAMILIES
+
+
 def describe_case(case: InputCase) -> str:
     sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items())
     if case.family == SAMPLES:

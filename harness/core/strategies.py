@@ -21,6 +21,7 @@ from harness.core.inputs import (
     VALID_LAYOUTS,
     InputCase,
     describe_case,
+    families_for,
 )
 from harness.core.samples import load_samples
 
@@ -39,11 +40,6 @@ def symbolic_sizes(config: GateConfig, *, pinned: Mapping[str, int] | None = Non
             for name, dim in config.dims.items()
         }
     )
-
-
-def families_for(config: GateConfig) -> tuple[str, ...]:
-    """Every synthetic family, plus the user's samples when the config names some."""
-    return (*FAMILIES, SAMPLES) if config.samples else FAMILIES
 
 
 def _sample_count(config: GateConfig) -> int:

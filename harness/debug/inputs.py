@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.core.config import GateConfig
 from harness.core.errors import GateError
-from harness.core.strategies import ALL_FAMILIES, InputCase
+from harness.core.inputs import ALL_FAMILIES, InputCase
 
 if TYPE_CHECKING:
     import numpy as np

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import first_line
-from harness.core.strategies import describe_case
+from harness.core.inputs import describe_case
 from harness.debug.diagnose import DebugRequest, diagnose
 from harness.debug.report import headline, write_all
 

@@ -31,9 +31,9 @@ from harness.compare.rule import ParityResult
 from harness.core.config import GateConfig
 from harness.core.errors import ArtifactError, GateError, first_line
 from harness.core.failure_budget import FailureBudget
+from harness.core.inputs import InputCase
 from harness.core.ledger import Ledger
 from harness.core.model_loader import build_model
-from harness.core.strategies import InputCase
 from harness.core.timing import Stopwatch
 from harness.runtime.cache import CacheOutcome, cached_export
 from harness.runtime.case_runs import CaseRuns, run_case
@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     import onnx
     from torch import nn
 
-    from harness.bench.baseline import BaselineSpec
     from harness.checks.module_parity import ModuleParityResult
+    from harness.core.baseline_spec import BaselineSpec
     from harness.runtime.graph64 import Graph64
 
 

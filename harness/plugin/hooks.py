@@ -10,13 +10,13 @@ from typing import Any, Generator
 
 import pytest
 
-from harness.bench.baseline import parse_spec
 from harness.candidates.session import CandidateSet
 from harness.checks.candidates import CANDIDATE_CHECKS
 from harness.checks.declared import undeclared_problem
 from harness.checks.dynamic_dims import dynamic_sizes
 from harness.checks.latency import BENCH_CHECKS
 from harness.core import profiles
+from harness.core.baseline_spec import parse_spec
 from harness.core.config import load as load_config
 from harness.core.errors import ConfigError, GateError, first_line
 from harness.core.noise import quiet_library_noise

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.bench.baseline import BaselineSpec
+from harness.core.baseline_spec import BaselineSpec
 from harness.core.errors import GateError, first_line
 from harness.core.publish_outcome import PublishError
 from harness.core.secrets import redact

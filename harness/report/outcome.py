@@ -21,8 +21,8 @@ from harness.report.bench import gate_bench_section
 
 if TYPE_CHECKING:
     from harness.bench.measure import LatencyRecord
+    from harness.core.inputs import InputCase
     from harness.core.publish_outcome import PublishOutcome
-    from harness.core.strategies import InputCase
     from harness.gate.session import GateSession
     from harness.runtime.export import ArtifactInfo
 

@@ -285,8 +285,9 @@ class TorchRunner(Runner):
     def forward(self, tensors: Sequence[Any], record: list[Any] | None = None) -> Any:
         """The model call alone, for benchmarks that time it without conversions; ``record``
         collects the float inputs of its argmax/argmin/topk calls (fp64_mode.py)."""
-        from harness.runtime.fp64_mode import KeepFloat64  # defers torch
         import torch
+
+        from harness.runtime.fp64_mode import KeepFloat64  # defers torch
 
         # The float64 reference stays float64 where the model's code asks for float32 (fp64_mode.py).
         # A torch function mode costs ~15% of a float64 pass: after a first pass in which the model
