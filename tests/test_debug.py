@@ -380,13 +380,13 @@ def test_the_gate_skips_the_section_with_a_reason_when_the_artifact_is_invalid(t
 
 
 def test_the_gate_skips_the_section_for_a_model_over_the_size_limit(tmp_path, monkeypatch):
-    from harness.debug import in_gate
+    from harness.gate import divergence
 
     session = _failed_session(tmp_path, _export("torchscript", tmp_path / "good.onnx"))
     session.prepare()
-    monkeypatch.setattr(in_gate, "MAX_PARAMETERS", 1000)
+    monkeypatch.setattr(divergence, "MAX_PARAMETERS", 1000)
 
-    entry = in_gate.where_it_diverges(session, root=tmp_path)
+    entry = divergence.where_it_diverges(session, root=tmp_path)
 
     assert entry["status"] == "skipped", entry
     assert "parameters, over the in-gate limit of 1,000" in entry["reason"]

@@ -15,7 +15,7 @@ import pytest
 from harness.core.profiles import current_profile
 from harness.core.publish_outcome import notify_stderr
 from harness.plugin.distributed import controller, roles
-from harness.publish.flow import publish_gate
+from harness.publish import flow
 from harness.publish.targets import publish_target
 from harness.report.bench import archive_benchmark_json
 from harness.report.outcome import build_outcome
@@ -72,7 +72,7 @@ def publish(session: pytest.Session, gate: GateSession, outcome: GateOutcome) ->
     with gate.timing.measure("publish"):
         gate.release_runners()
         target = publish_target(gate.config.publish)
-        published = publish_gate(
+        published = flow.publish_gate(
             gate, outcome, target, invocation_dir=session.config.invocation_params.dir, notify=_notifier(session.config)
         )  # fmt: skip
     outcome = outcome.published(published)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.core.errors import ArtifactError, GateError, first_line
-from harness.runtime.fp64_lazy import LAZY_FP64_BYTES, cast_as_it_runs, weight_bytes
+from harness.runtime import fp64_lazy
 
 if TYPE_CHECKING:
     import numpy as np
@@ -265,8 +265,8 @@ class TorchRunner(Runner):
         self.device = torch.device(device)
         self.name = f"torch-{device}-{dtype}"
         if dtype == "float64":
-            if weight_bytes(model) > LAZY_FP64_BYTES:  # no double copy of GBs of weights
-                model = cast_as_it_runs(model, lambda m: _with_fast_fp64_convolutions(copy.deepcopy(m).double()))
+            if fp64_lazy.weight_bytes(model) > fp64_lazy.LAZY_FP64_BYTES:  # no double copy of GBs of weights
+                model = fp64_lazy.cast_as_it_runs(model, lambda m: _with_fast_fp64_convolutions(copy.deepcopy(m).double()))
             else:
                 model = _with_fast_fp64_convolutions(copy.deepcopy(model).double())
         self.model = model.eval().to(self.device)
