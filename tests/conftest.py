@@ -3,11 +3,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from harness.core.caller_state import preserved
 
 pytest_plugins = ["pytester"]
 
@@ -15,13 +18,74 @@ pytest_plugins = ["pytester"]
 SLOW_TESTS_ENV = "ONNX_GATE_SLOW_TESTS"
 
 
+# The tiers, cheapest first (docs/ci.md): `unit` logic alone; `checks` run models and ONNX Runtime
+# in this process; `gate` runs whole gates (pytester); `stack` needs the real SeaweedFS and MLflow.
+TIERS = ("unit", "checks", "gate", "stack")
+TIER_DURATIONS = Path(__file__).resolve().parent / "tier_durations.json"
+
+
+def tier_of(item: pytest.Item) -> str:
+    """A test's tier follows from what it uses; only in-process model runs are marked by hand."""
+    if "stack" in item.fixturenames:
+        return "stack"
+    if "pytester" in item.fixturenames or item.get_closest_marker("gate"):
+        return "gate"
+    return "checks" if item.get_closest_marker("checks") else "unit"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One core per xdist worker (`make test` runs two): each worker's gates then size their
+    # threads to one core, as on a machine of their own, instead of four threads fighting for two.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cores = sorted(os.sched_getaffinity(0))
+    if worker.startswith("gw") and len(cores) > 1:
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+    config.pluginmanager.register(TierClock(), "onnx-gate-tier-clock")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        item.add_marker(getattr(pytest.mark, tier))
+        item.user_properties.append(("tier", tier))
     if os.environ.get(SLOW_TESTS_ENV) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow tier, skipped by `make test`: {SLOW_TESTS_ENV}=1 .venv/bin/python -m pytest tests -m slow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+class TierClock:
+    """Each tier's test count and seconds (setup, call and teardown), from the test reports: on the
+    xdist controller, the workers'. A whole run of the suite (nothing deselected, not a worker)
+    writes them to tests/tier_durations.json, which `make test` prints and the repository keeps."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.tiers = {tier: {"tests": 0, "seconds": 0.0} for tier in TIERS}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        tier = dict(report.user_properties).get("tier")
+        if tier is None:
+            return
+        self.tiers[tier]["seconds"] += report.duration
+        if report.when == "call" or (report.when == "setup" and report.skipped):
+            self.tiers[tier]["tests"] += 1
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        config = session.config
+        if hasattr(config, "workerinput") or config.getoption("keyword") or config.getoption("markexpr"):
+            return
+        if [Path(a).resolve() for a in config.args] != [HERE]:
+            return
+        record = {
+            "wall_s": round(time.monotonic() - self.started, 1),
+            "workers": int(config.getoption("numprocesses", None) or 0),
+            "exit_status": int(exitstatus),
+            "tiers": {tier: {**v, "seconds": round(v["seconds"], 1)} for tier, v in self.tiers.items()},
+        }
+        TIER_DURATIONS.write_text(json.dumps(record, indent=2) + "\n")
 
 HERE = Path(__file__).resolve().parent
 CONFORMANCE = str(HERE.parent / "conformance")
@@ -110,12 +174,22 @@ class GateProject:
         path.write_text(template % {"exporter": exporter} + extra)
         return path
 
-    def run(self, *args: str, config: bool = True, paths: tuple[str, ...] = (CONFORMANCE,)) -> GateRun:
+    def run(
+        self, *args: str, config: bool = True, paths: tuple[str, ...] = (CONFORMANCE,), subprocess: bool = False
+    ) -> GateRun:
+        """A gate over ``paths``. In this process by default, as export_and_register_model() runs it
+        (caller state put back after): a fresh interpreter would import torch and ONNX Runtime
+        again for every gate. ``subprocess`` where the process is the point: native libraries'
+        own stderr, per-process timing and memory, pytest-xdist workers."""
         options = ["--gate-config", str(self.path / "gate.toml")] if config else []
         if not any(a.startswith("--hypothesis-profile") for a in args):
             # No shrinking: these tests assert which check blocks, not the minimal example.
             options.append("--hypothesis-profile=smoke")
-        result = self.pytester.runpytest_subprocess(*paths, *options, *args)
+        if subprocess:
+            result = self.pytester.runpytest_subprocess(*paths, *options, *args)
+        else:
+            with preserved():
+                result = self.pytester.runpytest_inprocess(*paths, *options, *args)
         reports = sorted((self.path / "reports").glob("*/gate.json"))
         document = json.loads(reports[-1].read_text()) if reports else None
         failures = reports[-1].parent / "failures.txt" if reports else None

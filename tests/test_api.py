@@ -153,6 +153,7 @@ def test_a_training_script_gates_its_model_object_and_the_version_links_to_its_r
     }
 
 
+@pytest.mark.checks
 def test_a_model_object_whose_export_is_not_the_model_fails_in_one_line_and_leaves_the_caller_as_it_was(
     tmp_path, monkeypatch, capsys, training_log
 ):
@@ -172,6 +173,7 @@ def test_a_model_object_whose_export_is_not_the_model_fails_in_one_line_and_leav
     assert any(r.levelno == logging.WARNING and r.getMessage().startswith("onnx-gate checks:") for r in training_log.records)
 
 
+@pytest.mark.checks
 def test_a_model_object_without_inputs_gets_one_line_naming_what_to_add(tmp_path, monkeypatch, training_log):
     monkeypatch.chdir(tmp_path)
     result = export_and_register_model(_sequential(), config_overrides={"outputs": ["scores"]}, publish=False, pytest_args=FAST)
@@ -188,6 +190,7 @@ def test_a_run_id_that_names_no_run_is_refused_before_the_gate_runs(stack, tmp_p
     assert "run_id 'no-such-run' is not a run" in result.reason
 
 
+@pytest.mark.checks
 def test_a_localization_net_object_is_gated_with_the_config_that_names_the_built_in_model(tmp_path):
     result = export_and_register_model(localization_net("test", seed=3), config_overrides=_overrides(tmp_path),
                                        publish=False, pytest_args=FAST)  # fmt: skip
@@ -196,6 +199,7 @@ def test_a_localization_net_object_is_gated_with_the_config_that_names_the_built
     assert result.report_path.is_file() and result.publish is None
 
 
+@pytest.mark.checks
 def test_a_failing_gate_returns_the_reason_instead_of_raising(tmp_path):
     broken_invariant = [{"output": "uncertainties", "min": 0.9}]  # seeded uncertainties are ~0.3-0.7
     result = export_and_register_model(
@@ -207,6 +211,7 @@ def test_a_failing_gate_returns_the_reason_instead_of_raising(tmp_path):
     assert result.exit_code == 1
 
 
+@pytest.mark.checks
 def test_a_transformers_model_object_in_train_mode_is_gated_and_handed_back_in_train_mode(tmp_path, monkeypatch, training_log):
     from tests.real_architectures import CONFIGS
     from tests.real_models import bert

@@ -23,15 +23,15 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from harness.core import config as gate_config
-from harness.runtime.artifact_files import ArtifactManifest, file_sha256, manifest
 from harness.cli import gate_value_options, positional_arguments
+from harness.core import config as gate_config
 from harness.core.config import PublishConfig
-from harness.runtime.export import inspect_onnx
 from harness.models import localization_net
 from harness.publish import flow
 from harness.publish.naming import version_tags
 from harness.publish.s3 import s3_client
+from harness.runtime.artifact_files import ArtifactManifest, file_sha256, manifest
+from harness.runtime.export import inspect_onnx
 from tests import defects
 from tests.conftest import CONFORMANCE, TWO_INPUT_NET
 
@@ -57,6 +57,7 @@ def _run(path: Path) -> np.ndarray:
     return session.run(None, {defects.INPUT: defects.example()[0].numpy()})[0]
 
 
+@pytest.mark.checks
 def test_the_identity_covers_the_weights_and_not_the_folder(tmp_path):
     first = _with_external_data(_exported(tmp_path, 1), tmp_path / "a")
     moved = shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b") / "model.onnx"

@@ -9,9 +9,9 @@ import pytest
 
 from harness.bench.baseline import baseline_markdown, slowdown_budget
 from harness.core.baseline_spec import parse_spec
-from harness.publish.baseline_source import fetch
 from harness.core.errors import GateError
 from harness.publish import flow
+from harness.publish.baseline_source import fetch
 from tests.conftest import BENCHMARKS
 from tests.test_publish import _artifact, _request, _unique
 

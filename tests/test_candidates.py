@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.candidates.session import CandidateSet
 from harness.candidates.judge import budget_units, haversine_m, metric_value
 from harness.candidates.publish import candidate_release
+from harness.candidates.session import CandidateSet
 from harness.core.candidate_settings import DEFAULT_KINDS, TaskBudget
 from harness.core.config import parse
 from harness.core.errors import ConfigError, GateError
-from harness.gate.session import GateSession
 from harness.core.strategies import InputCase
+from harness.gate.session import GateSession
 from tests.real_architectures import CONFIGS
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +39,7 @@ def _gate(tmp_path: Path, section: dict, **candidates) -> GateSession:
     return gate
 
 
+@pytest.mark.checks
 def test_every_candidate_kind_is_built_and_judged_by_the_tolerance_of_its_precision(tmp_path):
     from harness.bench.measure import onnx_weight_bytes
 
@@ -64,6 +65,7 @@ def test_every_candidate_kind_is_built_and_judged_by_the_tolerance_of_its_precis
     assert split, str(split)
 
 
+@pytest.mark.checks
 def test_an_int8_candidate_over_a_too_tight_budget_is_blocked_and_never_published(tmp_path):
     gate = _gate(tmp_path, SMALL, build=["int8-dynamic"], publish="int8-dynamic",
                  budget={"metric": "haversine_m", "output": "positions", "limit": 1e-3})
@@ -84,6 +86,7 @@ def test_an_int8_candidate_over_a_too_tight_budget_is_blocked_and_never_publishe
     assert gate.candidates.judge_parity("int8-dynamic", CASE), str(judgement)
 
 
+@pytest.mark.checks
 def test_transformer_fusions_are_built_for_a_transformers_bert_and_pass_at_the_fp32_floor(tmp_path):
     import tomllib
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.core import config as gate_config
 from harness.checks.batch_consistency import check_batch_consistency
 from harness.checks.determinism import check_fresh_session, check_repeatable
 from harness.checks.invariants import check_invariants
 from harness.checks.parity import check_parity
+from harness.core import config as gate_config
+from harness.core.strategies import InputCase
 from harness.runtime.export import export_onnx
 from harness.runtime.runners import OrtRunner, TorchRunner
-from harness.core.strategies import InputCase
 from tests.conftest import HERE, TWO_INPUT_NET
 from tests.user_models import two_input_net
 
@@ -53,6 +53,7 @@ def config(tmp_path):
     return _config(tmp_path)
 
 
+@pytest.mark.checks
 def test_parity_passes_on_a_faithful_export(tmp_path, config):
     model = two_input_net()
     torch_runner, ort_runner = _runners(tmp_path, config, model)
@@ -75,6 +76,7 @@ def test_batch_consistency_fails_when_the_graph_couples_samples(tmp_path, config
     assert str(result).startswith("FAILED | ") and "parts 1+3" in str(result)
 
 
+@pytest.mark.checks
 def test_determinism_passes_for_one_session_and_for_a_fresh_one(tmp_path, config):
     _, runner = _runners(tmp_path, config, two_input_net())
     repeated = check_repeatable(CASE, config, runner)

@@ -118,6 +118,7 @@ def test_every_run_block_of_the_workflow_is_exercised_by_these_tests():
     assert set(names) == exercised | NOT_RUN, names  # a new step needs a test here
 
 
+@pytest.mark.checks
 def test_the_pull_request_steps_post_a_regression_first_and_fail_the_job(tmp_path):
     main_run = _recorded("base")
     main_run["onnx_gate"]["run_id"] = "20000101T000000Z-main"
@@ -133,6 +134,7 @@ def test_the_pull_request_steps_post_a_regression_first_and_fail_the_job(tmp_pat
     assert verdict.returncode != 0 and "gate exit status 0, compare exit status 1" in verdict.stdout
 
 
+@pytest.mark.checks
 def test_the_first_pull_request_has_nothing_to_compare_says_so_and_passes(tmp_path):
     _project(tmp_path, _recorded("noise"))  # only the PR's own run: no main run in the cache yet
     runner = _runner(tmp_path)

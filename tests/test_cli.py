@@ -7,12 +7,14 @@ import pytest
 from tests.conftest import TWO_INPUT_NET
 
 
+@pytest.mark.gate  # the CLI in a process of its own
 def test_help_documents_the_run_command():
     result = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True, check=True)
     assert "onnx-gate run [PYTEST_ARGS...]" in result.stdout
     assert "--gate-config" in result.stdout
 
 
+@pytest.mark.gate  # pytest in a process of its own
 def test_pytest_help_lists_the_gate_options_in_one_group():
     result = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=True)
     section = result.stdout.split("onnx-gate:", 1)[1]

@@ -14,12 +14,12 @@ from onnx import numpy_helper
 
 from harness import cli
 from harness.core import config as gate_config
+from harness.core.strategies import InputCase
 from harness.debug import DebugRequest, diagnose
 from harness.debug.inputs import parse_case
 from harness.debug.report import headline
-from harness.runtime.export import export_onnx
 from harness.models import localization_net
-from harness.core.strategies import InputCase
+from harness.runtime.export import export_onnx
 from tests import defects
 from tests.conftest import HERE, SMALL_LOCALIZATION_NET
 
@@ -67,6 +67,7 @@ def exported(request, tmp_path_factory) -> tuple[str, Path]:
     return request.param, _export(request.param, folder / "good.onnx")
 
 
+@pytest.mark.checks
 def test_a_correct_export_names_no_culprit(exported):
     exporter, path = exported
     result = _debug(exporter, path)
@@ -79,6 +80,7 @@ def test_a_correct_export_names_no_culprit(exported):
     assert any(line.startswith("The graph is the model (exact, in float64)") for line in headline(result))
 
 
+@pytest.mark.checks
 def test_one_weight_scaled_in_a_deep_block_is_named(exported, tmp_path):
     exporter, good = exported
     bad = _edited(good, tmp_path / "weight.onnx", _scale_initializer(f"{DEEP_CONV}.weight", 1.01))
@@ -98,6 +100,7 @@ def test_one_weight_scaled_in_a_deep_block_is_named(exported, tmp_path):
     assert later and not unexplained, unexplained
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_an_activation_replaced_by_an_approximation_is_named(exporter, tmp_path):
     bad = _export(exporter, tmp_path / "gelu.onnx", defects.gelu_tanh_in_last_block)
@@ -107,6 +110,7 @@ def test_an_activation_replaced_by_an_approximation_is_named(exporter, tmp_path)
     assert result.exact is not None and result.exact.departure().module == "backbone.stages.3.blocks.0.act"
 
 
+@pytest.mark.checks
 def test_a_normalisation_epsilon_changed_in_one_layer_is_named(tmp_path):
     def larger_eps(model) -> None:
         model.backbone.stages[1].blocks[0].norm.eps = 1e-3
@@ -116,6 +120,7 @@ def test_a_normalisation_epsilon_changed_in_one_layer_is_named(tmp_path):
     assert result.verdict.culprit.module == "backbone.stages.1.blocks.0.norm"
 
 
+@pytest.mark.checks
 def test_a_constant_edited_in_the_onnx_graph_is_named(tmp_path):
     _, good = "torchscript", _export("torchscript", tmp_path / "good.onnx")
     scope = "/backbone/stages/stages.1/blocks/blocks.0/act/"
@@ -131,6 +136,7 @@ def test_a_constant_edited_in_the_onnx_graph_is_named(tmp_path):
     assert result.verdict.culprit.module == "backbone.stages.1.blocks.0.act"
 
 
+@pytest.mark.checks
 def test_a_file_without_scope_information_gets_a_clear_statement_and_no_culprit(tmp_path):
     good = _export("torchscript", tmp_path / "good.onnx")
 
@@ -148,6 +154,7 @@ def test_a_file_without_scope_information_gets_a_clear_statement_and_no_culprit(
     assert len(result.alignment.unaligned) == result.named_modules
 
 
+@pytest.mark.checks
 def test_the_cli_debugs_the_latest_reports_failing_case_and_writes_a_replay_that_fails(
     tmp_path, monkeypatch, capsys
 ):
@@ -195,12 +202,13 @@ def test_a_case_parses_from_the_form_the_gate_prints_it():
         parse_case("zeros batch=99", config)
 
 
+@pytest.mark.checks
 def test_the_gate_report_records_the_last_failing_case_for_debug(tmp_path):
     """Hypothesis replays a failing test's shrunk example last: the last failure is the one to debug."""
     from harness.debug.inputs import failing_case
+    from harness.gate.session import GateSession
     from harness.report.outcome import build_outcome
     from harness.report.run_report import gate_document
-    from harness.gate.session import GateSession
 
     good = _export("torchscript", tmp_path / "good.onnx")
     bad = _edited(good, tmp_path / "bad.onnx", _scale_initializer(f"{DEEP_CONV}.weight", 1.01))
@@ -242,6 +250,7 @@ def _cli_project(tmp_path: Path, monkeypatch, *, export: bool = True) -> Path:
     return _edited(good, tmp_path / "bad.onnx", _scale_initializer(f"{DEEP_CONV}.weight", 1.01))
 
 
+@pytest.mark.checks
 def test_the_cli_debugs_explicit_arrays_from_an_npz_file(tmp_path, monkeypatch, capsys):
     bad = _cli_project(tmp_path, monkeypatch)
     arrays = _npz(tmp_path / "inputs.npz", CASE.materialize(_config("torchscript").inputs))
@@ -272,6 +281,7 @@ def test_the_cli_refuses_an_npz_file_whose_arrays_are_not_the_models_inputs(tmp_
     )
 
 
+@pytest.mark.checks
 def test_the_cli_debugs_the_failing_case_of_a_named_run_not_the_latest(tmp_path, monkeypatch, capsys):
     bad = _cli_project(tmp_path, monkeypatch)
     reports = tmp_path / "reports"
@@ -303,6 +313,7 @@ def test_the_cli_says_which_runs_match_an_ambiguous_or_unknown_run_id(tmp_path, 
     assert "--from-report '2027': no run under" in capsys.readouterr().err
 
 
+@pytest.mark.checks
 def test_a_model_without_float64_kernels_is_debugged_without_a_noise_floor(tmp_path):
     from tests import user_models
     from tests.conftest import TWO_INPUT_NET
@@ -364,6 +375,7 @@ def _failed_session(tmp_path: Path, onnx_path: Path):
     return session
 
 
+@pytest.mark.checks
 def test_the_gate_skips_the_section_with_a_reason_when_the_artifact_is_invalid(tmp_path):
     from harness.gate.divergence import summary_section, where_it_diverges
 
@@ -379,6 +391,7 @@ def test_the_gate_skips_the_section_with_a_reason_when_the_artifact_is_invalid(t
     assert "Not computed: the ONNX artifact is invalid" in summary_section(entry, session.run_id)
 
 
+@pytest.mark.checks
 def test_the_gate_skips_the_section_for_a_model_over_the_size_limit(tmp_path, monkeypatch):
     from harness.gate import divergence
 
@@ -393,6 +406,7 @@ def test_the_gate_skips_the_section_for_a_model_over_the_size_limit(tmp_path, mo
     assert entry["cost"]["seconds"] < 5
 
 
+@pytest.mark.checks
 def test_a_debug_failure_in_the_gate_becomes_a_one_line_reason(tmp_path):
     from harness.gate.divergence import where_it_diverges
 
@@ -407,6 +421,7 @@ def test_a_debug_failure_in_the_gate_becomes_a_one_line_reason(tmp_path):
     assert entry["reason"] == "debug failed: ArtifactError: cannot read ONNX file 'good.onnx': DecodeError"
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
 def test_nan_that_only_onnx_runtime_gives_is_the_divergence_and_never_within(exporter, tmp_path):
     """A stem LayerNorm exported with epsilon 0: on all-zero input (and a stem without bias, as

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from harness.core import config as gate_config
+from harness.core.strategies import InputCase
 from harness.debug import DebugRequest, diagnose
 from harness.debug.report import headline
 from harness.runtime.export import export_onnx
-from harness.core.strategies import InputCase
 from tests import real_models
 from tests.conftest import HERE
 from tests.real_architectures import CONFIGS
@@ -57,6 +57,7 @@ MATRIX = [
 ]
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("name, exporter", MATRIX)
 def test_debug_aligns_a_library_model_through_the_exporters_wrapper_and_names_the_defect(name, exporter, tmp_path):
     result = _debug(name, exporter, tmp_path, defect=True)

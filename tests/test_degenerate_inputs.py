@@ -12,12 +12,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from harness.core import config as gate_config
-from harness.compare.rule import judge_output
 from harness.checks.parity import degenerate_inputs
+from harness.compare.rule import judge_output
+from harness.core import config as gate_config
 from harness.core.config import Tolerance
-from harness.gate.session import GateSession
 from harness.core.strategies import InputCase
+from harness.gate.session import GateSession
 from tests.conftest import HERE
 
 UNET = """
@@ -51,6 +51,7 @@ def good(tmp_path_factory) -> GateSession:
     return _session(tmp_path_factory.mktemp("unet"))
 
 
+@pytest.mark.checks
 def test_a_correct_group_norm_model_on_blank_images_passes_with_a_finding(good, tmp_path):
     # The ill-conditioned U-Net's graph is the model, in float64, on blank images too.
     fidelity = good.check_fidelity(root=HERE.parent)

@@ -8,14 +8,14 @@ import tomllib
 import numpy as np
 import pytest
 
-from harness.core import config as gate_config
-from harness.compare.rule import judge_output
 from harness.checks.parity_stats import describe_exact, detectable_flip_rate
+from harness.compare.rule import judge_output
+from harness.core import config as gate_config
 from harness.core.config import Tolerance
-from harness.runtime.export import export_onnx
-from harness.report.run_report import gate_document, summary_markdown
-from harness.gate.session import GateSession
 from harness.core.strategies import InputCase
+from harness.gate.session import GateSession
+from harness.report.run_report import gate_document, summary_markdown
+from harness.runtime.export import export_onnx
 from tests import user_models
 from tests.conftest import HERE
 
@@ -62,6 +62,7 @@ def _session(tmp_path, *, head_through_fp16: bool) -> GateSession:
     return session
 
 
+@pytest.mark.checks
 def test_a_correct_argmax_output_reports_how_many_values_were_compared_and_the_rate_that_would_show(tmp_path):
     from harness.report.outcome import build_outcome
 
@@ -74,6 +75,7 @@ def test_a_correct_argmax_output_reports_how_many_values_were_compared_and_the_r
     assert f"3,072 values compared exactly, none differ: a flip rate above {rate:.2g}" in summary
 
 
+@pytest.mark.checks
 def test_an_argmax_output_of_a_half_precision_head_blocks_once_enough_values_are_compared(tmp_path):
     """The half-precision head flips about 2e-4 of the tags (measured over 256,000): 3,072
     comparisons catch that rate with 46% probability only (the report would say a rate above

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from harness.core import config as gate_config
-from harness.models import localization_net
 from harness.gate.session import GateSession
+from harness.models import localization_net
 from tests.conftest import CONFORMANCE, HERE, SMALL_LOCALIZATION_NET
 
 ARTIFACT_CHECK = (CONFORMANCE + "/test_artifact.py",)
@@ -59,6 +59,7 @@ CHANGES = {
 }
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("change", CHANGES)
 def test_a_config_change_that_can_change_the_bytes_exports_again(tmp_path, change):
     first = _prepared(tmp_path)
@@ -69,6 +70,7 @@ def test_a_config_change_that_can_change_the_bytes_exports_again(tmp_path, chang
     assert changed.artifact_cache.status == expected, changed.artifact_cache
 
 
+@pytest.mark.checks
 def test_changed_weights_export_again(tmp_path):
     first = _prepared(tmp_path, model=localization_net("test"))
     again = _prepared(tmp_path, model=localization_net("test"))
@@ -81,6 +83,7 @@ def test_changed_weights_export_again(tmp_path):
     assert changed.artifact.sha256 != first.artifact.sha256
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("damage", ["modified", "truncated"])
 def test_a_damaged_cache_entry_is_detected_and_exported_again_never_used(tmp_path, export_cache_dir, damage):
     first = _prepared(tmp_path)

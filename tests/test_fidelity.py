@@ -12,11 +12,11 @@ import onnx
 import pytest
 import torch
 
-from harness.core import config as gate_config
 from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, compare_fidelity, fidelity_bound
+from harness.core import config as gate_config
+from harness.gate.session import GateSession
 from harness.runtime.fp64_mode import KeepFloat64
 from harness.runtime.graph64 import Graph64, likely_double, to_float64, unsupported_ops
-from harness.gate.session import GateSession
 from tests import user_models
 from tests.conftest import HERE
 from tests.test_module_parity import TAGGER, _session
@@ -104,6 +104,7 @@ def test_a_model_that_casts_to_float32_stays_float64_in_the_reference_run():
     assert [r.shape for r in record] == [(2, 2), (1, 2)]
 
 
+@pytest.mark.checks
 def test_ops_without_a_float64_reference_are_named_and_fidelity_says_it_cannot_judge(tmp_path):
     """An ONNX Runtime-optimised file (com.microsoft ops): not judged, in one line; parity then
     judges alone with every rule it has."""
@@ -127,6 +128,7 @@ def test_ops_without_a_float64_reference_are_named_and_fidelity_says_it_cannot_j
 # --- on models ---------------------------------------------------------------------------------
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_an_argmax_tagger_with_a_half_precision_head_is_blocked_on_its_logits_and_the_head_named(exporter, tmp_path):
     """The tags themselves flip on ~2e-4 of the values; the logits behind the ArgMax, judged in
@@ -141,6 +143,7 @@ def test_an_argmax_tagger_with_a_half_precision_head_is_blocked_on_its_logits_an
     assert "first in `head` (Linear, user_models.py:" in str(result)
 
 
+@pytest.mark.checks
 def test_a_correct_tagger_passes_with_its_logits_judged_and_every_unaligned_module_named(tmp_path):
     session = _session(tmp_path, TAGGER, "torchscript", user_models.argmax_tagger())
     result = session.check_fidelity(root=ROOT)
@@ -150,6 +153,7 @@ def test_a_correct_tagger_passes_with_its_logits_judged_and_every_unaligned_modu
     assert entry["status"] == "passed" and entry["seconds"] > 0 and entry["worst"]["ratio"] < 1
 
 
+@pytest.mark.checks
 def test_a_weight_scaled_by_a_few_ppm_is_named_in_the_module_that_holds_it(tmp_path):
     exported = user_models.argmax_tagger()
     with torch.no_grad():

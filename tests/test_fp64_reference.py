@@ -89,6 +89,7 @@ def test_a_conv2d_subclass_with_its_own_forward_is_left_as_it_is():
     assert _fast_fp64_stand_in(Scaled(4, 4, 7, padding=3, groups=4)) is None
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("size", ["test", "atto"])
 def test_the_fast_float64_localization_net_computes_the_plain_double_model(size):
     from harness.models import localization_net
@@ -123,6 +124,7 @@ def test_a_stand_in_keeps_every_attribute_of_the_convolution_it_replaces(make):
     assert set(dict(conv.named_buffers())) == set() and "taps" not in vars(conv)["_buffers"]
 
 
+@pytest.mark.checks
 def test_a_library_model_that_reads_its_convolutions_attributes_runs_in_float64_with_the_stand_ins():
     """transformers' MobileNetV2 reads each convolution's .stride for TF-style padding."""
     pytest.importorskip("transformers")
@@ -139,14 +141,15 @@ def test_a_library_model_that_reads_its_convolutions_attributes_runs_in_float64_
         np.testing.assert_allclose(fast[name], plain[name].numpy(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.checks
 @pytest.mark.slow
 def test_the_gate_keeps_its_noise_check_on_a_library_model_that_needs_the_stand_ins(tmp_path):
     pytest.importorskip("transformers")
     import tomllib
 
     from harness.core import config as gate_config
-    from harness.gate.session import GateSession
     from harness.core.strategies import InputCase
+    from harness.gate.session import GateSession
     from tests.conftest import HERE
 
     section = tomllib.loads(MOBILENET_V2)
@@ -172,6 +175,7 @@ dims = { batch = [1, 4] }
 """
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("name", ["bert", "vit", "resnet", "convnext", "wav2vec2", "lstm"])
 def test_the_float64_reference_of_a_large_model_casts_as_it_runs_and_computes_the_double_model(name, monkeypatch):
     """Above LAZY_FP64_BYTES the reference holds no double copy; here the limit is lowered so that

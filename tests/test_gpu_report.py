@@ -7,12 +7,11 @@ import math
 
 import pytest
 
-from harness.core import config
-from harness.core.config import validate
 from harness.bench.measure import LatencyRecord, best_against_best, check_gpu_budgets, gpu_speedups
-from harness.report.bench import gpu_markdown, gpu_section
-from harness.core.config import BudgetConfig
+from harness.core import config
+from harness.core.config import BudgetConfig, validate
 from harness.core.errors import ConfigError
+from harness.report.bench import gpu_markdown, gpu_section
 
 H100_MS = {"pytorch": 3.36, "pytorch-cuda-graph": 0.85, "onnxruntime": 1.90, "onnxruntime-cudagraph": 1.18}
 

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from harness.core import config as gate_config
 from harness.checks.sensitivity import check_sensitivity
+from harness.core import config as gate_config
 from harness.core.errors import ConfigError
 from harness.core.inputs import FAMILIES, IN_RANGE_FAMILIES, InputCase, in_declared_domain
-from harness.gate.session import GateSession
 from harness.core.strategies import input_cases
+from harness.gate.session import GateSession
 from tests.conftest import HERE
 
 TOKENS = """
@@ -136,6 +136,7 @@ def test_masks_have_a_valid_prefix_or_suffix_the_longest_row_full_and_the_pad_id
         assert np.all(feeds["tokens"][mask == 1] != 0.0)
 
 
+@pytest.mark.checks
 def test_hypothesis_reaches_one_valid_position_all_valid_and_left_padding():
     config = _tokens("both", min_valid=1)
     strategy = input_cases(config)
@@ -238,6 +239,7 @@ def padded_session(tmp_path_factory):
     return session
 
 
+@pytest.mark.checks
 def test_padded_positions_declared_dont_care_are_left_out_and_counted(padded_session):
     case = InputCase("uniform", {"batch": 3, "sequence": 8}, seed=2, valid="fewest")
     result = padded_session.check_parity(case)
@@ -246,6 +248,7 @@ def test_padded_positions_declared_dont_care_are_left_out_and_counted(padded_ses
     assert padded_session.parity_summary()["outputs"]["steps"]["values_left_out_as_padding"] >= 42
 
 
+@pytest.mark.checks
 def test_without_the_declaration_the_padded_positions_block(padded_session):
     from dataclasses import replace
 
@@ -257,6 +260,7 @@ def test_without_the_declaration_the_padded_positions_block(padded_session):
     assert not result and "values exceed" in str(result)
 
 
+@pytest.mark.checks
 def test_a_mismatch_at_valid_positions_still_blocks(padded_session, tmp_path):
     import onnx
     from onnx import numpy_helper
@@ -288,6 +292,7 @@ def _write_samples(folder: Path) -> None:
         np.savez(folder / f"batch{index}.npz", tokens=tokens, attention_mask=mask)
 
 
+@pytest.mark.checks
 def test_samples_are_drawn_as_they_are_resized_to_the_batch_and_perturbed(tmp_path):
     _write_samples(tmp_path)
     config = _config('samples = ["batch*.npz"]\n' + TOKENS % {"padding": "right", "min_valid": 1}, tmp_path)

@@ -18,8 +18,8 @@ import onnxruntime as ort
 import pytest
 from mlflow import MlflowClient
 
-from harness.runtime.artifact_files import PROTOBUF_LIMIT, ArtifactManifest, manifest
 from harness.publish.s3 import s3_client
+from harness.runtime.artifact_files import PROTOBUF_LIMIT, ArtifactManifest, manifest
 from tests.conftest import BENCHMARKS, CONFORMANCE
 
 pytestmark = pytest.mark.slow

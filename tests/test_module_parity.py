@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.core import config as gate_config
 from harness.checks.module_parity import module_cases
-from harness.core.inputs import DEGENERATE_FAMILIES
+from harness.core import config as gate_config
 from harness.core.errors import ConfigError
-from harness.runtime.export import export_onnx
-from harness.gate.session import GateSession
+from harness.core.inputs import DEGENERATE_FAMILIES
 from harness.core.strategies import FAMILIES
+from harness.gate.session import GateSession
+from harness.runtime.export import export_onnx
 from tests import user_models
 from tests.conftest import HERE
 
@@ -55,6 +55,7 @@ def _without_fidelity(session: GateSession) -> GateSession:
     return session
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize(("exporter", "rule"), [("torchscript", "float64"), ("dynamo", "float64"), ("torchscript", "noise")])
 def test_an_argmax_tagger_with_a_half_precision_head_is_blocked_on_every_case_and_the_head_named(exporter, rule, tmp_path):
     """The tags flip on about 2e-4 of the values, so exact comparison catches it by chance; the
@@ -73,6 +74,7 @@ def test_an_argmax_tagger_with_a_half_precision_head_is_blocked_on_every_case_an
     assert entry["cost"]["seconds"] > 0
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("rule", ["float64", "noise"])
 def test_a_correct_tagger_export_passes_with_every_module_judged(rule, tmp_path):
     session = _session(tmp_path, TAGGER, "torchscript", user_models.argmax_tagger())
@@ -88,6 +90,7 @@ def test_a_correct_tagger_export_passes_with_every_module_judged(rule, tmp_path)
         assert str(result).startswith("PASSED | every aligned module within 16x its own fp32 noise on 5 cases")
 
 
+@pytest.mark.checks
 def test_a_file_without_scope_information_is_said_in_one_line_and_not_judged(tmp_path):
     """An ONNX file made elsewhere, its node names and metadata stripped: nothing ties its values
     to modules. Not a failure; the final outputs are compared as usual."""
@@ -115,6 +118,7 @@ def test_the_sample_holds_every_family_but_the_degenerate_ones_and_every_pinned_
     assert len(many_batches) == 7 and {c.sizes["batch"] for c in many_batches} == set(range(1, 8))
 
 
+@pytest.mark.checks
 def test_module_parity_is_a_switch_and_a_skip_is_not_required(tmp_path):
     section = tomllib.loads(TAGGER)
     assert gate_config.parse(section, tmp_path, search_dirs=(HERE,)).module_parity is True
@@ -132,6 +136,7 @@ def test_module_parity_is_a_switch_and_a_skip_is_not_required(tmp_path):
 BERT_DEFECT = "encoder.layer.1.intermediate.dense"
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
 def test_a_transformers_model_with_one_wrong_weight_is_blocked_and_the_module_named(exporter, tmp_path):
     pytest.importorskip("transformers", reason="library models need transformers (pip install -e .[test])")

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from harness.core import config as gate_config
-from harness.gate.session import GateSession
 from harness.core.strategies import FAMILIES, InputCase, input_cases
+from harness.gate.session import GateSession
 from tests import defects
 from tests.conftest import FRAME_NET, HERE, SMALL_LOCALIZATION_NET, TWO_INPUT_NET
 
@@ -48,6 +48,7 @@ def good_onnx(tmp_path_factory):
     return defects.export(tmp_path_factory.mktemp("good") / "good.onnx")
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("defect", DEFECTS)
 def test_a_small_defect_passes_atol_rtol_but_the_graph_in_float64_is_not_the_model(defect, good_onnx, tmp_path):
     session = _session(tmp_path, SMALL_LOCALIZATION_NET, onnx=DEFECTS[defect](good_onnx, tmp_path))
@@ -85,6 +86,7 @@ def test_with_the_noise_floor_off_graph_fidelity_still_blocks_what_the_fixed_tol
     assert run.status("parity") == "passed" and run.status("fidelity") == "failed"
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 @pytest.mark.parametrize(
     "template", [SMALL_LOCALIZATION_NET, TWO_INPUT_NET, FRAME_NET], ids=["localization-net", "two-inputs", "time-axis"]
@@ -111,6 +113,7 @@ def test_correct_exports_are_never_blocked_across_20_hypothesis_seeds(template, 
 FLOAT32_ONLY_NET = TWO_INPUT_NET.replace("user_models:two_input_net", "user_models:float32_only_net")
 
 
+@pytest.mark.checks
 def test_a_model_without_float64_kernels_falls_back_to_the_fixed_tolerance_with_a_warning(tmp_path):
     session = _session(tmp_path, FLOAT32_ONLY_NET)
     case = InputCase(family="normal", sizes={"batch": 2})

@@ -8,12 +8,12 @@ import tomllib
 import numpy as np
 import pytest
 
-from harness.core import config as gate_config
-from harness.compare.rule import FP32_EPS, compare_noise, scale_sets
 from harness.checks.parity import check_parity
-from harness.runtime.export import export_onnx
-from harness.gate.session import GateSession
+from harness.compare.rule import FP32_EPS, compare_noise, scale_sets
+from harness.core import config as gate_config
 from harness.core.strategies import InputCase
+from harness.gate.session import GateSession
+from harness.runtime.export import export_onnx
 from tests import user_models
 from tests.conftest import HERE
 
@@ -51,6 +51,7 @@ def _whole_output_ratio(session: GateSession, case: InputCase) -> float:
     return float(np.abs(onnx - fp64).max()) / floor
 
 
+@pytest.mark.checks
 def test_scores_that_went_through_fp16_beside_pixel_boxes_are_blocked_by_graph_fidelity(tmp_path):
     session = _session(tmp_path, scores_through_fp16=True)
     # Judged over the whole tensor, the fp16 scores hide behind the boxes' noise floor...
@@ -64,6 +65,7 @@ def test_scores_that_went_through_fp16_beside_pixel_boxes_are_blocked_by_graph_f
     assert "in the model's own forward" in str(fidelity) and "user_models.py:" in str(fidelity), str(fidelity)
 
 
+@pytest.mark.checks
 def test_without_graph_fidelity_the_scale_sets_still_block_the_fp16_scores(tmp_path):
     """Where fidelity cannot judge (ops with no float64 reference), the runtime rule judges alone
     with its scale sets: at their own scale the scores are hundreds of times their own noise."""
@@ -77,6 +79,7 @@ def test_without_graph_fidelity_the_scale_sets_still_block_the_fp16_scores(tmp_p
     assert worst.judged_ratio > 10 * FACTOR and "values of magnitude <=" in worst.scale, str(worst)
 
 
+@pytest.mark.checks
 def test_a_correct_export_of_the_same_head_passes(tmp_path):
     session = _session(tmp_path, scores_through_fp16=False)
     fidelity = session.check_fidelity(root=HERE.parent)

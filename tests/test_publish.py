@@ -23,12 +23,12 @@ import torch
 from mlflow import MlflowClient
 
 from harness.core.config import PublishConfig
-from harness.runtime.export import file_sha256
 from harness.models import localization_net
 from harness.publish import flow, s3_mlflow
 from harness.publish.claim import ClaimOwner, machine_id
 from harness.publish.registry import Registry
 from harness.publish.s3 import ArtifactStore, s3_client
+from harness.runtime.export import file_sha256
 from tests import defects
 from tests.conftest import BENCHMARKS, CONFORMANCE, TWO_INPUT_NET
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from harness.core import config as gate_config
-from harness.gate.session import GateSession
 from harness.core.strategies import input_cases
+from harness.gate.session import GateSession
 from tests.conftest import HERE, SLOW_TESTS_ENV
 from tests.real_architectures import CONFIGS
 
@@ -87,6 +87,7 @@ def gate_real_architecture(
     }  # fmt: skip
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_a_correct_export_of_a_real_architecture_is_never_blocked(name, exporter, tmp_path):
@@ -113,6 +114,7 @@ def _session(name: str, exporter: str, work_dir: Path, **changes: Any) -> GateSe
     return session
 
 
+@pytest.mark.checks
 def test_a_left_padded_decoder_differs_only_at_padded_positions_which_no_longer_block(tmp_path):
     """PyTorch's SDPA gives zero attention where a causal window holds only left padding; the
     dynamo export of the Llama decoder gives uniform attention there. Valid positions agree."""
@@ -133,14 +135,15 @@ def test_a_left_padded_decoder_differs_only_at_padded_positions_which_no_longer_
     assert not whole and whole.outputs[0].max_abs > 0.1, str(whole)
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_a_near_silence_epsilon_defect_is_caught_only_by_quiet_inputs_or_samples(exporter, tmp_path):
     """LayerNorm's epsilon exported as 1e-12 instead of 1e-5: invisible where the frames vary
     (every wide family) or do not vary at all (zeros, constant); plain on dithered silence."""
     import numpy as np
 
-    from harness.runtime.export import export_onnx
     from harness.core.inputs import FAMILIES, InputCase
+    from harness.runtime.export import export_onnx
     from tests.real_models import frame_encoder
 
     defect = tmp_path / "defect.onnx"

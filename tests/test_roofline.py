@@ -5,7 +5,13 @@ import math
 import pytest
 
 from harness.bench.measure import (
-    LatencyRecord, Roofline, activation_bytes, count_flops, last_level_cache_bytes, onnx_weight_bytes, read_bandwidth,
+    LatencyRecord,
+    Roofline,
+    activation_bytes,
+    count_flops,
+    last_level_cache_bytes,
+    onnx_weight_bytes,
+    read_bandwidth,
 )  # fmt: skip
 from harness.report.bench import flop_efficiency_cell, roofline_cell
 

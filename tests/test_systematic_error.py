@@ -6,9 +6,10 @@ from __future__ import annotations
 import tomllib
 
 import numpy as np
+import pytest
 
-from harness.core import config as gate_config
 from harness.checks.bias import pooled_bias
+from harness.core import config as gate_config
 from harness.gate.session import GateSession
 from tests import defects
 from tests.conftest import HERE, SMALL_LOCALIZATION_NET
@@ -23,6 +24,7 @@ def _session(tmp_path, onnx_path) -> GateSession:
     return session
 
 
+@pytest.mark.checks
 def test_a_few_ppm_scale_error_on_one_output_blocks_although_every_value_is_within_the_noise_bound(tmp_path):
     good = defects.export(tmp_path / "good.onnx")
     for factor in (1 + 2.5e-6,):
@@ -37,6 +39,7 @@ def test_a_few_ppm_scale_error_on_one_output_blocks_although_every_value_is_with
         assert "systematic scale error" in str(results["positions"])
 
 
+@pytest.mark.checks
 def test_a_correct_export_has_no_systematic_error(tmp_path):
     session = _session(tmp_path, defects.export(tmp_path / "good.onnx"))
     results = session.check_bias()

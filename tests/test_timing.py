@@ -28,7 +28,7 @@ def test_the_stopwatch_counts_a_measurement_still_running_and_the_parts_sum_to_t
 
 def test_the_report_breaks_the_session_time_into_parts_that_add_up(project):
     project.write_config()
-    run = project.run()
+    run = project.run(subprocess=True)
     assert run.result.ret == 0, run.result.stdout.str()
     timing = run.document["timing"]
     parts = timing["parts_s"]

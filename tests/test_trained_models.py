@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from harness.core import config as gate_config
 from harness.core.inputs import InputCase
-from harness.gate.session import GateSession
 from harness.core.strategies import input_cases
+from harness.gate.session import GateSession
 from tests import trained_models as tm
 from tests.conftest import HERE, SLOW_TESTS_ENV
 
@@ -102,6 +102,7 @@ def gate_trained_model(
     }  # fmt: skip
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=slow)])
 @pytest.mark.parametrize("name", ["crepe_tiny", pytest.param("crepe_full", marks=slow), "speaker_encoder"])
 def test_a_correct_export_of_a_trained_model_passes_the_gate(name, exporter, tmp_path, one_thread):
@@ -130,6 +131,7 @@ def cents_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(1200 * np.log2(np.asarray(a) / np.asarray(b)))
 
 
+@pytest.mark.checks
 @pytest.mark.parametrize("name", ["crepe_tiny", "crepe_full"])
 def test_crepe_finds_the_pitch_of_harmonic_tones(name, one_thread):
     needs_weights(name)
@@ -149,6 +151,7 @@ def test_crepe_finds_the_pitch_of_harmonic_tones(name, one_thread):
     assert (probabilities.max(1) > 0.5).all(), probabilities.max(1)
 
 
+@pytest.mark.checks
 def test_the_speaker_encoder_gives_unit_embeddings_closest_to_the_same_voice(one_thread):
     needs_weights("speaker_encoder")
     model = tm.speaker_encoder()

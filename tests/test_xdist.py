@@ -57,10 +57,10 @@ def _assert_same_parity(distributed, single):
 
 def test_two_workers_give_the_same_gate_as_one_process_from_one_export(project):
     project.write_config(TWO_INPUT_NET)
-    single = project.run()
+    single = project.run(subprocess=True)
     assert single.result.ret == 0, single.result.stdout.str()
     assert len(_exported_files(project)) == 1
-    distributed = project.run("-n", "2")
+    distributed = project.run("-n", "2", subprocess=True)
     assert distributed.result.ret == 0, distributed.result.stdout.str()
 
     assert len(_exported_files(project)) == 2  # one more file: the controller's, none per worker
@@ -87,7 +87,7 @@ def test_two_workers_give_the_same_gate_as_one_process_from_one_export(project):
 def test_a_perturbed_weight_blocks_under_two_workers_and_names_parity(project, tmp_path):
     project.write_config()
     perturbed = defects.perturb_one_weight(defects.export(tmp_path / "good.onnx"), tmp_path / "perturbed.onnx")
-    run = project.run("-n", "2", "--gate-onnx", str(perturbed))
+    run = project.run("-n", "2", "--gate-onnx", str(perturbed), subprocess=True)
     assert run.result.ret == 1
     assert run.document["verdict"] == "failed" and "parity failed" in run.document["reasons"]
     assert run.status("parity") == "failed" and run.status("contract") == "passed"
@@ -106,7 +106,7 @@ def test_a_changed_file_fails_the_artifact_check_and_only_the_controller_refuses
     monkeypatch.setenv("PUBLISH_LOG", str(log))
     run = project.run(
         "-n", "2", "-p", "tamper", "-p", "publish_counter", "--gate-publish", "--gate-bench-quick",
-        "-k", "not determinism", paths=(CONFORMANCE, BENCHMARKS),
+        "-k", "not determinism", paths=(CONFORMANCE, BENCHMARKS), subprocess=True,
     )  # fmt: skip
     assert run.result.ret == 1, run.result.stdout.str()
     # The workers hash the file again: it is not the one the controller checked.

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.core.errors import GateError, first_line
+from harness.runtime.runners import ORT_LOG_SEVERITY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,7 +102,7 @@ class Probe:
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = ORT_LOG_SEVERITY
         # A diagnostic run, not a timed one: no second, pre-packed copy of the weights, and no arena
         # that keeps its intermediate values' memory after the run.
         options.add_session_config_entry("session.disable_prepacking", "1")

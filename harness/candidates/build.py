@@ -13,6 +13,7 @@ from harness.core.candidate_settings import KINDS
 from harness.core.errors import first_line
 from harness.core.inputs import InputCase
 from harness.core.samples import load_samples
+from harness.runtime.runners import ORT_LOG_SEVERITY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,7 +63,7 @@ def _offline_optimised(level: str) -> Callable[[Path, Path, GateConfig, Mapping[
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         options.optimized_model_filepath = str(target)
-        options.log_severity_level = 3
+        options.log_severity_level = ORT_LOG_SEVERITY
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
     return build
@@ -194,7 +195,7 @@ def build_candidate(kind: str, source: Path, folder: Path, config: GateConfig, o
         import onnxruntime as ort
 
         session_options = ort.SessionOptions()
-        session_options.log_severity_level = 3
+        session_options.log_severity_level = ORT_LOG_SEVERITY
         ort.InferenceSession(str(target), session_options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         first = first_line(exc)

@@ -15,7 +15,7 @@ from harness.core.inputs import InputCase
 from harness.runtime.artifact_files import PROTOBUF_LIMIT, inline_external_data, manifest
 from harness.runtime.artifact_files import file_sha256 as file_sha256  # its home before artifact_files
 from harness.runtime.provenance import count_absolute_paths, make_reproducible
-from harness.runtime.runners import named_outputs, output_list
+from harness.runtime.runners import ORT_LOG_SEVERITY, named_outputs, output_list
 
 if TYPE_CHECKING:
     import numpy as np
@@ -198,7 +198,7 @@ def baked_dimension(path: Path, config: GateConfig) -> str | None:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = ORT_LOG_SEVERITY
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     wanted = [o.name for o in session.get_outputs()]
     for dim in config.dims.values():

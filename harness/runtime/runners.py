@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 _THREADS_OVERRIDE: int | None = None
 
+# Fatal only: ONNX Runtime's errors come back as exceptions, which the gate reports in one line;
+# its own "[E:onnxruntime:, sequential_executor.cc ...]" lines on stderr would say it twice.
+ORT_LOG_SEVERITY = 4
+
 
 def default_threads() -> int:
     """Threads both frameworks use: the cores this process may run on, or its share of them when
@@ -350,7 +354,7 @@ class OrtRunner(Runner):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, graph_optimization)
-        options.log_severity_level = 3
+        options.log_severity_level = ORT_LOG_SEVERITY
         for key, value in (config_entries or {}).items():
             options.add_session_config_entry(key, value)
         try:
