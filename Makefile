@@ -38,7 +38,7 @@ $(TEST_STAMP): $(STAMP)
 # went, per tier (tests/tier_durations.json, kept in the repository).
 test: $(TEST_STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest tests -n auto --dist worksteal --durations=20 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n auto --dist loadgroup --durations=20 $(PYTEST_ARGS)
 	@$(BIN)/python tools/tier_durations.py
 
 # The fast tier alone: logic, no model runs (under a minute).

@@ -34,20 +34,19 @@ def tier_of(item: pytest.Item) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # One core per xdist worker (`make test` runs two): each worker's gates then size their
-    # threads to one core, as on a machine of their own, instead of four threads fighting for two.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    cores = sorted(os.sched_getaffinity(0))
-    if worker.startswith("gw") and len(cores) > 1:
-        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
     config.pluginmanager.register(TierClock(), "onnx-gate-tier-clock")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         tier = tier_of(item)
         item.add_marker(getattr(pytest.mark, tier))
         item.user_properties.append(("tier", tier))
+        if tier == "stack":
+            # One worker runs every test that needs the servers (`make test`: --dist loadgroup), so
+            # SeaweedFS and MLflow start once, not once per worker.
+            item.add_marker(pytest.mark.xdist_group("stack"))
     if os.environ.get(SLOW_TESTS_ENV) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow tier, skipped by `make test`: {SLOW_TESTS_ENV}=1 .venv/bin/python -m pytest tests -m slow")
