@@ -11,7 +11,7 @@ from harness.bench.compare import CompareSettings, history, resolve_run
 from harness.bench.export import write_results
 from harness.bench.history import compare_runs, history_report
 from harness.core import config as gate_config
-from harness.core.config import OVERRIDE_OPTIONS
+from harness.core.config import OVERRIDE_OPTIONS  # the overrides `run` takes from the pytest plugin
 from harness.core.errors import GateError
 from harness.core.inputs import describe_case
 from harness.core.model_loader import build_model
@@ -245,8 +245,6 @@ def bench_results(arguments: argparse.Namespace) -> int:
 
 
 def _add_debug_parser(commands: Any) -> None:
-    from harness.core.config import OVERRIDE_OPTIONS  # the overrides `run` takes from the pytest plugin
-
     debug = commands.add_parser(
         "debug", help="name the module that introduced a parity mismatch",
         description="Run PyTorch (fp32 and fp64) with a hook on every named module and ONNX Runtime once with "

@@ -3,12 +3,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.pytester import SysModulesSnapshot
 
 from harness.core.caller_state import preserved
 
@@ -196,6 +198,27 @@ class GateProject:
         return GateRun(result, document, details)
 
 
+# pytester drops, after each in-process run and at each test's end, every module imported since it
+# began. For torch that is wrong: a dynamo export imports parts of torch that register themselves
+# once per process ("already registered in mega-cache artifact factory" on the next import). Only
+# the modules of the throwaway projects (user_models.py, plugins written by a test) are dropped.
+REPOSITORY = Path(__file__).resolve().parent.parent
+INSTALLED = tuple(str(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
+
+
+def _keeps_module(name: str) -> bool:
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if file is None:
+        return True
+    resolved = str(Path(file).resolve())
+    return resolved.startswith(INSTALLED) or resolved.startswith(str(REPOSITORY))
+
+
+pytest.Pytester._Pytester__take_sys_modules_snapshot = (  # type: ignore[attr-defined]
+    lambda self: SysModulesSnapshot(preserve=_keeps_module)
+)
+
+
 # pytest-xdist marks its workers with these; a gate a test starts (pytester, a subprocess) is a
 # session of its own and must not read them as its own, or pytest-benchmark turns itself off there.
 XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
@@ -207,12 +230,22 @@ def without_xdist_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="session")
+def shared_export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("export-cache")
+
+
 @pytest.fixture(autouse=True)
-def export_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test gets its own, empty export cache: none reads or fills the user's ~/.cache."""
+def export_cache_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The export cache of this test session (of this xdist worker), shared by its tests as a user's
+    cache is shared by their runs; none reads or fills the user's ~/.cache. A module about exporting
+    itself (the cache, reproducible bytes, xdist's one export) sets FRESH_EXPORT_CACHE = True and
+    gets an empty cache per test."""
     from harness.runtime.cache import CACHE_DIR_ENV
 
-    folder = tmp_path_factory.mktemp("export-cache")
+    fresh = getattr(request.module, "FRESH_EXPORT_CACHE", False)
+    folder = tmp_path_factory.mktemp("export-cache") if fresh else request.getfixturevalue("shared_export_cache")
     monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
     return folder
 

@@ -14,6 +14,8 @@ from harness.gate.session import GateSession
 from harness.models import localization_net
 from tests.conftest import CONFORMANCE, HERE, SMALL_LOCALIZATION_NET
 
+FRESH_EXPORT_CACHE = True  # each test exports for itself (tests/conftest.py)
+
 ARTIFACT_CHECK = (CONFORMANCE + "/test_artifact.py",)
 
 

@@ -15,6 +15,8 @@ import pytest
 from harness.runtime.provenance import count_absolute_paths, relative_source
 from tests.conftest import CONFORMANCE, HERE, TWO_INPUT_NET
 
+FRESH_EXPORT_CACHE = True  # each test exports for itself (tests/conftest.py)
+
 ARTIFACT_CHECK = CONFORMANCE + "/test_artifact.py"
 
 

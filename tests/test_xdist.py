@@ -7,6 +7,8 @@ import pytest
 from tests import defects
 from tests.conftest import BENCHMARKS, CONFORMANCE, TWO_INPUT_NET
 
+FRESH_EXPORT_CACHE = True  # each test exports for itself (tests/conftest.py)
+
 pytest.importorskip("xdist")
 
 # Written into the user's project and loaded with -p: it changes the exported file after the

@@ -14,6 +14,7 @@ import pytest
 
 from harness.core.profiles import current_profile
 from harness.core.publish_outcome import notify_stderr
+from harness.gate.divergence import where_it_diverges
 from harness.plugin.distributed import controller, roles
 from harness.publish import flow
 from harness.publish.targets import publish_target
@@ -43,8 +44,7 @@ def build(session: pytest.Session, gate: GateSession, exitstatus: int) -> GateOu
 
     divergence = None
     if gate.parity.failure_case is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
-        from harness.gate.divergence import where_it_diverges  # bounded, and never raises
-
+        # Bounded, and never raises: the report is written whatever it finds.
         with gate.timing.measure("reports"):  # the divergence analysis reports its own cost as well
             divergence = where_it_diverges(gate, root=config.invocation_params.dir)
     return build_outcome(
