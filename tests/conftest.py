@@ -5,9 +5,10 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from _pytest.pytester import SysModulesSnapshot
@@ -37,6 +38,16 @@ def tier_of(item: pytest.Item) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(TierClock(), "onnx-gate-tier-clock")
+    # On one of N xdist workers (`make test`), the gates this process runs get its share of the
+    # cores, as the gate's own xdist workers do: two workers whose gates each spin two ONNX Runtime
+    # and OpenMP threads on two cores ran a MobileNet 7x slower than one worker did.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        from harness.runtime.runners import set_default_threads
+
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        set_default_threads(share)
+        os.environ["OMP_NUM_THREADS"] = str(share)  # before torch starts its pool; gates in subprocesses too
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
@@ -162,6 +173,22 @@ class GateRun:
         return {name for name, record in self.document["checks"].items() if record["status"] == "failed"}
 
 
+@contextmanager
+def _declared_checks_kept() -> Iterator[None]:
+    """Checks a project's own modules declare (harness/checks/declared.py) are forgotten after its
+    in-process gate, as a process of its own would forget them: pytester drops those modules, and
+    the next project's gate must not require a check it never declared."""
+    from harness.checks import declared
+
+    declared.gate_checks()  # the gate's own checks, declared once by importing them
+    before = dict(declared._DECLARED)
+    try:
+        yield
+    finally:
+        declared._DECLARED.clear()
+        declared._DECLARED.update(before)
+
+
 class GateProject:
     """A user's project folder: a gate config, their models, and a way to run the gate on it."""
 
@@ -189,7 +216,7 @@ class GateProject:
         if subprocess:
             result = self.pytester.runpytest_subprocess(*paths, *options, *args)
         else:
-            with preserved():
+            with preserved(), _declared_checks_kept():
                 result = self.pytester.runpytest_inprocess(*paths, *options, *args)
         reports = sorted((self.path / "reports").glob("*/gate.json"))
         document = json.loads(reports[-1].read_text()) if reports else None

@@ -15,7 +15,7 @@ PyTorch's float64 run on the same inputs. Neither side has fp32 kernels in it, s
   (16) allows for the chance of which way each rounding went.
 
 Beyond that bound the graph computes something else: a changed epsilon, a weight off by a few
-ppm, an fp16 leak, a wrong mask, a baked-in shape. Measured (README, "Graph fidelity"): faithful
+ppm, an fp16 leak, a wrong mask, a baked-in shape. Measured (docs/verdicts.md): faithful
 exports stay within 0.01-0.5 of their bound, defects land at 10-10^8 times it.
 
 Discrete outputs (argmax tags, masks) are not compared themselves: the float input of every
