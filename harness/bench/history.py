@@ -21,6 +21,7 @@ from harness.bench.compare import (
 )
 from harness.bench.stats import ratio_interval
 from harness.core.errors import GateError
+from harness.core.latest import point_latest
 from harness.core.plots import saved_figure
 
 TREND_RUNS = 20  # compare's trend.png: the latest runs; --history N plots more
@@ -121,14 +122,5 @@ def compare_runs(report_dir: Path, base: str | None, head: str | None,
     (out_dir / "compare.md").write_text(comparison.markdown(), encoding="utf-8")
     (out_dir / "compare.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
     plot_history(load_runs(runs[-TREND_RUNS:]), settings, out_dir / "trend.png")
-    _point_latest(out_dir)
+    point_latest(out_dir)
     return comparison, out_dir
-
-
-def _point_latest(directory: Path) -> None:
-    """reports/compare/latest -> this comparison (CI posts latest/compare.md), replaced atomically."""
-    link = directory.parent / "latest"
-    temporary = directory.parent / f".latest-{directory.name}"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(directory.name, target_is_directory=True)
-    temporary.replace(link)

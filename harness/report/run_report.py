@@ -13,6 +13,7 @@ from harness.checks.fidelity import summary_lines as fidelity_lines
 from harness.checks.module_parity import summary_lines
 from harness.checks.parity_stats import case_to_dict, describe_exact
 from harness.core.failure_budget import describe
+from harness.core.latest import point_latest
 from harness.core.plots import saved_figure
 from harness.core.timing import breakdown_markdown
 from harness.gate.divergence import summary_section
@@ -277,17 +278,8 @@ def write_reports(outcome: GateOutcome, timing: Stopwatch, *, plots: bool = True
     document.pop("publish_markdown", None)
     document["files"] = sorted({p.name for p in directory.iterdir()} | {"gate.json", "summary.md"})
     _write_atomic(directory / "gate.json", json.dumps(document, indent=2, sort_keys=False, default=str))
-    _point_latest(directory)
+    point_latest(directory)
     return document
-
-
-def _point_latest(directory: Path) -> None:
-    """reports/latest -> this run, replaced atomically so readers never see it missing."""
-    link = directory.parent / "latest"
-    temporary = directory.parent / f".latest-{directory.name}"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(directory.name, target_is_directory=True)
-    temporary.replace(link)
 
 
 def _write_atomic(path: Path, text: str) -> None:
