@@ -247,7 +247,9 @@ def test_a_read_back_mismatch_removes_the_object_and_registers_nothing(stack, tm
 
 def _publish_in_process(args):
     request, env = args
-    return flow.publish_file(request, env).to_dict()
+    notices: list[str] = []
+    outcome = flow.publish_file(request, env, notify=notices.append).to_dict()
+    return {**outcome, "notices": notices}
 
 
 def _publish_concurrently(requests, env):
@@ -261,7 +263,34 @@ def test_the_same_artifact_published_by_4_processes_at_once_gives_exactly_one_ve
     outcomes = _publish_concurrently([request] * 4, env)
     assert all(o["status"] == "published" for o in outcomes), [o["reason"] for o in outcomes]
     assert {o["version"] for o in outcomes} == {"1"}
-    assert sum(o["created_version"] for o in outcomes) == 1
+    assert sum(o["created_version"] for o in outcomes) == 1, [o["notices"] for o in outcomes]
+    assert len(_versions(env, request.settings.model_name)) == 1
+
+
+def test_a_version_whose_creation_was_answered_with_a_conflict_is_still_reported_as_created(stack, tmp_path, monkeypatch):
+    # A SQLite-backed server under concurrent writers can commit the version and still answer
+    # with an IntegrityError (its client retried a write that had gone through). A real server
+    # cannot be made to do that on demand, so the first creation call does the real work and
+    # then raises what such a server raises.
+    _, env = stack
+    request = _request(_artifact(tmp_path, 6), _unique("conflict-after-write"))
+    real_create = MlflowClient.create_model_version
+    calls: list[str] = []
+
+    def create_then_conflict(self, *args, **kwargs):
+        version = real_create(self, *args, **kwargs)
+        calls.append(version.version)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: model_versions")
+        return version
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", create_then_conflict)
+    notices: list[str] = []
+    outcome = flow.publish_file(request, env, notify=notices.append)
+    assert outcome.status == "published", outcome.reason
+    assert calls == ["1"]  # the retry found the version instead of creating a second one
+    assert outcome.created_version and outcome.version == "1"
+    assert any("trying once more" in notice for notice in notices), notices
     assert len(_versions(env, request.settings.model_name)) == 1
 
 

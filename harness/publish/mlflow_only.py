@@ -62,7 +62,8 @@ def _register_or_reuse(
     the ONNX flavor stores in MLflow's artifact store now."""
     existing = registry.find_version(request.sha256)
     if existing is not None:
-        version, created = registry.wait_ready(existing.version), False
+        version = registry.wait_ready(existing.version)
+        created = registry.created_here(version)
     else:
         version = registry.register(
             request.path, request.example, request.outputs, tags,

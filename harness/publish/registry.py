@@ -7,6 +7,7 @@ import json
 import os
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from harness.core.publish_outcome import Notify, PublishOutcome
     from harness.publish.flow import PublishRequest
 
+PUBLISHER_TAG = "publisher_id"
 NO_TRACKING_URI = ("MLFLOW_TRACKING_URI is not set: run `onnx-gate stack up` for a local registry, or point it at "
                    "your MLflow server")
 
@@ -57,6 +59,9 @@ class Registry:
             self.tracking_uri = self.display_uri
         self.model_name, self.experiment, self.alias = model_name, experiment, alias
         self._run_id: str | None = None  # the gate's own run, once started
+        # Tags the versions this publisher creates, so that a retry after a write that went through
+        # although the server answered with a conflict still knows the version is its own.
+        self.publisher_id = uuid.uuid4().hex
 
     def check_reachable(self) -> None:
         """The server answers /health; urllib takes no userinfo in a URL, so it goes in a header."""
@@ -109,6 +114,10 @@ class Registry:
         matching = [v for v in versions if v.tags.get("sha256") == sha256 and v.status != "FAILED_REGISTRATION"]
         matching.sort(key=lambda v: (v.status != "READY", int(v.version)))
         return matching[0] if matching else None
+
+    def created_here(self, version: Any) -> bool:
+        """Whether this publisher created ``version`` (an earlier attempt of this same publish)."""
+        return bool(version.tags.get(PUBLISHER_TAG) == self.publisher_id)
 
     def start_run(self, run_name: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> str:
         import mlflow
@@ -202,7 +211,8 @@ class Registry:
         del proto
         self._ensure_registered_model()
         version = self.client.create_model_version(
-            self.model_name, info.model_uri, run_id=source_run_id or self._run_id, tags=dict(tags),
+            self.model_name, info.model_uri, run_id=source_run_id or self._run_id,
+            tags={**tags, PUBLISHER_TAG: self.publisher_id},
             model_id=info.model_id, await_creation_for=0,
         )  # fmt: skip
         return self.wait_ready(version.version)

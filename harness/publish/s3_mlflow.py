@@ -113,7 +113,8 @@ def _register_once(
     the bucket elects one registrant; the others wait for its READY version, saying for whom."""
     existing = registry.find_version(request.sha256)
     if existing is not None:
-        return registry.wait_ready(existing.version), False
+        ready = registry.wait_ready(existing.version)
+        return ready, registry.created_here(ready)
     claim_key = f"{request.settings.prefix.strip('/')}/{request.settings.model_name}/{request.sha256}.registering"
     claim_uri = f"s3://{store.bucket}/{claim_key}"
     owner = ClaimOwner.current(request.gate_run_id).encode()
@@ -125,7 +126,8 @@ def _register_once(
                 with _refreshing(store, claim_key, owner):
                     existing = registry.find_version(request.sha256)
                     if existing is not None:
-                        return registry.wait_ready(existing.version), False
+                        ready = registry.wait_ready(existing.version)
+                        return ready, registry.created_here(ready)
                     return registry.register(
                         request.path, request.example, request.outputs, tags,
                         external_data=request.manifest is not None and not request.manifest.self_contained,
@@ -135,7 +137,7 @@ def _register_once(
                 store.release(claim_key)
         existing = registry.find_version(request.sha256)
         if existing is not None and existing.status == "READY":
-            return existing, False
+            return existing, registry.created_here(existing)
         state = store.read_claim(claim_key)
         if state is None:
             continue  # released meanwhile: try to claim it
