@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.compare.rule import for_inputs_outside_range, judge_output
+from harness.compare.rule import float64_cannot_matter, for_inputs_outside_range, judge_output, judge_runtime
 from harness.core.config import Tolerance
 
 TOLERANCE = Tolerance()
@@ -188,3 +188,72 @@ def test_one_unstable_value_does_not_disarm_the_checks_for_the_rest_of_the_outpu
     judgement = judge_output("y", actual, expected, exact, TOLERANCE)
     assert not judgement.comparison, str(judgement.comparison)
     assert "exceed atol+rtol*|ref|" in judgement.comparison.reason
+
+
+# --- sparing the float64 run where it cannot matter (float64_cannot_matter) ---------------------
+
+
+def _mixed_scales(rng: np.random.Generator, size: int, decades: int) -> np.ndarray:
+    """Values over ``decades`` decades, exact zeros among them: the rule's scale sets are filled."""
+    values = rng.choice([-1.0, 1.0], size) * 10.0 ** rng.uniform(-decades, 0, size)
+    values[rng.uniform(size=size) < 0.1] = 0.0
+    return values
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    decades=st.sampled_from([3, 6, 12]),
+    onnx_ulps=st.sampled_from([0.0, 0.5, 2.0, 8.0, 64.0]),
+    torch_relative=st.sampled_from([0.0, 1e-9, 1e-7, 1e-4, 0.1]),
+    torch_exact_share=st.floats(0.0, 1.0),
+)
+def test_where_the_float64_run_is_spared_it_could_change_neither_verdict_nor_finding(
+    seed, decades, onnx_ulps, torch_relative, torch_exact_share
+):
+    """Soundness: whenever ``float64_cannot_matter`` spares the float64 run, judge_runtime with any
+    plausible float64 run (PyTorch off by up to 10% per value, or exact by luck on a share of them,
+    as at a ReLU's kink) passes the output and raises no runtime finding."""
+    rng = np.random.default_rng(seed)
+    exact = _mixed_scales(rng, 4096, decades)
+    expected = exact.astype(np.float32)
+    steps = rng.uniform(-onnx_ulps, onnx_ulps, exact.size) * np.spacing(np.abs(expected))
+    actual = (expected + steps.astype(np.float32)).astype(np.float32)
+    torch_error = rng.normal(0.0, torch_relative, exact.size) * np.abs(exact)
+    torch_error[rng.uniform(size=exact.size) < torch_exact_share] = 0.0
+    float64 = expected.astype(np.float64) - torch_error
+    if not float64_cannot_matter(actual, expected, TOLERANCE):
+        return
+    judgement = judge_runtime("y", actual.astype(np.float64), expected.astype(np.float64), float64, TOLERANCE)
+    assert judgement.comparison.passed, judgement.comparison.reason
+    assert not [f for f in judgement.findings if f.kind == "runtime"], [str(f) for f in judgement.findings]
+
+
+def test_agreement_to_an_ulp_spares_the_float64_run_and_a_disagreeing_tail_does_not():
+    rng = np.random.default_rng(0)
+    expected = rng.normal(0.0, 1.0, 4096).astype(np.float32)
+    one_ulp = (expected + np.spacing(expected)).astype(np.float32)
+    assert float64_cannot_matter(one_ulp, expected, TOLERANCE)
+    # A sigmoid's tail: values far below the peak, 5e-3 relative apart though 1e-9 absolute.
+    tail = np.concatenate([expected, np.full(512, 2e-7, np.float32)])
+    off_in_the_tail = tail.copy()
+    off_in_the_tail[-512:] *= np.float32(1.005)
+    assert not float64_cannot_matter(off_in_the_tail, tail, TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "actual, why",
+    [
+        (np.array([1.0, np.nan], np.float32), "a NaN only ONNX Runtime has"),
+        (np.array([1.0, 0.5 + 1e-3], np.float32), "beyond the fixed bound"),
+        (np.array([1.0, 0.5 + 3e-6], np.float32), "within the fixed bound but far beyond the slack"),
+    ],
+)
+def test_the_float64_run_is_kept_where_it_can_matter(actual, why):
+    expected = np.array([1.0, 0.5], np.float32)
+    assert not float64_cannot_matter(actual, expected, TOLERANCE), why
+
+
+def test_integer_outputs_never_need_the_float64_run():
+    tags = np.array([3, 1, 4], np.int64)
+    assert float64_cannot_matter(tags, tags.copy(), TOLERANCE)

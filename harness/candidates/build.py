@@ -13,7 +13,7 @@ from harness.core.candidate_settings import KINDS
 from harness.core.errors import first_line
 from harness.core.inputs import InputCase
 from harness.core.samples import load_samples
-from harness.runtime.runners import ORT_LOG_SEVERITY
+from harness.runtime.runners import NO_SPINNING, ORT_LOG_SEVERITY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 BF16_MIN_ELEMENTS = 1024
 # Runtime options every candidate runs with, recorded with a published candidate.
 RUNTIME_GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
-# Measured side by side with PyTorch, ONNX Runtime's pool must not spin between calls.
-NO_SPINNING = {"session.intra_op.allow_spinning": "0"}
 
 
 @dataclass(frozen=True)

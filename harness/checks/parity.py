@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from harness.checks.declared import declare_check
 from harness.checks.padded import output_validity
-from harness.compare.rule import ParityResult, compare_outputs, for_inputs_outside_range
+from harness.compare.rule import ParityResult, compare_outputs, float64_cannot_matter, for_inputs_outside_range
 from harness.core.config import GateConfig
 from harness.core.inputs import describe_case, in_declared_domain
 from harness.runtime.case_runs import CaseRuns, run_case
@@ -52,6 +52,26 @@ def keep_valid_positions(
                 run[name] = run[name][valid]
         left_out[name] = int(valid.size - valid.sum())
     return kept, left_out, tuple(problems)
+
+
+def float64_can_be_spared(runs: CaseRuns, config: GateConfig) -> bool:
+    """Whether ``runs`` (without a float64 run) is judged by ``judge_runtime`` exactly as it would
+    be with one, every output's finding included (``float64_cannot_matter``): only where graph
+    fidelity judges the graph, so the caller asks only then. A tolerance that blocks on PyTorch's
+    own instability needs float64 on every case."""
+    feeds = runs.feeds
+    in_range = inputs_in_range(config, dict(feeds))
+    (actual, expected), _, problems = keep_valid_positions(config, feeds, runs.onnxruntime, runs.torch32)
+    if problems or actual is None or expected is None:
+        return False
+    for name in config.outputs:
+        tolerance = config.tolerance_for(name)
+        tolerance = tolerance if in_range else for_inputs_outside_range(tolerance)
+        if tolerance.block_on_unstable or name not in actual or name not in expected:
+            return False
+        if not float64_cannot_matter(actual[name], expected[name], tolerance):
+            return False
+    return True
 
 
 def degenerate_inputs(feeds: Mapping[str, np.ndarray]) -> str:

@@ -90,6 +90,9 @@ class OutputErrors:
         if self.ratios:
             floor, candidate = max(self.floor_max), max(self.candidate_max)
             summary |= {
+                # The examples these figures come from: those that ran float64 (gate.json's
+                # parity.fp64_spared_examples says how many did not need to).
+                "examples_against_float64": len(self.ratios),
                 "noise_floor_max": floor,
                 "onnx_vs_fp64_max": candidate,
                 # Max over examples of ONNX error / PyTorch fp32 error: how close to a block it came.
@@ -167,6 +170,8 @@ class ParityStats:
         # example last, so this is the minimal case the gate prints, not the first one found.
         self.failure_case: InputCase | None = None
         self.fp64_seconds = 0.0
+        # Examples whose float64 run was spared: it could change neither verdict nor finding.
+        self.fp64_spared = 0
         # Per failing parity test (node id): what it spent after its first failure (failure_budget.py).
         self.after_first_failure: dict[str, dict[str, Any]] = {}
 
@@ -215,6 +220,7 @@ class ParityStats:
             "outputs": {name: errors.summary() for name, errors in self.errors.items()},
             "tolerance": {name: tolerance.__dict__ for name, tolerance in tolerances.items()},
             "fp64_reference_seconds": round(self.fp64_seconds, 3),
+            "fp64_spared_examples": self.fp64_spared,
             "fp64_unavailable": self.fp64_unavailable,
             "systematic_error": list(self.bias),
             "after_first_failure": list(self.after_first_failure.values()),
@@ -229,6 +235,7 @@ class ParityStats:
         worker's own totals are never reported, the controller's are)."""
         if (
             not self.examples and self.failure_case is None and not self.fp64_seconds and not self.findings
+            and not self.fp64_spared
             and not self.bias and not self.after_first_failure and self.module_parity is None
             and self.fidelity is None
         ):  # fmt: skip
@@ -242,6 +249,7 @@ class ParityStats:
             "failures": list(self.failures),
             "failure_case": case_to_dict(self.failure_case),
             "fp64_seconds": self.fp64_seconds,
+            "fp64_spared": self.fp64_spared,
             "fp64_unavailable": self.fp64_unavailable,
             "bias": list(self.bias),
             "after_first_failure": dict(self.after_first_failure),
@@ -268,6 +276,7 @@ class ParityStats:
         if delta["failure_case"] is not None:
             self.failure_case = InputCase(**delta["failure_case"])
         self.fp64_seconds += delta["fp64_seconds"]
+        self.fp64_spared += delta.get("fp64_spared", 0)
         self.fp64_unavailable = self.fp64_unavailable or delta["fp64_unavailable"]
         self.bias = self.bias or list(delta.get("bias", []))
         self.after_first_failure.update(delta.get("after_first_failure", {}))

@@ -527,6 +527,49 @@ def judge_runtime(
     return OutputJudgement(comparison, noise, findings)
 
 
+def float64_cannot_matter(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> bool:
+    """Whether ONNX Runtime (``actual``) and PyTorch fp32 (``expected``) agree so closely on one
+    output that no float64 run could change ``judge_runtime``'s verdict or raise its runtime
+    finding, so the float64 run can be spared (it is half of a gate's time).
+
+    ``judge_runtime`` blocks only where ONNX Runtime is beyond the fixed bound from PyTorch, so within
+    it nothing blocks. Its noise checks pass, at every scale, where ONNX Runtime's error against
+    float64 is at most ``noise_factor`` times max(PyTorch's, the slack); that error is at most
+    PyTorch's error plus the distance between the two fp32 runs, so a distance within
+    ``noise_factor - 1`` slacks passes them whatever float64 says. The scale sets and their slack
+    are taken from PyTorch's values instead of float64's, with a factor of two each way to spare.
+    What this cannot see is PyTorch's own error beyond the fixed bound, the "unstable" finding; a
+    tolerance with ``block_on_unstable`` therefore always gets its float64 run (the caller's part)."""
+    import numpy as np
+
+    if actual.dtype.kind not in "fc":
+        return True  # compared exactly
+    if actual.shape != expected.shape:
+        return False
+    a, e = actual.astype(np.float64).ravel(), expected.astype(np.float64).ravel()
+    if a.size == 0:
+        return True
+    if not (np.isfinite(a).all() and np.isfinite(e).all()):
+        return False  # where PyTorch's fp32 overflowed, float64 says whether ONNX Runtime did better
+    diff, magnitude = np.abs(a - e), np.abs(e)
+    bound = tolerance.atol + tolerance.rtol * magnitude
+    if (diff > bound).any() or not float(diff.mean()) < tolerance.mae * max(1.0, float(magnitude.mean())):
+        return False
+    if not tolerance.noise_factor:
+        return True
+    top = float(magnitude.max())
+    for step in range(MAX_SCALE_STEPS + 1):
+        threshold = top / SCALE_STEP**step
+        members = magnitude <= (2 * threshold if step else threshold)
+        if not members.any():
+            break
+        core = magnitude[magnitude <= threshold / 2] if step else magnitude
+        slack = FLOOR_ULPS * FP32_EPS * max(float(core.max(initial=0.0)), float(np.finfo(np.float32).tiny)) / 2
+        if float(diff[members].max()) > (tolerance.noise_factor - 1) * slack:
+            return False
+    return True
+
+
 # Ops whose output error is their own kernel's: a finding can blame the op by name.
 ELEMENTWISE_OPS = {
     "Sigmoid", "Tanh", "Relu", "LeakyRelu", "Elu", "Selu", "Gelu", "Erf", "Exp", "Log", "Softplus", "Softsign",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +25,7 @@ from harness.checks.declared import gate_checks
 from harness.checks.fidelity import MAX_PARAMETERS, FidelityResult, check_fidelity, fidelity_cases
 from harness.checks.latency import BENCH_CHECKS
 from harness.checks.module_parity import check_module_parity, check_modules_in_float64, module_cases
-from harness.checks.parity import judge_parity
+from harness.checks.parity import float64_can_be_spared, judge_parity
 from harness.checks.parity_stats import ParityStats
 from harness.compare.rule import ParityResult
 from harness.core.config import GateConfig
@@ -38,7 +38,7 @@ from harness.core.timing import Stopwatch
 from harness.runtime.cache import CacheOutcome, cached_export
 from harness.runtime.case_runs import CaseRuns, run_case
 from harness.runtime.export import ArtifactInfo, example_feeds, export_onnx, inspect_onnx, self_contained_copy
-from harness.runtime.runners import OrtRunner, TorchRunner, default_threads, output_name_problem
+from harness.runtime.runners import NO_SPINNING, OrtRunner, TorchRunner, default_threads, output_name_problem
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,6 +53,12 @@ if TYPE_CHECKING:
 # The float64 graph is kept from the fidelity check for module parity below this many bytes of
 # float32 weights (it holds them twice in float64); above, each check builds its own.
 KEEP_GRAPH64_BYTES = 256 << 20
+# Parity cases whose float64 run could change nothing still get one, one in this many: the
+# report's noise figures and PyTorch's own instability ("unstable" findings) stay measured.
+FLOAT64_SAMPLE_EVERY = 8
+# The checks do not time ONNX Runtime, so their session does not spin (NO_SPINNING); the
+# benchmarks' has ONNX Runtime's default, and shares the checks' session only above this size.
+SHARED_SESSION_BYTES = 512 << 20
 
 
 def new_run_id() -> str:
@@ -138,6 +144,7 @@ class GateSession:
         self._activation_bytes: dict[int, float] = {}
         self._weight_bytes: dict[str, float] = {}
         self._kept_graph64: Graph64 | None = None  # shared by fidelity and module parity when small
+        self._spare_float64_cases = 0  # parity cases that could spare their float64 run, sampled or not
 
     @property
     def bench_plan(self) -> BenchPlan:
@@ -299,7 +306,7 @@ class GateSession:
 
     @cached_property
     def ort_runner(self) -> OrtRunner:
-        return self.new_ort_runner()
+        return self.new_ort_runner(config_entries=NO_SPINNING)
 
     def release_runners(self) -> None:
         """Drop the ONNX Runtime sessions and the float64 model copy once the checks are done, so
@@ -346,9 +353,11 @@ class GateSession:
 
     @cached_property
     def bench_ort_runner(self) -> OrtRunner:
-        # The parity runner when its threads are the same: a second session would hold the
-        # weights twice (GBs, for a large model) for identical measurements.
-        if self.ort_runner.threads == self.bench_threads:
+        # Its own session, which spins as ONNX Runtime does by default (the checks' does not). For
+        # a large artifact the checks' session when its threads are the same: a second one would
+        # hold GBs of weights twice, for a model whose runs are far longer than a spin.
+        assert self.artifact is not None
+        if self.artifact.size_bytes > SHARED_SESSION_BYTES and self.ort_runner.threads == self.bench_threads:
             return self.ort_runner
         return self.new_ort_runner(threads=self.bench_threads)
 
@@ -418,20 +427,36 @@ class GateSession:
         if currently_in_test_context():
             self.failure_budget.admit(case)
         result = judge_parity(
-            self.case_runs(case), self.config, runtime_only=self.fidelity_judged, operators=self.output_operators
-        )
+            self.case_runs(case, spare_float64=self.fidelity_judged), self.config,
+            runtime_only=self.fidelity_judged, operators=self.output_operators,
+        )  # fmt: skip
         self.parity.record(result, case)
         spend = self.failure_budget.observe(case, bool(result))
         if spend is not None:
             self.parity.after_first_failure[spend.test] = spend.to_dict()
         return result
 
-    def case_runs(self, case: InputCase) -> CaseRuns:
+    def case_runs(self, case: InputCase, *, spare_float64: bool = False) -> CaseRuns:
         """``case`` run once on PyTorch fp32, ONNX Runtime and (where the noise floor asks for it)
-        PyTorch float64, each timed into its part."""
-        return run_case(
-            case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference, timing=self.timing
-        )
+        PyTorch float64, each timed into its part.
+
+        ``spare_float64`` (parity, where graph fidelity judges the graph): the float64 run, most
+        of a gate's time, is made only where it could change the verdict or a finding
+        (``float64_can_be_spared``), and on one case in FLOAT64_SAMPLE_EVERY besides, so the
+        report's noise figures and PyTorch's own instability are still measured."""
+        if not spare_float64:
+            return run_case(
+                case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference,
+                timing=self.timing,
+            )  # fmt: skip
+        runs = run_case(case, self.config, self.torch_runner, self.ort_runner, timing=self.timing)
+        sampled = self._spare_float64_cases % FLOAT64_SAMPLE_EVERY == 0
+        self._spare_float64_cases += 1
+        if not sampled and float64_can_be_spared(runs, self.config):
+            self.parity.fp64_spared += 1
+            return runs
+        exact = self.timing.call("torch_fp64", self.fp64_reference, dict(runs.feeds))
+        return replace(runs, torch64=exact)
 
     def bias_cases(self) -> list[InputCase]:
         """The bias check's fixed sample (harness/checks/bias.py) at the pinned batch sizes."""

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 ORIGINAL_MAE_CLAIM = 1e-5
 
 
+def _spared_sentence(spared: int) -> str:
+    if not spared:
+        return "."
+    return (f", {spared} of which ran without it: ONNX Runtime and PyTorch fp32 agreed there so closely that "
+            "no float64 run could change the verdict or add a finding (graph fidelity judges the graph; "
+            "docs/tolerances.md).")
+
+
 def gate_document(outcome: GateOutcome) -> dict[str, Any]:
     verdict = outcome.verdict
     document = {
@@ -117,7 +125,8 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "",
         "The noise floor is PyTorch fp32's own deviation from a float64 run of the same model on the "
         "same inputs; the noise ratio is ONNX Runtime's deviation from float64 in units of it. "
-        f"fp64 reference cost: {parity['fp64_reference_seconds']} s for {parity['examples']} examples.",
+        f"fp64 reference cost: {parity['fp64_reference_seconds']} s for {parity['examples']} examples"
+        + _spared_sentence(parity.get("fp64_spared_examples", 0)),
     ]
     if exact:
         lines += ["", "Integer and bool outputs, compared exactly:", "", *exact]

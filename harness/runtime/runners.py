@@ -325,6 +325,11 @@ class TorchRunner(Runner):
         return [t.detach().cpu().numpy() for t in output_list(result, self.output_names)]
 
 
+# ONNX Runtime's intra-op threads spin after each run, waiting for more work. With few cores the
+# spin takes the cores of whatever runs next: PyTorch in a parity case ran twice as slow right
+# after ONNX Runtime on 2 cores. Sessions that alternate with PyTorch run without it.
+NO_SPINNING = {"session.intra_op.allow_spinning": "0"}
+
 # onnxruntime.GraphOptimizationLevel's values, by name (MLflow's ONNX flavor takes the number).
 GRAPH_OPTIMIZATION_LEVELS = {"ORT_DISABLE_ALL": 0, "ORT_ENABLE_BASIC": 1, "ORT_ENABLE_EXTENDED": 2, "ORT_ENABLE_ALL": 99}
 DEFAULT_GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
