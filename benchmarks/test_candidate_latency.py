@@ -1,20 +1,17 @@
 """Candidates side by side: PyTorch eager, the plain export and every built candidate, measured
-interleaved in one loop, so that load from other processes falls on all of them alike and their
-ratios hold within the run. Each round gives each artifact a short block: one untimed call that
-brings its runtime back to a warm state (caches, allocator, thread pool), then BLOCK timed calls.
-Strict one-call alternation measured PyTorch eager up to 2x slower than alone on this machine,
-while ONNX Runtime was not: the alternation itself, not the model, set the number."""
+interleaved in one loop (harness/bench/interleave.py), so that load from other processes falls on
+all of them alike and their ratios hold within the run."""
 
 from __future__ import annotations
 
 import pytest
 
+from harness.bench.interleave import BLOCK, measure_interleaved
+from harness.bench.load import LoadSnapshot, load_between
 from harness.bench.measure import LatencyRecord, onnx_weight_bytes, rounds_for, time_calls
-from harness.candidates.build import NO_SPINNING
+from harness.runtime.runners import NO_SPINNING
 from harness.candidates.session import PLAIN
 from harness.runtime.export import example_feeds
-
-BLOCK = 3
 
 
 @pytest.mark.gate_check("latency_candidates")
@@ -41,11 +38,9 @@ def test_candidates_side_by_side(gate, bench_threads, bench_batch):
     warmup = {name: min(time_calls(function, plan.warmup_rounds)) for name, function in functions.items()}
     rounds = rounds_for((BLOCK + 1) * sum(warmup.values()), budget_s=plan.budget_s * len(functions) / 2,
                         min_rounds=-(-plan.min_rounds // BLOCK), max_rounds=plan.max_rounds)
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(rounds):
-        for name, function in functions.items():
-            function()
-            times[name] += time_calls(function, BLOCK)
+    before = LoadSnapshot.now()
+    times = measure_interleaved(functions, rounds)
+    load = load_between(before, LoadSnapshot.now())
     flops = gate.flops_per_call(bench_batch)
     for name, measured in times.items():
         path = paths.get(name)
@@ -53,6 +48,7 @@ def test_candidates_side_by_side(gate, bench_threads, bench_batch):
             f"candidate:{name}", "cpu", bench_batch, measured, flops=flops, peak_flops=gate.sgemm_peak,
             bytes_moved=gate.bytes_per_call(bench_batch, path), bandwidth=gate.bandwidth,
             extra={"candidate": name, "threads": bench_threads, "interleaved_with": sorted(functions), "block": BLOCK,
+                   "load": load,
                    "weight_bytes": onnx_weight_bytes(path) if path is not None else None},
         )  # fmt: skip
         gate.candidates.latency = [r for r in gate.candidates.latency if r.key != record.key] + [record]

@@ -12,10 +12,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.bench.compare import CompareSettings, compare, load_run
-from harness.bench.stats import IMPROVED, NO_CHANGE, REGRESSED, judge
+from harness.bench.stats import IMPROVED, NO_CHANGE, NOISY, REGRESSED, judge, speedup_effect
 
 DATA = Path(__file__).parent / "data" / "bench"
 SETTINGS = CompareSettings(floor=0.10, significance=0.05, latency_fails=False)
@@ -105,6 +106,9 @@ def test_a_stricter_significance_widens_the_interval():
         (-0.25, -0.30, -0.20, "latency", IMPROVED),
         (0.25, 0.20, 0.30, "speedup", IMPROVED),
         (-0.25, None, None, "speedup", REGRESSED),  # no samples: the floor alone decides
+        (0.25, -0.02, 0.50, "speedup", NO_CHANGE),  # the interval includes no change, either kind
+        (-0.25, -0.50, 0.02, "speedup", NO_CHANGE),
+        (-0.25, -0.50, 0.02, "latency", NO_CHANGE),
     ],
 )
 def test_a_change_counts_when_its_interval_excludes_no_change_and_it_reaches_the_floor(change, low, high, kind, verdict):
@@ -152,3 +156,45 @@ def test_bench_results_writes_what_github_action_benchmark_reads_as_custom_small
     assert ratio["value"] == pytest.approx(1 / run.speedups["cpu/batch1"], rel=1e-3) and "95% CI" in ratio["range"]
     wrong = _cli(pytester, "bench-results", "--format", "json", "--output", "x.json")
     assert wrong.ret == 2 and "invalid choice: 'json'" in wrong.stderr.str()
+
+
+def test_a_burst_of_load_from_other_processes_during_the_head_run_is_no_detectable_change():
+    # burst.json: base's settings, with one busy process per core for part of each batch size's
+    # measurement. Measured interleaved, the burst lands on PyTorch and ONNX Runtime alike.
+    base, burst = load_run(DATA / "base.json"), load_run(DATA / "burst.json")
+    comparison = compare(base, burst, SETTINGS)
+    assert [e.verdict for e in comparison.speedups] == [NO_CHANGE, NO_CHANGE], [str(e) for e in comparison.speedups]
+    pytorch = burst.samples["cpu/pytorch/batch1"]
+    assert max(pytorch) > 2 * min(pytorch)  # the burst is in the rounds: PyTorch's slowest call
+    assert burst.loads["cpu/pytorch/batch1"]["load_1min_after"] > base.loads["cpu/pytorch/batch1"]["load_1min_after"]
+    assert "machine while measuring: base load " in comparison.lines()[2]
+
+
+def _speedup_samples(ratio: float, spread: float, rounds: int = 60, seed: int = 0):
+    """PyTorch and ONNX Runtime per-call times whose rounds scatter by ``spread`` (relative)."""
+    rng = np.random.default_rng(seed)
+    ort = 1e-3 * (1 + spread * rng.uniform(-1, 1, rounds))
+    return tuple(ratio * 1e-3 * (1 + spread * rng.uniform(-1, 1, rounds))), tuple(ort)
+
+
+def test_a_change_within_the_runs_own_spread_is_called_noisy_not_a_change():
+    base = _speedup_samples(4.0, spread=0.8, seed=1)
+    head = _speedup_samples(4.0 * 1.8, spread=0.8, seed=2)
+    effect = speedup_effect("speedup cpu/batch1", base, head, floor=0.10, significance=0.05)
+    assert effect.low > 0.10  # the interval alone would call it an improvement
+    assert effect.verdict == NOISY and not effect.regressed and not effect.changed, str(effect)
+    assert "own speedup interval reaches" in str(effect)
+
+
+def test_a_change_far_beyond_the_runs_own_spread_is_still_called():
+    base = _speedup_samples(4.0, spread=0.8, seed=1)
+    head = _speedup_samples(4.0 * 0.3, spread=0.8, seed=2)
+    effect = speedup_effect("speedup cpu/batch1", base, head, floor=0.10, significance=0.05)
+    assert effect.verdict == REGRESSED, str(effect)
+
+
+def test_quiet_runs_with_a_real_change_are_not_called_noisy():
+    base = _speedup_samples(4.0, spread=0.02, seed=1)
+    head = _speedup_samples(4.0 * 0.8, spread=0.02, seed=2)
+    effect = speedup_effect("speedup cpu/batch1", base, head, floor=0.10, significance=0.05)
+    assert effect.verdict == REGRESSED, str(effect)

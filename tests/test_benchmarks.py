@@ -37,6 +37,14 @@ def test_a_met_budget_passes_and_the_report_has_the_latency_table_and_chart(proj
     assert (folder / "latency.png").read_bytes()[:4] == b"\x89PNG"
     bench = json.loads((folder / "benchmark.json").read_text())
     assert len(bench["benchmarks"]) == 4  # pytest-benchmark's own records
+    # Both backends of a batch size come from one interleaved loop: pytest-benchmark holds the
+    # very times the gate's records hold, and the load the machine was under is recorded.
+    by_name = {b["name"]: b for b in bench["benchmarks"]}
+    for record in bench["onnx_gate"]["records"]:
+        own = by_name[f"test_cpu_latency[batch{record['batch']}-{record['backend']}]"]
+        assert own["stats"]["rounds"] == record["rounds"] and own["stats"]["min"] == record["min"]
+        assert record["extra"]["interleaved_with"] == ["pytorch", "onnxruntime"]
+        assert set(record["extra"]["load"]) >= {"load_1min_before", "load_1min_after", "cpu_steal_share"}
     section = bench["onnx_gate"]
     assert set(section["speedups"]["cpu"]) == {"1", "2"}
     for record in section["records"]:

@@ -10,7 +10,7 @@ and said to be informational.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +22,7 @@ from harness.bench.stats import (
     ratio_effect_without_samples,
     speedup_effect,
 )
+from harness.bench.load import describe_load
 from harness.core.errors import GateError
 
 HISTORY_DIR = "history"
@@ -38,6 +39,15 @@ class RunBench:
     speedups: dict[str, float]  # "cpu/batch1" -> ratio
     samples: dict[str, tuple[float, ...]]  # key -> per-round seconds; empty for files from before they were kept
     machine: dict[str, Any]
+    # What the machine was doing while each benchmark ran (harness/bench/load.py), by key.
+    loads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def busiest_load(self) -> str:
+        """The load record of the benchmark measured on the busiest machine, in words."""
+        if not self.loads:
+            return "not recorded"
+        return describe_load(max(self.loads.values(), key=lambda load: load.get("load_1min_after") or 0.0))
 
     def speedup_samples(self, name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """(PyTorch samples, ONNX Runtime samples) behind the speedup ``name`` ("cpu/batch1")."""
@@ -53,7 +63,8 @@ def load_run(path: Path) -> RunBench:
         medians = {r["key"]: float(r["median"]) for r in section["records"]}
         samples = {r["key"]: tuple(float(s) for s in r["samples"]) for r in section["records"] if r.get("samples")}
         ratios = {f"{device}/batch{b}": float(v) for device, per in section["speedups"].items() for b, v in per.items()}
-        return RunBench(section.get("run_id", path.stem), path, medians, ratios, samples, section.get("machine") or {})
+        loads = {r["key"]: r["extra"]["load"] for r in section["records"] if (r.get("extra") or {}).get("load")}
+        return RunBench(section.get("run_id", path.stem), path, medians, ratios, samples, section.get("machine") or {}, loads)
     except FileNotFoundError:
         raise GateError(f"benchmark file {str(path)!r} does not exist") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -115,8 +126,10 @@ class Comparison:
             return f"REGRESSED | {len(problems)} of the judged figures regressed: " + "; ".join(
                 f"{e.name} {e.change:+.1%} ({e.interval})" for e in problems)
         changed = [e for e in self.speedups if e.changed]
+        noisy = [e for e in self.speedups if e.noisy]
         return (f"OK | no speedup ratio regressed ({len(self.speedups)} judged, floor {self.settings.floor:.0%}, "
-                f"significance {self.settings.significance:g})" + (f"; {len(changed)} improved" if changed else ""))
+                f"significance {self.settings.significance:g})" + (f"; {len(changed)} improved" if changed else "")
+                + (f"; {len(noisy)} noisy: runs not comparable" if noisy else ""))
 
     @property
     def latency_scope(self) -> str:
@@ -128,7 +141,8 @@ class Comparison:
                 "(latency_regression_fails = true judges them on a dedicated machine)")
 
     def lines(self) -> list[str]:
-        out = [self.verdict_line, f"compare {self.base.run_id} (base) -> {self.head.run_id} (head)"]
+        out = [self.verdict_line, f"compare {self.base.run_id} (base) -> {self.head.run_id} (head)",
+               f"  machine while measuring: base {self.base.busiest_load}; head {self.head.busiest_load}"]
         out += [f"  {e}" for e in self.speedups]
         out.append(f"  latency, {self.latency_scope}:")
         out += [f"    {e}" for e in self.latencies]
@@ -140,6 +154,7 @@ class Comparison:
             "verdict": REGRESSED if self.regressions else "ok",
             "verdict_line": self.verdict_line,
             "base": self.base.run_id, "head": self.head.run_id,
+            "load": {"base": self.base.loads, "head": self.head.loads},
             "settings": {"floor": self.settings.floor, "significance": self.settings.significance,
                          "latency_regression_fails": self.settings.latency_fails,
                          "latency_judged": self.latency_gates},
@@ -160,6 +175,9 @@ class Comparison:
             lines += ["**What changed**", ""] + _table(changed, latency_gates=self.latency_gates) + [""]
         else:
             lines += ["Nothing changed detectably.", ""]
+        noisy = [e for e in self.speedups if e.noisy]
+        if noisy:
+            lines += ["**Noisy: runs not comparable**", ""] + [f"- {e}" for e in noisy] + [""]
         lines += ["<details><summary>All figures, how they are judged</summary>", "",
                   "Speedup = PyTorch median / ONNX Runtime median in the same run (higher is better). "
                   f"Each change is head / base − 1 of the medians with a {1 - self.settings.significance:.0%} "

@@ -10,7 +10,11 @@ within one run). The interval comes from resampling each run's per-round samples
   estimate is worse by at least the floor;
 - ``improved`` likewise on the better side;
 - ``no detectable change`` otherwise: the interval includes no change, or the change is real
-  but smaller than the floor.
+  but smaller than the floor;
+- ``noisy: runs not comparable`` for a speedup that would count as a change while a run's own
+  speedup interval (from its own rounds) reaches further from its median than the floor, and the
+  two runs' reaches together (on a log scale) are as wide as the change: rounds that disagree
+  that much within a run cannot support that verdict, so none is called.
 
 Medians, not means: a few rounds interrupted by another process on a shared runner move a mean
 far and a median little. The interval says how far the median itself could move from the rounds
@@ -21,6 +25,7 @@ while the speedup ratio, measured within one run, mostly cancels it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -29,6 +34,7 @@ import numpy as np
 REGRESSED = "regressed"
 IMPROVED = "improved"
 NO_CHANGE = "no detectable change"
+NOISY = "noisy: runs not comparable"
 RESAMPLES = 4000
 SEED = 20
 
@@ -55,7 +61,11 @@ class Effect:
 
     @property
     def changed(self) -> bool:
-        return self.verdict != NO_CHANGE
+        return self.verdict in (REGRESSED, IMPROVED)
+
+    @property
+    def noisy(self) -> bool:
+        return self.verdict == NOISY
 
     @property
     def interval(self) -> str:
@@ -82,10 +92,14 @@ def judge(change: float, low: float | None, high: float | None, *, kind: str, fl
     if low is None or high is None:
         # No samples (a benchmark.json from before they were kept): the floor alone decides.
         low = high = change
-    worse_sign = 1 if kind == "latency" else -1
-    if worse_sign * low > 0 and worse_sign * change >= floor:
+    # In units where positive is worse: a latency that grew, a speedup that fell.
+    if kind == "latency":
+        worse, worse_low, worse_high = change, low, high
+    else:
+        worse, worse_low, worse_high = -change, -high, -low
+    if worse_low > 0 and worse >= floor:
         return REGRESSED
-    if worse_sign * high < 0 and -worse_sign * change >= floor:
+    if worse_high < 0 and -worse >= floor:
         return IMPROVED
     return NO_CHANGE
 
@@ -128,7 +142,18 @@ def speedup_effect(name: str, base: tuple[Sequence[float], Sequence[float]],
         head_resampled = _resampled_medians(head[0], rng) / _resampled_medians(head[1], rng)
         low, high = _interval(head_resampled / base_resampled - 1, significance)
     verdict = judge(change, low, high, kind="speedup", floor=floor)
-    return Effect(name, "speedup", base_ratio, head_ratio, change, low, high, verdict, floor, significance)
+    note = ""
+    if verdict != NO_CHANGE and low is not None:
+        (base_low, base_high), (head_low, head_high) = (ratio_interval(*run, significance) for run in (base, head))
+        spreads = {"base": max(base_high / base_ratio - 1, 1 - base_low / base_ratio),
+                   "head": max(head_high / head_ratio - 1, 1 - head_low / head_ratio)}
+        # On a log scale, so that a halving and a doubling weigh alike.
+        together = sum(math.log1p(spread) for spread in spreads.values())
+        if max(spreads.values()) > floor and abs(math.log1p(change)) <= together:
+            verdict = NOISY
+            note = ("each run's own speedup interval reaches " + ", ".join(f"±{v:.0%} ({k})" for k, v in spreads.items())
+                    + f" from its median: beyond the {floor:.0%} floor, and together as wide as the change")
+    return Effect(name, "speedup", base_ratio, head_ratio, change, low, high, verdict, floor, significance, note)
 
 
 def ratio_effect_without_samples(name: str, base_ratio: float, head_ratio: float, *, floor: float,
