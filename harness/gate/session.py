@@ -3,6 +3,8 @@ found. Fixtures read from it; reports and publishing consume the same values the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -63,6 +65,13 @@ SHARED_SESSION_BYTES = 512 << 20
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def sampled_for_float64(case: InputCase) -> bool:
+    """About one case in FLOAT64_SAMPLE_EVERY, chosen by what the case is rather than by when it
+    runs, so that a gate spread over xdist workers samples the same cases as one process does."""
+    identity = json.dumps({**vars(case), "sizes": dict(case.sizes), "note": ""}, sort_keys=True, default=str)
+    return int(hashlib.sha256(identity.encode()).hexdigest()[:8], 16) % FLOAT64_SAMPLE_EVERY == 0
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,6 @@ class GateSession:
         self._activation_bytes: dict[int, float] = {}
         self._weight_bytes: dict[str, float] = {}
         self._kept_graph64: Graph64 | None = None  # shared by fidelity and module parity when small
-        self._spare_float64_cases = 0  # parity cases that could spare their float64 run, sampled or not
 
     @property
     def bench_plan(self) -> BenchPlan:
@@ -442,17 +450,16 @@ class GateSession:
 
         ``spare_float64`` (parity, where graph fidelity judges the graph): the float64 run, most
         of a gate's time, is made only where it could change the verdict or a finding
-        (``float64_can_be_spared``), and on one case in FLOAT64_SAMPLE_EVERY besides, so the
-        report's noise figures and PyTorch's own instability are still measured."""
+        (``float64_can_be_spared``), and on about one case in FLOAT64_SAMPLE_EVERY besides
+        (``sampled_for_float64``), so the report's noise figures and PyTorch's own instability
+        are still measured."""
         if not spare_float64:
             return run_case(
                 case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference,
                 timing=self.timing,
             )  # fmt: skip
         runs = run_case(case, self.config, self.torch_runner, self.ort_runner, timing=self.timing)
-        sampled = self._spare_float64_cases % FLOAT64_SAMPLE_EVERY == 0
-        self._spare_float64_cases += 1
-        if not sampled and float64_can_be_spared(runs, self.config):
+        if not sampled_for_float64(case) and float64_can_be_spared(runs, self.config):
             self.parity.fp64_spared += 1
             return runs
         exact = self.timing.call("torch_fp64", self.fp64_reference, dict(runs.feeds))
