@@ -3,6 +3,7 @@ fidelity), and correct exports stay within the runtime's fp32 noise."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from harness.core import config as gate_config
 from harness.core.strategies import FAMILIES, InputCase, input_cases
 from harness.gate.session import GateSession
 from tests import defects
-from tests.conftest import FRAME_NET, HERE, SMALL_LOCALIZATION_NET, TWO_INPUT_NET
+from tests.conftest import FRAME_NET, HERE, SLOW_TESTS_ENV, SMALL_LOCALIZATION_NET, TWO_INPUT_NET
 
 DEFAULT_FACTOR = gate_config.Tolerance().noise_factor
 PROBES = [
@@ -43,6 +44,10 @@ DEFECTS = {
 }
 
 
+# 20 Hypothesis seeds of 8 examples each in the slow tier, 6 in `make test`.
+NEVER_BLOCKED_SEEDS = 20 if os.environ.get(SLOW_TESTS_ENV) == "1" else 6
+
+
 @pytest.fixture(scope="module")
 def good_onnx(tmp_path_factory):
     return defects.export(tmp_path_factory.mktemp("good") / "good.onnx")
@@ -65,7 +70,12 @@ def test_a_small_defect_passes_atol_rtol_but_the_graph_in_float64_is_not_the_mod
     assert "(graph fp64 vs PyTorch fp64 " in str(fidelity) and "a faithful graph stays below" in str(fidelity)
 
 
-@pytest.mark.parametrize("defect", DEFECTS)
+# One defect runs through a whole gate in `make test`; the others, each already blocked by the
+# fidelity check above, run through a whole gate in the slow tier.
+WHOLE_GATE_DEFECTS = [d if d == "one-weight-slightly-wrong" else pytest.param(d, marks=pytest.mark.slow) for d in DEFECTS]
+
+
+@pytest.mark.parametrize("defect", WHOLE_GATE_DEFECTS)
 def test_the_gate_blocks_each_small_defect_by_graph_fidelity_with_the_bound_in_its_message(
     defect, project, good_onnx, tmp_path
 ):
@@ -91,7 +101,7 @@ def test_with_the_noise_floor_off_graph_fidelity_still_blocks_what_the_fixed_tol
 @pytest.mark.parametrize(
     "template", [SMALL_LOCALIZATION_NET, TWO_INPUT_NET, FRAME_NET], ids=["localization-net", "two-inputs", "time-axis"]
 )
-def test_correct_exports_are_never_blocked_across_20_hypothesis_seeds(template, exporter, tmp_path):
+def test_correct_exports_are_never_blocked_across_hypothesis_seeds(template, exporter, tmp_path):
     session = _session(tmp_path, template, exporter=exporter)
     blocked: list[str] = []
 
@@ -102,9 +112,9 @@ def test_correct_exports_are_never_blocked_across_20_hypothesis_seeds(template, 
         if not result:
             blocked.append(str(result))
 
-    for hypothesis_seed in range(20):
+    for hypothesis_seed in range(NEVER_BLOCKED_SEEDS):
         seed(hypothesis_seed)(parity_holds)()
-    assert session.parity.examples >= 20 * 8 * 0.5
+    assert session.parity.examples >= NEVER_BLOCKED_SEEDS * 8 * 0.5
     assert not blocked, blocked[0]
     ratios = session.parity_summary()["outputs"]
     assert all(stats["noise_ratio_worst"] < DEFAULT_FACTOR for stats in ratios.values()), ratios
