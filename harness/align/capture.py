@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.core.errors import first_line
+from harness.runtime.case_runs import CaseRuns
 from harness.runtime.runners import TorchRunner, output_list
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    from harness.core.inputs import InputCase
 
 
 @dataclass
@@ -142,7 +144,7 @@ def _run_hooked(
 def capture_modules(
     model: nn.Module, feeds: Mapping[str, np.ndarray], input_names: Sequence[str],
     output_names: Sequence[str], *, root: Path,
-) -> Capture:  # fmt: skip
+) -> CaseRuns:  # fmt: skip
     """Run ``model`` once in fp32 and once as a float64 copy, recording every named module."""
     runner32 = TorchRunner(model, input_names, output_names)
     try:
@@ -150,7 +152,21 @@ def capture_modules(
         unavailable = None
     except Exception as exc:  # a model without float64 kernels: errors are shown without a floor
         runner64, unavailable = None, exc
-    return capture_with(runner32, runner64, feeds, root=root, fp64_error=unavailable)
+    return capture_runs(runner32, runner64, feeds, root=root, fp64_error=unavailable)
+
+
+def capture_runs(
+    runner32: TorchRunner, runner64: TorchRunner | None, feeds: Mapping[str, np.ndarray], *, root: Path,
+    case: InputCase | None = None, fp64_error: Exception | None = None,
+) -> CaseRuns:  # fmt: skip
+    """One case's runs as the value module parity and `onnx-gate debug` judge: PyTorch fp32 and
+    float64 with every named module's inputs and outputs (``CaseRuns.modules``, a Capture)."""
+    capture = capture_with(runner32, runner64, feeds, root=root, fp64_error=fp64_error)
+    names = runner32.output_names
+    exact = dict(zip(names, capture.outputs64)) if capture.outputs64 is not None else None
+    return CaseRuns(
+        case, feeds, dict(zip(names, capture.outputs32)), None, exact, runner32.name, "modules", modules=capture
+    )  # fmt: skip
 
 
 def capture_with(

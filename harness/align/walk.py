@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from harness.align.capture import capture_with, relative_source
+from harness.align.capture import capture_runs, relative_source
 from harness.align.scopes import align_capture
 from harness.align.verdict import fold_candidates
 from harness.compare.fidelity import FidelityComparison, compare_fidelity
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from harness.align.capture import Capture
     from harness.core.config import GateConfig
     from harness.core.inputs import InputCase
+    from harness.runtime.case_runs import CaseRuns
     from harness.runtime.graph64 import Graph64
     from harness.runtime.runners import TorchRunner
 
@@ -73,16 +74,17 @@ def walk_modules(
     case: InputCase, root: Path,
 ) -> ModuleWalk:  # fmt: skip
     """Compare, in float64, every graph value that has a module counterpart on ``case``."""
-    feeds = case.materialize(config)
-    capture = capture_with(runner32, runner64, feeds, root=root)
-    return walk_capture(config, graph, graph_proto, capture, feeds, describe_case(case), runner32.model, root)
+    runs = capture_runs(runner32, runner64, case.materialize(config), root=root, case=case)
+    return walk_capture(config, graph, graph_proto, runs, describe_case(case), runner32.model, root)
 
 
 def walk_capture(
-    config: GateConfig, graph: Graph64, graph_proto: Any, capture: Capture, feeds: Mapping[str, np.ndarray],
-    label: str, model: Any, root: Path,
+    config: GateConfig, graph: Graph64, graph_proto: Any, runs: CaseRuns, label: str, model: Any, root: Path,
 ) -> ModuleWalk:  # fmt: skip
-    """``walk_modules`` on a capture already made (``onnx-gate debug`` makes its own)."""
+    """``walk_modules`` on a case's runs already made with every module hooked (``capture_runs``;
+    ``onnx-gate debug`` makes its own)."""
+    capture: Capture = runs.modules
+    feeds = runs.feeds
     alignment = align_capture(graph_proto, capture)
     unaligned = {f"module `{name}`": why for name, why in alignment.unaligned.items()}
     named = len([name for name in capture.modules if name])

@@ -40,6 +40,7 @@ from harness.checks.parity import keep_valid_positions
 from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, FidelityComparison, compare_fidelity
 from harness.core.inputs import DEGENERATE_FAMILIES, FAMILIES, SAMPLES, InputCase, describe_case
 from harness.core.samples import load_samples
+from harness.runtime.case_runs import CaseRuns, run_case_in_float64
 
 if TYPE_CHECKING:
     from harness.core.config import GateConfig
@@ -168,35 +169,17 @@ def check_fidelity(
 
     started = time.perf_counter()
     discrete = discrete_op_inputs(graph_proto)
+    values = [value for _, value in discrete]
     described = tuple(describe_case(case) for case in cases)
     comparisons: list[FidelityComparison] = []
     unaligned: dict[str, str] = {}
     failing_case: InputCase | None = None
     for case, label in zip(cases, described):
-        feeds = case.materialize(config)
-        # Recording runs a torch function mode (~15% of a pass): only where there are discrete ops.
-        exact, recorded = runner64.infer_recording_discrete(feeds) if discrete else (runner64.infer(feeds), [])
-        # fp32's logits only where there are discrete ops to judge: recording costs a function mode.
-        expected, logits32 = runner32.infer_recording_discrete(feeds) if discrete else (runner32.infer(feeds), [])
-        evaluation = graph.infer(feeds, [value for _, value in discrete])
-        graph_outputs = {name: evaluation.values[name] for name in config.outputs}
-        storage = {name: evaluation.storage.get(name) for name in config.outputs}
-        (graph_outputs, exact, expected), _, _ = keep_valid_positions(config, feeds, graph_outputs, exact, expected)
-        assert graph_outputs is not None and exact is not None and expected is not None
-        for name in config.outputs:
-            if exact[name].dtype.kind != "f" or graph_outputs[name].shape != exact[name].shape:
-                continue  # discrete outputs: their logits are judged below; shapes: the contract's
-            effect = storage[name]
-            storage_max = float(effect.max(initial=0.0)) if effect is not None and effect.size else 0.0
-            comparisons.append(compare_fidelity(name, label, graph_outputs[name], exact[name], expected[name], storage_max))
-        matched, why = _match_discrete(discrete, evaluation.values, recorded)
+        runs = run_case_in_float64(case, config, runner32, runner64, graph, values)
+        judged, why = judge_fidelity(runs, config, discrete, label)
+        comparisons += judged
         unaligned.update(why)
-        for (node, value), index in matched:
-            comparisons.append(compare_fidelity(
-                f"the float input of {node}", label, evaluation.values[value], recorded[index], logits32[index],
-                evaluation.storage_effect(value),
-            ))  # fmt: skip
-        if failing_case is None and any(not c for c in comparisons if c.case == label):
+        if failing_case is None and not all(judged):
             failing_case = case
     departure = None
     if failing_case is not None:
@@ -206,6 +189,34 @@ def check_fidelity(
         described, tuple(comparisons), departure=departure, unaligned=unaligned,
         derived_constants=len(graph.derived), seconds=time.perf_counter() - started,
     )  # fmt: skip
+
+
+def judge_fidelity(
+    runs: CaseRuns, config: GateConfig, discrete: Sequence[tuple[str, str]], label: str
+) -> tuple[list[FidelityComparison], dict[str, str]]:
+    """The exact rule on one case's float64 runs (``run_case_in_float64``): every float output, and
+    the float input of every ArgMax/ArgMin/TopK node the graph holds (``discrete``: node, value)
+    against PyTorch's matching call; and the discrete nodes that could not be paired, with why.
+    Padded positions of declared ``padded_outputs`` are left out, as parity leaves them out."""
+    evaluation = runs.graph64
+    assert evaluation is not None and runs.torch64 is not None, "judge_fidelity needs run_case_in_float64's runs"
+    graph_outputs = {name: evaluation.values[name] for name in config.outputs}
+    (graph_outputs, exact, expected), _, _ = keep_valid_positions(config, runs.feeds, graph_outputs, runs.torch64, runs.torch32)
+    assert graph_outputs is not None and exact is not None and expected is not None
+    comparisons = []
+    for name in config.outputs:
+        if exact[name].dtype.kind != "f" or graph_outputs[name].shape != exact[name].shape:
+            continue  # discrete outputs: their logits are judged below; shapes: the contract's
+        effect = evaluation.storage.get(name)
+        storage_max = float(effect.max(initial=0.0)) if effect is not None and effect.size else 0.0
+        comparisons.append(compare_fidelity(name, label, graph_outputs[name], exact[name], expected[name], storage_max))
+    matched, why = _match_discrete(list(discrete), evaluation.values, runs.discrete64)
+    for (node, value), index in matched:
+        comparisons.append(compare_fidelity(
+            f"the float input of {node}", label, evaluation.values[value], runs.discrete64[index], runs.discrete32[index],
+            evaluation.storage_effect(value),
+        ))  # fmt: skip
+    return comparisons, why
 
 
 def _match_discrete(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.align.capture import capture_with
+from harness.align.capture import capture_runs
 from harness.align.probe import UNOPTIMISED, Probe
 from harness.align.scopes import align_capture
 from harness.align.verdict import culprit_sentence, judge
@@ -208,8 +208,8 @@ def check_modules_in_float64(
                 1.0, f"{label} has {elements:,} input elements, over this check's limit of {MAX_INPUT_ELEMENTS:,}", described
             )
             break
-        capture = capture_with(runner32, runner64, feeds, root=root)
-        walk = walk_capture(config, graph, graph_proto, capture, feeds, label, runner32.model, root)
+        runs = capture_runs(runner32, runner64, feeds, root=root, case=case)
+        walk = walk_capture(config, graph, graph_proto, runs, label, runner32.model, root)
         if walk.scheme == "none":
             result = _not_judged(1.0, NO_SCOPES, described)
             break
@@ -273,7 +273,8 @@ def _judge_cases(
                 factor, f"{label} has {elements:,} input elements, over this check's limit of {MAX_INPUT_ELEMENTS:,}",
                 described,
             )  # fmt: skip
-        capture = capture_with(runner32, runner64, feeds, root=root)
+        runs = capture_runs(runner32, runner64, feeds, root=root, case=case)
+        capture = runs.modules
         if capture.outputs64 is None:
             return _not_judged(factor, f"the model cannot run in float64 ({capture.fp64_unavailable})", described)
         modules = [name for name in capture.modules if name]

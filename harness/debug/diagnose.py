@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from harness.align.verdict import ModuleVerdict
     from harness.align.walk import ModuleWalk
     from harness.debug.isolate import Isolation
+    from harness.runtime.case_runs import CaseRuns
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,10 @@ def _outputs_ok(
 
 
 def _exact_walk(
-    request: DebugRequest, model: nn.Module, proto: onnx.ModelProto, capture: Capture
+    request: DebugRequest, model: nn.Module, proto: onnx.ModelProto, runs: CaseRuns
 ) -> tuple[ModuleWalk | None, str]:
-    """Graph fidelity's module walk on the debug input, or why the graph has no float64 evaluation."""
+    """Graph fidelity's module walk on the debug input's runs, or why the graph has no float64 evaluation."""
+    capture: Capture = runs.modules
     from harness.runtime.graph64 import Graph64, model_constants, unsupported_ops  # defers onnx
     if capture.outputs64 is None:
         return None, f"the model cannot run in float64 ({capture.fp64_unavailable})"
@@ -107,7 +109,7 @@ def _exact_walk(
     graph = Graph64(request.onnx_path, request.config.outputs, model_constants(model))
     if not graph.available:
         return None, graph.problem or "the graph cannot be evaluated in float64"
-    walk = walk_capture(request.config, graph, proto, capture, request.feeds, request.case, model, request.root)
+    walk = walk_capture(request.config, graph, proto, runs, request.case, model, request.root)
     return walk, ""
 
 
@@ -124,7 +126,8 @@ def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
         raise ArtifactError(
             f"cannot read ONNX file {request.onnx_path.name!r}: {type(exc).__name__}"
         ) from None
-    capture = capture_modules(model, request.feeds, input_names, config.outputs, root=request.root)
+    runs = capture_modules(model, request.feeds, input_names, config.outputs, root=request.root)
+    capture = runs.modules
     modules = [name for name in capture.modules if name]
     alignment = align_capture(proto, capture)
     values = probe.run(proto, request.feeds, alignment.values(), level=probe.UNOPTIMISED)
@@ -140,7 +143,7 @@ def diagnose(request: DebugRequest, model: nn.Module) -> DebugResult:
         # Marking outputs can stop the very fusion that is wrong; this is the best available view.
         marked = probe.run(proto, request.feeds, alignment.values(), level=probe.PRODUCTION)
         result.production_verdict = judge(capture, alignment, marked, request.feeds, config.outputs, factor)
-    result.exact, result.exact_unavailable = _exact_walk(request, model, proto, capture)
+    result.exact, result.exact_unavailable = _exact_walk(request, model, proto, runs)
     culprit = verdict.culprit or (result.production_verdict.culprit if result.production_verdict else None)
     if culprit is not None:
         result.isolation = isolate(
