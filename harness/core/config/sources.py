@@ -167,7 +167,8 @@ def load(
     if api_overrides:
         layers.append(Layer("Python API", dict(api_overrides), invocation_dir, from_file=False))
     for layer in layers:
-        where = f"[tool.onnx-gate] of {layer.source}" if "[tool" in layer.source else layer.source
+        table = " [tool.onnx-gate]"
+        where = f"[tool.onnx-gate] of {layer.source.removesuffix(table)}" if layer.source.endswith(table) else layer.source
         check_keys(layer.section, TOP_KEYS, where)
         if layer.must_name_model and not layer.model:
             raise ConfigError(
