@@ -173,22 +173,6 @@ class GateRun:
         return {name for name, record in self.document["checks"].items() if record["status"] == "failed"}
 
 
-@contextmanager
-def _declared_checks_kept() -> Iterator[None]:
-    """Checks a project's own modules declare (harness/checks/declared.py) are forgotten after its
-    in-process gate, as a process of its own would forget them: pytester drops those modules, and
-    the next project's gate must not require a check it never declared."""
-    from harness.checks import declared
-
-    declared.gate_checks()  # the gate's own checks, declared once by importing them
-    before = dict(declared._DECLARED)
-    try:
-        yield
-    finally:
-        declared._DECLARED.clear()
-        declared._DECLARED.update(before)
-
-
 class GateProject:
     """A user's project folder: a gate config, their models, and a way to run the gate on it."""
 
@@ -216,7 +200,7 @@ class GateProject:
         if subprocess:
             result = self.pytester.runpytest_subprocess(*paths, *options, *args)
         else:
-            with preserved(), _declared_checks_kept():
+            with preserved():
                 result = self.pytester.runpytest_inprocess(*paths, *options, *args)
         reports = sorted((self.path / "reports").glob("*/gate.json"))
         document = json.loads(reports[-1].read_text()) if reports else None

@@ -61,3 +61,30 @@ def test_a_test_marked_with_a_check_nobody_declared_stops_the_gate_at_collection
     run = project.run(paths=(str(project.path / "test_undeclared.py"),))
     assert run.result.ret != 0 and run.document is None
     run.result.stderr.fnmatch_lines(["*gate_check('forgotten') names no declared check*declare_check('forgotten'*"])
+
+
+def test_a_check_declared_by_another_projects_module_is_not_required_in_this_session(tmp_path):
+    """Declarations outlive a gate in the process (the declaring module stays imported): a second
+    in-process gate, e.g. a training script's export_and_register_model() for another model, must
+    not require a check the first project declared, unless it collects a test of that check too."""
+    import types
+
+    from harness.checks.declared import gate_checks
+    from harness.core.config import load
+    from harness.gate.session import GateSession
+
+    earlier_project = types.ModuleType("earlier_project_checks")
+    exec("from harness.checks.declared import declare_check\nCHECK = declare_check('earlier_projects_check')",
+         earlier_project.__dict__)  # fmt: skip
+    try:
+        assert not next(c for c in gate_checks() if c.name == "earlier_projects_check").own
+        assert next(c for c in gate_checks() if c.name == "contract").own
+        gate = GateSession(load(invocation_dir=tmp_path), work_dir=tmp_path / "work")
+        assert "earlier_projects_check" not in gate.required_checks and "contract" in gate.required_checks
+        assert "earlier_projects_check" not in gate.ledger.records
+        gate.ledger.collected("earlier_projects_check", "test_theirs.py::test_it")  # this session collects it
+        assert "earlier_projects_check" in gate.required_checks
+    finally:
+        from harness.checks import declared
+
+        declared._DECLARED.pop("earlier_projects_check", None)

@@ -13,6 +13,7 @@ declared stops the gate at collection: a check that is silently optional would b
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -87,6 +88,15 @@ class GateCheck:
     for_release: bool = False  # required for a release even where the verdict does not need it
     listed: bool = True  # in every report, run or not; else from the moment its tests are collected
     order: int = 100  # its place in the reports
+    module: str = ""  # the module that declared it
+
+    @property
+    def own(self) -> bool:
+        """One of the gate's own checks: part of every session. A check declared in a module of
+        yours belongs to the sessions that collect a test marked with it; declarations outlive a
+        session in the process (its module stays imported), so another project's gate in the
+        same process must not require it."""
+        return self.module.startswith("harness.")
 
 
 _DECLARED: dict[str, GateCheck] = {}
@@ -96,7 +106,8 @@ def declare_check(
     name: str, *, required: Requirement = always, for_release: bool = False, listed: bool = True, order: int = 100
 ) -> GateCheck:
     """Declare the gate check ``name`` (see the module's doc); returns the declaration."""
-    check = GateCheck(name, required, for_release, listed, order)
+    module = sys._getframe(1).f_globals.get("__name__", "")
+    check = GateCheck(name, required, for_release, listed, order, module)
     _DECLARED[name] = check
     return check
 

@@ -23,7 +23,7 @@ from harness.bench.measure import (
     sgemm_peak_flops,
 )
 from harness.checks.bias import BiasResult, bias_cases, check_bias
-from harness.checks.declared import gate_checks
+from harness.checks.declared import GateCheck, gate_checks
 from harness.checks.fidelity import MAX_PARAMETERS, FidelityResult, check_fidelity, fidelity_cases
 from harness.checks.latency import BENCH_CHECKS
 from harness.checks.module_parity import check_module_parity, check_modules_in_float64, module_cases
@@ -138,7 +138,7 @@ class GateSession:
         self.report_dir = config.report_dir / self.run_id
         self.started = time.time()
         self.timing = Stopwatch()
-        self.ledger = Ledger(check.name for check in gate_checks() if check.listed)
+        self.ledger = Ledger(check.name for check in gate_checks() if check.listed and check.own)
         self.artifact: ArtifactInfo | None = None
         self.artifact_error: str | None = None
         self.artifact_cache: CacheOutcome | None = None
@@ -234,12 +234,16 @@ class GateSession:
     @property
     def required_checks(self) -> tuple[str, ...]:
         """The checks this gate's verdict needs, each as its declaration says (harness/checks/declared.py)."""
-        return tuple(check.name for check in gate_checks() if check.required(self))
+        return tuple(check.name for check in self.session_checks() if check.required(self))
+
+    def session_checks(self) -> list[GateCheck]:
+        """The gate's own checks, and those of your own that this session collected a test of."""
+        return [check for check in gate_checks() if check.own or check.name in self.ledger.records]
 
     @property
     def release_checks(self) -> tuple[str, ...]:
         """The checks a release needs: the required ones and, always, those declared for_release."""
-        release = tuple(check.name for check in gate_checks() if check.for_release)
+        release = tuple(check.name for check in self.session_checks() if check.for_release)
         return tuple(name for name in self.required_checks if name not in release) + release
 
     @property
