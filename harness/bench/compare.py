@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.bench.stats import (
-    NO_CHANGE,
     REGRESSED,
     Effect,
     latency_effect,

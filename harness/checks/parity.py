@@ -4,7 +4,7 @@ parity rule (harness/compare/rule.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from harness.checks.declared import declare_check
 from harness.checks.padded import output_validity
