@@ -11,7 +11,8 @@ import pytest
 from benchmarks.conftest import record_times
 from harness.bench.interleave import BLOCK, measure_interleaved
 from harness.bench.load import LoadSnapshot, load_between
-from harness.bench.measure import LatencyRecord, check_budgets, rounds_for, time_calls
+from harness.bench.measure import LatencyRecord, check_budgets, last_level_cache_bytes, rounds_for, time_calls
+from harness.bench.nodes import profile_nodes, roofline_from_profile
 from harness.runtime.export import example_feeds
 
 BACKENDS = ("pytorch", "onnxruntime")
@@ -36,7 +37,7 @@ def _measure_both(gate, batch: int) -> dict[str, object]:
                         min_rounds=-(-plan.min_rounds // BLOCK), max_rounds=-(-plan.max_rounds // BLOCK))
     before = LoadSnapshot.now()
     times = measure_interleaved(functions, rounds)
-    return {"times": times, "load": load_between(before, LoadSnapshot.now())}
+    return {"times": times, "load": load_between(before, LoadSnapshot.now()), "feeds": feeds}
 
 
 @pytest.mark.gate_check("latency_cpu")
@@ -48,13 +49,21 @@ def test_cpu_latency(benchmark, gate, bench_threads, bench_backend, bench_batch,
     measured = cpu_measurements[bench_batch]
     times = measured["times"][bench_backend]
     record_times(benchmark, times, group=f"cpu batch {bench_batch}")
+    extra = {"threads": bench_threads, "ort_graph_optimization": gate.bench_ort_runner.graph_optimization,
+             "interleaved_with": list(BACKENDS), "block": BLOCK, "load": measured["load"]}
+    if bench_backend == "onnxruntime":
+        # The limit of a sequential executor, node by node (harness/bench/nodes.py), from a
+        # profiled session of its own after the timed loop.
+        events = profile_nodes(gate.artifact.path, measured["feeds"], threads=bench_threads,
+                               graph_optimization=gate.bench_ort_runner.graph_optimization)
+        nodes = roofline_from_profile(events, peak_flops=gate.sgemm_peak, bandwidth=gate.bandwidth,
+                                      cache_bytes=last_level_cache_bytes())
+        extra["node_roofline"] = nodes.to_dict(median_s=sorted(times)[len(times) // 2])
     record = LatencyRecord.from_times(
         bench_backend, "cpu", bench_batch, times,
         flops=gate.flops_per_call(bench_batch), peak_flops=gate.sgemm_peak,
         bytes_moved=gate.bytes_per_call(bench_batch, None if bench_backend == "pytorch" else gate.artifact.path),
-        bandwidth=gate.bandwidth,
-        extra={"threads": bench_threads, "ort_graph_optimization": gate.bench_ort_runner.graph_optimization,
-               "interleaved_with": list(BACKENDS), "block": BLOCK, "load": measured["load"]},
+        bandwidth=gate.bandwidth, extra=extra,
     )  # fmt: skip
     gate.record_latency(record)
     benchmark.extra_info.update(record.to_dict(samples=False))

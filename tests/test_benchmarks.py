@@ -45,6 +45,10 @@ def test_a_met_budget_passes_and_the_report_has_the_latency_table_and_chart(proj
         assert own["stats"]["rounds"] == record["rounds"] and own["stats"]["min"] == record["min"]
         assert record["extra"]["interleaved_with"] == ["pytorch", "onnxruntime"]
         assert set(record["extra"]["load"]) >= {"load_1min_before", "load_1min_after", "cpu_steal_share"}
+        if record["backend"] == "onnxruntime":  # the limit of a sequential executor, node by node
+            nodes = record["extra"]["node_roofline"]
+            assert nodes["bound_ms"] > 0 and len(nodes["furthest"]) == min(5, nodes["nodes"])
+            assert f"Per-node roofline, cpu onnxruntime batch {record['batch']}: " in summary
     section = bench["onnx_gate"]
     assert set(section["speedups"]["cpu"]) == {"1", "2"}
     for record in section["records"]:

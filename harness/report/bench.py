@@ -152,6 +152,29 @@ def archive_benchmark_json(gate: GateSession) -> Path | None:
     return target
 
 
+def node_roofline_markdown(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Per batch size: ONNX Runtime against the limit of a sequential executor (the sum of each
+    node's own bound, harness/bench/nodes.py) beside the whole-model bound, and the five nodes
+    that lose the most time against their own bound."""
+    lines: list[str] = []
+    for r in records:
+        nodes = (r.get("extra") or {}).get("node_roofline")
+        if not nodes:
+            continue
+        whole = f"{_percent(r.get('roofline_efficiency'))} against the whole-model bound ({r['roofline_ms']:.2f} ms)" \
+            if r.get("roofline_ms") else "whole-model bound not measured"
+        lines += [
+            "", f"Per-node roofline, {r['device']} {r['backend']} batch {r['batch']}: the nodes' own bounds sum to "
+            f"{nodes['bound_ms']:.2f} ms ({nodes['compute_bound_ms']:.2f} ms compute-bound, "
+            f"{nodes['memory_bound_ms']:.2f} ms memory-bound, {nodes['nodes']} nodes); the median "
+            f"{r['median_ms']:.2f} ms is {_percent(nodes['efficiency'])} of that limit, {whole}. "
+            f"Furthest from their bound ({nodes['profiled_calls']} profiled calls):", "",
+        ]  # fmt: skip
+        lines += [f"- {n['op']} `{n['node']}`: {n['ms']:.3f} ms against {n['bound_ms']:.3f} ms ({n['bound']}-bound), "
+                  f"{n['achieved']}" for n in nodes["furthest"]]
+    return lines
+
+
 def latency_markdown(section: dict[str, Any]) -> str:
     records = section["records"]
     ratios = section["speedups"]
@@ -180,6 +203,7 @@ def latency_markdown(section: dict[str, Any]) -> str:
             f"{r['min'] * 1e3:.2f} | {r['throughput_per_s']:.0f} | {speedup_cell} | "
             f"{roofline_cell(r)} | {flop_efficiency_cell(r)} | {claim} |"
         )
+    lines += node_roofline_markdown(records)
     if section.get("budget_lines"):
         lines += ["", "Budgets (built-in defaults only catch broken exports and hold on common machines; "
                   "limits set in config are the project's choice and depend on its hardware):", ""]
