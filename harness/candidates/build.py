@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from harness.candidates.mixed import build_int8_mixed
 from harness.core.candidate_settings import KINDS
 from harness.core.errors import first_line
 from harness.core.inputs import InputCase
@@ -148,28 +149,53 @@ def calibration_feeds(config: GateConfig, samples: int) -> list[dict[str, np.nda
 
 
 def _int8_static(source: Path, target: Path, config: GateConfig, options: Mapping[str, Any]) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    feeds = calibration_feeds(config, int(options.get("calibration_samples", 16)))
+    prepared = target.with_name(target.stem + ".pre.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    try:
+        _quantise_static(prepared, target, calibration_feeds(config, int(options.get("calibration_samples", 16))))
+    finally:
+        prepared.unlink(missing_ok=True)
 
-    class Reader(CalibrationDataReader):
+
+def _quantise_static(
+    prepared: Path, target: Path, feeds: Sequence[Mapping[str, np.ndarray]], exclude: Sequence[str] = ()
+) -> None:
+    """QDQ, per-channel int8 weights, uint8 activations calibrated on ``feeds``; the nodes named in
+    ``exclude`` stay fp32."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Feeds(CalibrationDataReader):
         def __init__(self) -> None:
             self.pending = iter(feeds)
 
         def get_next(self) -> dict[str, Any] | None:
-            return next(self.pending, None)
+            feed = next(self.pending, None)
+            return dict(feed) if feed is not None else None
 
+    quantize_static(
+        str(prepared), str(target), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+    )  # fmt: skip
+
+
+def _int8_mixed(source: Path, target: Path, config: GateConfig, options: Mapping[str, Any]) -> dict[str, Any]:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    feeds = calibration_feeds(config, int(options.get("calibration_samples", 16)))
     prepared = target.with_name(target.stem + ".pre.onnx")
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-    )  # fmt: skip
-    prepared.unlink(missing_ok=True)
+    try:
+        return build_int8_mixed(
+            prepared, target, config, feeds, lambda src, dst, exclude: _quantise_static(src, dst, feeds, exclude)
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
 
 
-BUILDERS: dict[str, Callable[[Path, Path, GateConfig, Mapping[str, Any]], None]] = {
+# A builder writes the candidate; one that searches returns what it found (the candidate's notes).
+BUILDERS: dict[str, Callable[[Path, Path, GateConfig, Mapping[str, Any]], Mapping[str, Any] | None]] = {
     "ort-basic": _offline_optimised("ORT_ENABLE_BASIC"),
     "ort-extended": _offline_optimised("ORT_ENABLE_EXTENDED"),
     "ort-transformer": _transformer_fusions,
@@ -177,19 +203,21 @@ BUILDERS: dict[str, Callable[[Path, Path, GateConfig, Mapping[str, Any]], None]]
     "bf16": _bf16,
     "int8-dynamic": _int8_dynamic,
     "int8-static": _int8_static,
+    "int8-mixed": _int8_mixed,
 }
 
 
 def build_candidate(kind: str, source: Path, folder: Path, config: GateConfig, options: Mapping[str, Any]) -> Candidate:
     """Build one candidate next to the plain export; then check ONNX Runtime loads it."""
     precision = KINDS[kind][0]
+    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"candidate-{kind}.onnx"
     started = time.perf_counter()
     quiet = logging.getLogger()
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger
     try:
-        BUILDERS[kind](source, target, config, options)
+        notes = BUILDERS[kind](source, target, config, options) or {}
         import onnxruntime as ort
 
         session_options = ort.SessionOptions()
@@ -201,7 +229,7 @@ def build_candidate(kind: str, source: Path, folder: Path, config: GateConfig, o
         return Candidate(kind, kind, precision, None, f"could not build or load: {reason}", time.perf_counter() - started)
     finally:
         quiet.setLevel(level)
-    return Candidate(kind, kind, precision, target, None, time.perf_counter() - started)
+    return Candidate(kind, kind, precision, target, None, time.perf_counter() - started, dict(notes))
 
 
 def build_candidates(kinds: Sequence[str], source: Path, folder: Path, config: GateConfig) -> list[Candidate]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from harness.candidates.mixed import describe as describe_mixed
+
 if TYPE_CHECKING:
     from harness.core.ledger import Verdict
     from harness.gate.session import GateSession
@@ -59,6 +61,10 @@ def candidates_markdown(section: dict[str, Any]) -> str:
                 ms, speed = f"**{ms}**", f"**{speed}**"
             cells += [ms, speed, roof]
         lines.append("| " + " | ".join(cells) + " |")
+    searched = [row for row in section["rows"] if row.get("notes", {}).get("kept_fp32") is not None]
+    if searched:
+        lines += ["", "Mixed precision chosen by attribution (harness/candidates/mixed.py):", ""]
+        lines += [f"- {row['name']}: {describe_mixed(row['notes'])}" for row in searched]
     blocked = [row for row in section["rows"] if row["verdict"] != "passed" and row["why"]]
     if blocked:
         lines += ["", "Not passing:", ""] + [f"- {row['name']}: {row['why']}" for row in blocked]

@@ -203,9 +203,8 @@ class CandidateSet:
             return from_parity(name, result, "the export's fixed bound, batch against its parts")
         if kind == "none":
             raise GateError(f"candidate {name} cannot be judged: {self.unjudgeable_reason(name)}")
-        feeds, whole, joined = whole_and_parts(case, config, runner, batch_dim=batch_dim, split=split)
-        size = case.sizes[batch_dim]
-        context = f"{describe_case(case)}, parts {split}+{size - split}"
+        feeds, whole, joined, parts = whole_and_parts(case, config, runner, batch_dim=batch_dim, split=split)
+        context = f"{describe_case(case)}, {parts}"
         if kind == "budget":
             return judge_budget(name, self._budget_for(True), whole, joined, self.custom_metric, context)
         exact = self.gate.fp64_reference(feeds)
@@ -303,6 +302,7 @@ class CandidateSet:
                     "weight_bytes": record.extra.get("weight_bytes"), "fastest_passing": fastest.get(record.batch) == name,
                 }  # fmt: skip
             rows.append({"name": name, "precision": precision, "verdict": verdict, "why": why, "tolerance": tolerance,
-                         "worst_units": units, "batches": per_batch})
+                         "worst_units": units, "batches": per_batch,
+                         "notes": dict(candidate.notes) if candidate is not None and candidate.notes else {}})
         return {"rows": rows, "batches": batches, "pytorch_ms": {str(b): m * 1e3 for b, m in eager.items()},
                 "publish": self.settings.publish}

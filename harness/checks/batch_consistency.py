@@ -22,21 +22,30 @@ CHECK = declare_check("batch_consistency", required=with_dims, order=40)
 
 def whole_and_parts(
     case: InputCase, config: GateConfig, runner: OrtRunner, *, batch_dim: str, split: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``case``'s feeds, ``runner``'s outputs on the whole batch, and the concatenation of its
-    outputs on the first ``split`` samples and on the rest."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    """``case``'s feeds, ``runner``'s outputs on the whole batch, the concatenation of its outputs
+    on the first ``split`` samples and on the rest, and the split in words ("parts 1+3"). A
+    recorded sample keeps its own batch size (``batch_size``), so ``split`` is brought inside it."""
     import numpy as np
 
     feeds = case.materialize(config)
-    size = case.sizes[batch_dim]
     axes = {spec.name: spec.shape.index(batch_dim) for spec in config.inputs if batch_dim in spec.shape}
+    size = batch_size(feeds, axes, case.sizes[batch_dim])
+    if size < 2:
+        raise ValueError(f"{describe_case(case)} holds a batch of {size}: nothing to split")
+    split = min(max(split, 1), size - 1)
     whole = runner.infer(feeds)
     parts = [
         runner.infer({n: np.take(a, range(lo, hi), axis=axes[n]) if n in axes else a for n, a in feeds.items()})
         for lo, hi in ((0, split), (split, size))
     ]
     joined = {name: np.concatenate([p[name] for p in parts], axis=0) for name in whole}
-    return feeds, whole, joined
+    return feeds, whole, joined, f"batch {size}, parts {split}+{size - split}"
+
+
+def batch_size(feeds: dict[str, np.ndarray], axes: dict[str, int], default: int) -> int:
+    """The batch the feeds hold along their batch axes (a sample as recorded may differ from the case's size)."""
+    return next((int(feeds[name].shape[axis]) for name, axis in axes.items() if name in feeds), default)
 
 
 def check_batch_consistency(
@@ -44,9 +53,8 @@ def check_batch_consistency(
 ) -> ParityResult:
     """``runner`` on ``case`` against the concatenation of ``runner`` on its first ``split``
     samples and on the rest, judged by the parity tolerances (without the fp64 reference)."""
-    _, whole, joined = whole_and_parts(case, config, runner, batch_dim=batch_dim, split=split)
-    size = case.sizes[batch_dim]
+    _, whole, joined, parts = whole_and_parts(case, config, runner, batch_dim=batch_dim, split=split)
+    batch, _, split_words = parts.partition(", ")
     return compare_outputs(
-        whole, joined, config, candidate=f"{runner.name} batch {size}",
-        reference=f"parts {split}+{size - split}", context=describe_case(case),
+        whole, joined, config, candidate=f"{runner.name} {batch}", reference=split_words, context=describe_case(case),
     )  # fmt: skip

@@ -18,6 +18,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "bf16": ("bf16", "bf16 weights and compute, inputs and outputs kept in their original types"),
     "int8-dynamic": ("int8", "int8 dynamic quantisation of MatMul/Gemm weights"),
     "int8-static": ("int8", "int8 static QDQ quantisation calibrated on the gate's input strategies"),
+    "int8-mixed": ("int8", "int8 static QDQ with the nodes that cost the task budget most kept in fp32, "
+                           "chosen by ablation on your samples"),
 }
 DEFAULT_KINDS = ("ort-basic", "ort-extended", "fp16", "bf16", "int8-dynamic", "int8-static")
 METRICS = ("max_abs", "relative_l2", "cosine", "top1", "haversine_m")
@@ -120,4 +122,7 @@ def parse_candidates(raw: Any, outputs: tuple[str, ...]) -> CandidatesConfig:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ConfigError(f"candidates.calibration_samples must be a positive integer, got {samples!r}")
     budget = _budget(raw["budget"], outputs) if "budget" in raw else None
+    if "int8-mixed" in build and budget is None:
+        raise ConfigError("candidate 'int8-mixed' chooses the nodes it keeps in fp32 by the task budget: declare "
+                          "candidates.budget = { metric = ..., output = ..., limit = ... }")
     return CandidatesConfig(tuple(build), publish, budget, samples, dict(transformer) if transformer else None)
