@@ -141,6 +141,8 @@ def describe(notes: Mapping[str, Any]) -> str:
         f"{', '.join(f'`{n}`' for n in step['kept'])} (its ablation gave back {step['contribution_units']:.2f}, "
         f"{step['units_after']:.2f} after)" for step in notes.get("steps", [])
     )
+    units = notes.get("units", 0)
+    after = f"{units:.2f}" if isinstance(units, (int, float)) else str(units)
     return (f"kept {len(notes['kept_fp32'])} of {notes.get('quantisable_nodes', '?')} quantisable nodes in fp32, "
-            f"worst sample error {notes.get('units_all_int8', 0):.2f} -> {notes.get('units', 0)} of the budget "
+            f"worst sample error {notes.get('units_all_int8', 0):.2f} -> {after} of the budget "
             f"({notes.get('trials')} quantisations): {steps}")
