@@ -44,8 +44,8 @@ DEFECTS = {
 }
 
 
-# 20 Hypothesis seeds of 8 examples each in the slow tier, 6 in `make test`.
-NEVER_BLOCKED_SEEDS = 20 if os.environ.get(SLOW_TESTS_ENV) == "1" else 6
+# 20 Hypothesis seeds of 8 examples each in the slow tier, 5 in `make test`.
+NEVER_BLOCKED_SEEDS = 20 if os.environ.get(SLOW_TESTS_ENV) == "1" else 5
 
 
 @pytest.fixture(scope="module")
