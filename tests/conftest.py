@@ -47,6 +47,11 @@ def pytest_configure(config: pytest.Config) -> None:
         share = max(1, len(os.sched_getaffinity(0)) // workers)
         set_default_threads(share)
         os.environ["OMP_NUM_THREADS"] = str(share)  # before torch starts its pool; gates in subprocesses too
+        # torch may already be imported here (a plugin, a conftest), its pool sized to every core:
+        # the in-process checks' PyTorch runs would then oversubscribe the cores.
+        import torch
+
+        torch.set_num_threads(share)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
