@@ -257,3 +257,12 @@ def test_the_float64_run_is_kept_where_it_can_matter(actual, why):
 def test_integer_outputs_never_need_the_float64_run():
     tags = np.array([3, 1, 4], np.int64)
     assert float64_cannot_matter(tags, tags.copy(), TOLERANCE)
+
+
+def test_a_block_on_the_mean_alone_still_names_the_worst_value():
+    expected = np.linspace(0.5, 1.0, 64)
+    actual = expected + 5e-4 * np.linspace(0.5, 1.0, 64)  # every value within atol + rtol*|ref|; the mean is not
+    judgement = judge_runtime("y", actual, expected, expected.copy(), TOLERANCE)
+    assert not judgement.comparison.passed
+    reason = judgement.comparison.reason
+    assert "mean abs error" in reason and "worst at (63,): " in reason and "rel error" in reason, reason

@@ -499,6 +499,14 @@ def judge_runtime(
         )
     if blocked and mae_over:
         reasons.append(f"mean abs error {float(diff.mean()):.3g} >= {mae_bound:.3g}")
+        if not over.any():  # every value within its own bound: still name the worst one
+            worst = int(np.argmax(diff))
+            index = tuple(int(i) for i in positions[worst]) if positions is not None else (worst,)
+            relative = diff[worst] / max(magnitude[worst], np.finfo(np.float32).tiny)
+            reasons.append(
+                f"worst at {index}: {actual[worst]:.9g} vs reference {expected[worst]:.9g} "
+                f"(abs error {diff[worst]:.3g}, rel error {relative:.3g})"
+            )
     if blocked and noise is not None:
         reasons.append(f"and {noise.judged_ratio:.3g}x PyTorch's own fp32 noise")
     findings: tuple[Finding, ...] = ()
