@@ -11,7 +11,9 @@ import pytest
 from benchmarks.conftest import record_times
 from harness.bench.interleave import BLOCK, measure_interleaved
 from harness.bench.load import LoadSnapshot, load_between
-from harness.bench.measure import LatencyRecord, check_budgets, last_level_cache_bytes, rounds_for, time_calls
+from harness.bench.measure import (
+    LatencyRecord, check_budgets, last_level_cache_bytes, percentile, rounds_for, time_calls,
+)
 from harness.bench.nodes import profile_nodes, roofline_from_profile
 from harness.runtime.export import example_feeds
 
@@ -58,7 +60,7 @@ def test_cpu_latency(benchmark, gate, bench_threads, bench_backend, bench_batch,
                                graph_optimization=gate.bench_ort_runner.graph_optimization)
         nodes = roofline_from_profile(events, peak_flops=gate.sgemm_peak, bandwidth=gate.bandwidth,
                                       cache_bytes=last_level_cache_bytes())
-        extra["node_roofline"] = nodes.to_dict(median_s=sorted(times)[len(times) // 2])
+        extra["node_roofline"] = nodes.to_dict(median_s=percentile(sorted(times), 50))
     record = LatencyRecord.from_times(
         bench_backend, "cpu", bench_batch, times,
         flops=gate.flops_per_call(bench_batch), peak_flops=gate.sgemm_peak,

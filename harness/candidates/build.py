@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from harness.candidates.mixed import build_int8_mixed
 from harness.core.candidate_settings import KINDS
@@ -148,15 +149,22 @@ def calibration_feeds(config: GateConfig, samples: int) -> list[dict[str, np.nda
     ]
 
 
-def _int8_static(source: Path, target: Path, config: GateConfig, options: Mapping[str, Any]) -> None:
+@contextmanager
+def _preprocessed(source: Path, target: Path) -> Iterator[Path]:
+    """``source`` through the quantiser's own pre-processing, in a file beside ``target`` while it is used."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = target.with_name(target.stem + ".pre.onnx")
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     try:
-        _quantise_static(prepared, target, calibration_feeds(config, int(options.get("calibration_samples", 16))))
+        yield prepared
     finally:
         prepared.unlink(missing_ok=True)
+
+
+def _int8_static(source: Path, target: Path, config: GateConfig, options: Mapping[str, Any]) -> None:
+    with _preprocessed(source, target) as prepared:
+        _quantise_static(prepared, target, calibration_feeds(config, int(options.get("calibration_samples", 16))))
 
 
 def _quantise_static(
@@ -181,17 +189,11 @@ def _quantise_static(
 
 
 def _int8_mixed(source: Path, target: Path, config: GateConfig, options: Mapping[str, Any]) -> dict[str, Any]:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     feeds = calibration_feeds(config, int(options.get("calibration_samples", 16)))
-    prepared = target.with_name(target.stem + ".pre.onnx")
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    try:
+    with _preprocessed(source, target) as prepared:
         return build_int8_mixed(
             prepared, target, config, feeds, lambda src, dst, exclude: _quantise_static(src, dst, feeds, exclude)
         )
-    finally:
-        prepared.unlink(missing_ok=True)
 
 
 # A builder writes the candidate; one that searches returns what it found (the candidate's notes).
