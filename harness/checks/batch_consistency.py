@@ -39,8 +39,15 @@ def whole_and_parts(
         runner.infer({n: np.take(a, range(lo, hi), axis=axes[n]) if n in axes else a for n, a in feeds.items()})
         for lo, hi in ((0, split), (split, size))
     ]
-    joined = {name: np.concatenate([p[name] for p in parts], axis=0) for name in whole}
+    joined = {name: np.concatenate([p[name] for p in parts], axis=output_batch_axis(whole[name], parts[0][name])) for name in whole}
     return feeds, whole, joined, f"batch {size}, parts {split}+{size - split}"
+
+
+def output_batch_axis(whole: np.ndarray, first_part: np.ndarray) -> int:
+    """The axis an output holds the batch on: the first whose size follows the split (a recurrent
+    state is [layers, batch, hidden]); 0 where none does, and concatenating reports the mismatch."""
+    moved = [axis for axis, (a, b) in enumerate(zip(whole.shape, first_part.shape)) if a != b]
+    return moved[0] if moved and whole.ndim == first_part.ndim else 0
 
 
 def batch_size(feeds: dict[str, np.ndarray], axes: dict[str, int], default: int) -> int:

@@ -157,6 +157,7 @@ class ParityStats:
         self.bias: list[str] = []  # the systematic-error check's verdict per output, once per session
         self.module_parity: dict[str, Any] | None = None  # module_parity.py's result, once per session
         self.fidelity: dict[str, Any] | None = None  # fidelity.py's result, once per session
+        self.rollout: dict[str, Any] | None = None  # rollout.py's full-length rollout, once per session
         self._reset()
 
     def _reset(self) -> None:
@@ -226,6 +227,7 @@ class ParityStats:
             "after_first_failure": list(self.after_first_failure.values()),
             "module_parity": self.module_parity,
             "fidelity": self.fidelity,
+            "rollout": self.rollout,
         }
 
     # --- across xdist workers: plain values only ---------------------------------------------
@@ -237,7 +239,7 @@ class ParityStats:
             not self.examples and self.failure_case is None and not self.fp64_seconds and not self.findings
             and not self.fp64_spared
             and not self.bias and not self.after_first_failure and self.module_parity is None
-            and self.fidelity is None
+            and self.fidelity is None and self.rollout is None
         ):  # fmt: skip
             return None
         delta = {
@@ -255,11 +257,13 @@ class ParityStats:
             "after_first_failure": dict(self.after_first_failure),
             "module_parity": self.module_parity,
             "fidelity": self.fidelity,
+            "rollout": self.rollout,
         }
         self._reset()
         self.bias = []
         self.module_parity = None
         self.fidelity = None
+        self.rollout = None
         return delta
 
     def merge_delta(self, delta: Mapping[str, Any]) -> None:
@@ -282,3 +286,4 @@ class ParityStats:
         self.after_first_failure.update(delta.get("after_first_failure", {}))
         self.module_parity = self.module_parity or delta.get("module_parity")
         self.fidelity = self.fidelity or delta.get("fidelity")
+        self.rollout = self.rollout or delta.get("rollout")

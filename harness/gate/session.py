@@ -29,6 +29,7 @@ from harness.checks.latency import BENCH_CHECKS
 from harness.checks.module_parity import check_module_parity, check_modules_in_float64, module_cases
 from harness.checks.parity import float64_can_be_spared, judge_parity
 from harness.checks.parity_stats import ParityStats
+from harness.checks.rollout import RolloutResult, judge_rollout
 from harness.compare.rule import ParityResult
 from harness.core.config import GateConfig
 from harness.core.errors import ArtifactError, GateError, first_line
@@ -40,6 +41,7 @@ from harness.core.timing import Stopwatch
 from harness.runtime.cache import CacheOutcome, cached_export
 from harness.runtime.case_runs import CaseRuns, run_case
 from harness.runtime.export import ArtifactInfo, example_feeds, export_onnx, inspect_onnx, self_contained_copy
+from harness.runtime.rollout import RolloutCase, record_rollout
 from harness.runtime.runners import NO_SPINNING, OrtRunner, TorchRunner, default_threads, output_name_problem
 
 if TYPE_CHECKING:
@@ -548,6 +550,30 @@ class GateSession:
             assert self.graph_outline is not None
             result = check_fidelity(self.config, graph, self.graph_outline, self.torch_runner, self.fp64_runner, cases, root=root)
         self.parity.fidelity = result.to_dict()
+        return result
+
+    def check_rollout(self, rollout: RolloutCase, *, report: bool = False) -> RolloutResult:
+        """Rollout parity (harness/checks/rollout.py) on ``rollout``: PyTorch fp32, ONNX Runtime,
+        and where the gate has them PyTorch float64 and the graph in float64, each feeding back
+        its own state. ``report``: this is the rollout the report shows."""
+        graph = self.graph64() if self.fidelity_judged else None
+        graph_call = None
+        if graph is not None and not isinstance(graph, str):
+            names, evaluator = tuple(self.config.outputs), graph
+
+            def graph_call(feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                evaluation = evaluator.infer(feeds)
+                return {n: evaluation.values[n] for n in names}, {n: evaluation.storage_effect(n) for n in names}
+
+        fp64 = None if self.parity.fp64_unavailable else self.fp64_runner
+        with self.timing.measure("rollout"):
+            runs = record_rollout(
+                self.config, rollout, self.torch_runner.infer, self.ort_runner.infer,
+                torch64=fp64.infer if fp64 is not None else None, graph64=graph_call,
+            )  # fmt: skip
+            result = judge_rollout(runs, self.config, operators=self.output_operators)
+        if report:
+            self.parity.rollout = result.to_dict()
         return result
 
     def check_module_parity(self, *, root: Path) -> ModuleParityResult:

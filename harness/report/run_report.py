@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from harness.bench.baseline import baseline_markdown
 from harness.candidates.report import candidates_markdown
 from harness.checks.fidelity import summary_lines as fidelity_lines
+from harness.checks.rollout import summary_lines as rollout_lines
 from harness.checks.module_parity import summary_lines
 from harness.checks.parity_stats import case_to_dict, describe_exact
 from harness.core.failure_budget import describe
@@ -139,6 +140,8 @@ def summary_markdown(document: dict[str, Any]) -> str:
                   *[f"- {describe(entry)}" for entry in parity["after_first_failure"]]]
     if parity.get("fidelity"):
         lines += ["", "## Graph fidelity (the graph in float64 against PyTorch in float64)", "", *fidelity_lines(parity["fidelity"])]
+    if parity.get("rollout"):
+        lines += ["", "## Rollout parity (state fed back, call after call)", "", *rollout_lines(parity["rollout"])]
     if parity.get("module_parity"):
         lines += ["", "## Module-level parity", "", *summary_lines(parity["module_parity"])]
     if parity.get("findings") or parity.get("fp64_unavailable"):

@@ -156,8 +156,10 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
                 }
                 # torch.export keys dynamic_shapes by the forward() parameter names, which need
                 # not match the ONNX input names; a tuple in argument order avoids that trap.
+                # A sum of dimensions (a mask over cache + tokens) has no Dim of its own: torch.export
+                # adds Dims only to integers, so it is left for export to relate.
                 dynamic_shapes = tuple(
-                    {axis: dims[d] for axis, d in enumerate(spec.shape) if isinstance(d, str)}
+                    {axis: dims.get(d, torch.export.Dim.DYNAMIC) for axis, d in enumerate(spec.shape) if isinstance(d, str)}
                     for spec in config.inputs
                 )
                 if wrapped:  # forward(*inputs) takes the inputs as one tuple argument

@@ -127,10 +127,25 @@ class InputSpec:
 
     @property
     def symbolic_dims(self) -> tuple[str, ...]:
-        return tuple(d for d in self.shape if isinstance(d, str))
+        """The dimensions drawn for this input; a sum such as ``"past_sequence + sequence"`` is
+        not drawn but follows its parts (derived_parts)."""
+        return tuple(d for d in self.shape if isinstance(d, str) and not derived_parts(d))
 
     def concrete_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
-        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
+        return tuple(size_of(d, sizes) if isinstance(d, str) else d for d in self.shape)
+
+
+def derived_parts(dim: str) -> tuple[str, ...]:
+    """The symbolic dimensions a derived one sums, e.g. a decoder's attention mask that spans the
+    cache and the new tokens, ``"past_sequence + sequence"``; () for a plain one."""
+    parts = tuple(part.strip() for part in dim.split("+"))
+    return parts if len(parts) > 1 else ()
+
+
+def size_of(dim: str, sizes: Mapping[str, int]) -> int:
+    """A symbolic dimension's size: its own, or the sum of its parts' sizes."""
+    parts = derived_parts(dim)
+    return sum(sizes[part] for part in parts) if parts else sizes[dim]
 
 
 @dataclass(frozen=True)
@@ -234,6 +249,59 @@ class PaddedOutput:
     batch_axis: int = 0
 
 
+FEED_RULES = ("argmax", "extend", "advance", "next", "same")
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """A state the model carries across calls: the output whose value is the next call's ``input``.
+    ``grows``: the symbolic dimension a cache grows along (by the step's length each call); None
+    for a state of fixed size (a recurrent ``h``)."""
+
+    input: str
+    output: str
+    grows: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedRule:
+    """How a call's non-state input is made from the step before it.
+
+    - ``argmax``: the greedy token, the argmax of ``source`` (an output) over its last axis at the
+      last position, as [batch, 1]: decoding;
+    - ``extend``: one more column of ones on the last axis: an attention mask over cache + tokens;
+    - ``advance``: the last column plus one, as [batch, 1]: position ids;
+    - ``next``: a fresh draw from the input's declared range, at the step's sizes: the next frame
+      of a stream;
+    - ``same``: the first call's value again (a speaker embedding, a sampling temperature)."""
+
+    input: str
+    rule: str
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Rollout parity (harness/checks/rollout.py): the pairs of state, how each call's other inputs
+    are made, and how many calls a rollout makes."""
+
+    states: tuple[StatePair, ...] = ()
+    feeds: tuple[FeedRule, ...] = ()
+    steps: int = 16
+    examples: int = 4  # Hypothesis rollouts per session besides the full-length one
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.states)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "states": [vars(pair) for pair in self.states],
+            "feeds": {rule.input: rule.rule + (f"({rule.source})" if rule.source else "") for rule in self.feeds},
+            "steps": self.steps,
+        }
+
+
 @dataclass(frozen=True)
 class GateConfig:
     model: str
@@ -263,6 +331,8 @@ class GateConfig:
     block_on_ignored_inputs: bool = False
     # Every aligned module's output against its own float64 noise (harness/checks/module_parity.py).
     module_parity: bool = True
+    # Models that carry state across calls: the state pairs and how a rollout feeds each call.
+    rollout: RolloutConfig = RolloutConfig()
 
     def tolerance_for(self, output: str) -> Tolerance:
         return self.per_output.get(output, self.tolerance)
@@ -295,5 +365,6 @@ class GateConfig:
             "per_output": {k: v.__dict__ for k, v in self.per_output.items()},
             "invariants": [i.describe() for i in self.invariants],
             "module_parity": self.module_parity,
+            **({"rollout": self.rollout.summary()} if self.rollout.declared else {}),
             "sources": list(self.sources),
         }

@@ -33,8 +33,10 @@ from harness.core.config.schema import (
     Padding,
     PadSpec,
     PublishConfig,
+    derived_parts,
     Tolerance,
 )
+from harness.core.config.state import expand_state
 from harness.core.errors import ConfigError
 
 # --- reading -----------------------------------------------------------------------------------
@@ -42,7 +44,7 @@ from harness.core.errors import ConfigError
 TOP_KEYS = {
     "model", "model_kwargs", "checkpoint", "onnx", "exporter", "opset", "inputs", "outputs",
     "tolerance", "invariants", "report_dir", "bench", "budget", "publish", "padded_outputs",
-    "samples", "block_on_ignored_inputs", "candidates", "module_parity",
+    "samples", "block_on_ignored_inputs", "candidates", "module_parity", "state", "rollout",
 }  # fmt: skip
 INPUT_KEYS = {"name", "shape", "dtype", "range", "dims", "mask", "lengths", "pad", "may_be_ignored"}
 MASK_KEYS = {"dim", "padding", "min_valid", "marks"}
@@ -111,6 +113,8 @@ def _parse_dims(raw_inputs: list[Any]) -> dict[str, DimSpec]:
     dims: dict[str, DimSpec] = {}
     for raw in raw_inputs:
         for d in raw["shape"]:
+            if isinstance(d, str) and derived_parts(d):
+                continue  # a sum of other dimensions: checked once they are all known
             if isinstance(d, str) and d not in dims:
                 low, high = ranges.get(d, (1, 16))
                 # A dynamo export traced at size 1 specialises that dimension to 1.
@@ -124,6 +128,13 @@ def _parse_dims(raw_inputs: list[Any]) -> dict[str, DimSpec]:
     unknown = set(ranges) - set(dims)
     if unknown:
         raise ConfigError(f"dims {sorted(unknown)} name no symbolic dimension of any input shape")
+    for raw in raw_inputs:
+        for d in raw["shape"]:
+            missing = [part for part in (derived_parts(d) if isinstance(d, str) else ()) if part not in dims]
+            if missing:
+                raise ConfigError(
+                    f"input {raw.get('name')!r}: the dimension {d!r} sums {missing[0]!r}, which no input has as a dimension of its own"
+                )
     return dims
 
 
@@ -511,13 +522,14 @@ def parse(
             f"model {model!r} needs [[inputs]] tables (name, shape, dtype) describing its inputs"
         )
     raw_inputs = expect(section["inputs"], list, "inputs")
+    outputs = tuple(expect(section.get("outputs"), list, "outputs (the output names, in order)"))
+    if not outputs or not all(isinstance(o, str) and o for o in outputs) or len(set(outputs)) != len(outputs):
+        raise ConfigError(f"outputs must be a list of unique output names, got {list(outputs)!r}")
+    raw_inputs, outputs, rollout = expand_state(section, raw_inputs, outputs)
     inputs = tuple(_parse_input(raw, i) for i, raw in enumerate(raw_inputs))
     names = [i.name for i in inputs]
     if len(set(names)) != len(names):
         raise ConfigError(f"input names must be unique, got {names}")
-    outputs = tuple(expect(section.get("outputs"), list, "outputs (the output names, in order)"))
-    if not outputs or not all(isinstance(o, str) and o for o in outputs) or len(set(outputs)) != len(outputs):
-        raise ConfigError(f"outputs must be a list of unique output names, got {list(outputs)!r}")
 
     exporter = section.get("exporter", "dynamo")
     if exporter not in EXPORTERS:
@@ -592,4 +604,5 @@ def parse(
         samples=_parse_samples(section.get("samples"), base_dir),
         block_on_ignored_inputs=expect(section.get("block_on_ignored_inputs", False), bool, "block_on_ignored_inputs"),
         module_parity=expect(section.get("module_parity", True), bool, "module_parity"),
+        rollout=rollout,
     )

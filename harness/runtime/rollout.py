@@ -1,0 +1,169 @@
+"""A rollout: the model called step after step, each runtime feeding back its own state, recorded
+once as values (as case_runs.py records one call) for harness/checks/rollout.py to judge.
+
+The first call starts from a zero state. Where a cache grows, its first ``past`` slots are zeros
+that the attention mask marks as padding, the empty cache as a fixed-size graph sees it, and each
+batch row also starts with its own left padding, so rows run at different lengths as a batched
+``generate()`` runs them. Every later call makes its other inputs by the config's feed rules
+(schema.FeedRule). The tokens follow PyTorch fp32's greedy choice, so that every runtime is
+judged on the same sequence; each runtime's own greedy choice is kept for the agreement check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import numpy as np
+
+from harness.core.errors import first_line
+from harness.core.inputs import InputCase
+
+if TYPE_CHECKING:
+    from harness.core.config import GateConfig
+
+Outputs = Mapping[str, np.ndarray]
+Call = Callable[[Mapping[str, np.ndarray]], Outputs]
+
+
+@dataclass(frozen=True)
+class RolloutCase:
+    """What one rollout runs: the first call's sizes and input family (an InputCase), the number of
+    calls, and each row's left padding in the first call."""
+
+    case: InputCase
+    steps: int
+    left_padding: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in sorted(self.case.sizes.items()))
+        padding = f", left padding per row {list(self.left_padding)}" if any(self.left_padding) else ""
+        return f"{self.steps} calls from {self.case.family} inputs ({sizes}, seed={self.case.seed}){padding}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"case": vars(self.case), "steps": self.steps, "left_padding": list(self.left_padding)}
+
+
+@dataclass
+class Trajectory:
+    """One runtime's calls: its outputs per step, its own greedy tokens, and where it stopped."""
+
+    runtime: str
+    outputs: list[Outputs] = field(default_factory=list)
+    storage: list[Mapping[str, float]] = field(default_factory=list)  # graph64 only: float32 storage's effect
+    stopped: str | None = None  # "step 3: ..." where a call raised
+
+
+@dataclass(frozen=True)
+class RolloutRuns:
+    rollout: RolloutCase
+    stepped: tuple[Outputs, ...]  # each step's non-state feeds (the same for every runtime)
+    torch32: Trajectory
+    torch64: Trajectory | None
+    onnxruntime: Trajectory
+    graph64: Trajectory | None
+
+
+def first_feeds(config: GateConfig, rollout: RolloutCase) -> dict[str, np.ndarray]:
+    """The first call's inputs: the case's draws, a zero state, and the mask and positions that
+    mark the cache's zero slots and each row's left padding as padding."""
+    feeds = rollout.case.materialize(config)
+    states = {pair.input for pair in config.rollout.states}
+    for name in states:
+        feeds[name] = np.zeros_like(feeds[name])
+    grown = {pair.grows for pair in config.rollout.states if pair.grows}
+    past = sum(rollout.case.sizes[dim] for dim in grown) if grown else 0
+    masks = [rule.input for rule in config.rollout.feeds if rule.rule == "extend"]
+    for name in masks:
+        mask = np.ones_like(feeds[name])
+        mask[..., :past] = 0
+        for row, padding in enumerate(rollout.left_padding[: mask.shape[0]]):
+            mask[row, past : past + min(padding, mask.shape[-1] - past - 1)] = 0  # one token stays valid
+        feeds[name] = mask
+    for rule in config.rollout.feeds:
+        if rule.rule == "advance" and masks:
+            # As transformers computes them for left padding: count the valid positions before each.
+            mask = feeds[masks[0]].astype(np.int64)
+            positions = np.clip(np.cumsum(mask, axis=-1) - 1, 0, None)
+            width = feeds[rule.input].shape[-1]
+            feeds[rule.input] = positions[..., -width:].astype(feeds[rule.input].dtype)
+    return feeds
+
+
+def next_stepped(
+    config: GateConfig, rollout: RolloutCase, step: int, previous: Outputs, reference: Outputs
+) -> dict[str, np.ndarray]:
+    """Step ``step``'s non-state inputs, from the step before (``previous``) and PyTorch fp32's
+    outputs there (``reference``)."""
+    specs = {spec.name: spec for spec in config.inputs}
+    made: dict[str, np.ndarray] = {}
+    for rule in config.rollout.feeds:
+        before = previous[rule.input]
+        if rule.rule == "argmax":
+            assert rule.source is not None
+            made[rule.input] = greedy(reference[rule.source])[:, None].astype(before.dtype)
+        elif rule.rule == "extend":
+            made[rule.input] = np.concatenate([before, np.ones((*before.shape[:-1], 1), before.dtype)], axis=-1)
+        elif rule.rule == "advance":
+            made[rule.input] = (before[..., -1:] + 1).astype(before.dtype)
+        elif rule.rule == "next":
+            fresh = InputCase(rollout.case.family, rollout.case.sizes, rollout.case.seed + 7919 * step)
+            made[rule.input] = fresh.materialize([specs[rule.input]])[rule.input]
+        else:  # "same"
+            made[rule.input] = before
+    return made
+
+
+def greedy(logits: np.ndarray) -> np.ndarray:
+    """The greedy token per row: the argmax over the last axis, at the last position where the
+    output has one ([batch, sequence, vocab] or [batch, vocab])."""
+    last = logits[:, -1, :] if logits.ndim == 3 else logits.reshape(logits.shape[0], -1)
+    return np.argmax(last, axis=-1)
+
+
+def record_rollout(
+    config: GateConfig,
+    rollout: RolloutCase,
+    torch32: Call,
+    onnxruntime: Call,
+    *,
+    torch64: Call | None = None,
+    graph64: Callable[[Mapping[str, np.ndarray]], tuple[Outputs, Mapping[str, float]]] | None = None,
+    names: Sequence[str] = ("torch-cpu-float32", "onnxruntime", "torch-cpu-float64", "graph-float64"),
+) -> RolloutRuns:
+    """Run ``rollout`` on each runtime, each feeding back its own state outputs."""
+    pairs = config.rollout.states
+    feeds = first_feeds(config, rollout)
+    stepped_names = [rule.input for rule in config.rollout.feeds]
+    stepped: list[Outputs] = [{name: feeds[name] for name in stepped_names}]
+    runtimes: list[tuple[Trajectory, Callable[[Mapping[str, np.ndarray]], tuple[Outputs, Mapping[str, float]]]]] = [
+        (Trajectory(names[0]), lambda f: (torch32(f), {})),
+        (Trajectory(names[1]), lambda f: (onnxruntime(f), {})),
+    ]
+    if torch64 is not None:
+        runtimes.append((Trajectory(names[2]), lambda f: (torch64(f), {})))
+    if graph64 is not None:
+        runtimes.append((Trajectory(names[3]), graph64))
+    states: list[dict[str, np.ndarray]] = [{pair.input: feeds[pair.input] for pair in pairs} for _ in runtimes]
+    for step in range(rollout.steps):
+        if step:
+            reference = runtimes[0][0].outputs[-1] if runtimes[0][0].stopped is None else None
+            if reference is None:
+                break  # PyTorch itself could not go on: nothing to make the next tokens from
+            stepped.append(next_stepped(config, rollout, step, stepped[-1], reference))
+        for (trajectory, call), state in zip(runtimes, states):
+            if trajectory.stopped is not None:
+                continue
+            try:
+                outputs, storage = call({**stepped[-1], **state})
+            except Exception as exc:  # e.g. a graph fixed at the trace length, fed a longer cache
+                trajectory.stopped = f"step {step}: {type(exc).__name__}: {first_line(exc)}"
+                continue
+            trajectory.outputs.append(outputs)
+            trajectory.storage.append(storage)
+            state.clear()
+            state.update({pair.input: outputs[pair.output] for pair in pairs})
+    by_name = {trajectory.runtime: trajectory for trajectory, _ in runtimes}
+    return RolloutRuns(
+        rollout, tuple(stepped), by_name[names[0]], by_name.get(names[2]), by_name[names[1]], by_name.get(names[3])
+    )

@@ -1,0 +1,125 @@
+"""Models that carry state across calls, for the rollout tests: transformers decoders with a KV
+cache (small random configs, as the real-architecture suite uses), a streaming GRU with ``h`` in
+and out, and defects of each class, each made the way it happens in real life: an export-time
+wrapper or a Python int that tracing bakes into the graph, so PyTorch runs right and the graph
+does not."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VOCAB = 64
+HEAD_DIM = 16
+
+
+def tiny_llama(kv_heads: int = 1) -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=kv_heads,
+        intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=256, bos_token_id=0, eos_token_id=1,
+        pad_token_id=2,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_gpt2() -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=256, bos_token_id=0, eos_token_id=1)
+    return GPT2LMHeadModel(config).eval()
+
+
+class StreamingGRU(nn.Module):
+    """A streaming encoder: one frame per call, a two-layer GRU state ``h`` in and out."""
+
+    def __init__(self, features: int = 16, hidden: int = 32, classes: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru = nn.GRU(features, hidden, num_layers=2, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def step(self, frame: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, h_next = self.gru(frame[:, None, :], h)
+        return self.head(out[:, -1]), h_next
+
+    def forward(self, frame: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.step(frame, h)
+
+
+def streaming_gru() -> nn.Module:
+    return StreamingGRU().eval()
+
+
+class GRUStateFromWrongLayer(StreamingGRU):
+    """The export wrapper returns the first layer's state for both layers: one call's logits are
+    right (they come from ``out``), the next call starts the second layer from the wrong state."""
+
+    def forward(self, frame: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, h_next = self.step(frame, h)
+        if torch.onnx.is_in_onnx_export():
+            h_next = torch.stack([h_next[0], h_next[0]])
+        return logits, h_next
+
+
+class GRUStateIgnored(StreamingGRU):
+    """The export wrapper starts every call from a fresh zero state, as a wrapper that builds ``h``
+    inside ``forward`` does: the graph ignores its state input."""
+
+    def forward(self, frame: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.onnx.is_in_onnx_export():
+            h = h * 0
+        return self.step(frame, h)
+
+
+def gru_state_from_wrong_layer() -> nn.Module:
+    return GRUStateFromWrongLayer().eval()
+
+
+def gru_state_ignored() -> nn.Module:
+    return GRUStateIgnored().eval()
+
+
+class CacheCutAtTraceLength(nn.Module):
+    """A flat-cache Llama whose wrapper keeps "the last ``past + new`` positions" of the cache with
+    a Python int: a no-op in PyTorch, but tracing bakes the trace's length into the graph, which
+    then cuts every longer cache to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from harness.models.decoder import FlatCacheLM
+
+        self.inner = FlatCacheLM(tiny_llama(), 2)
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):  # type: ignore[no-untyped-def]
+        logits, *present = self.inner(input_ids, attention_mask, position_ids, *past)
+        keep = int(past[0].shape[2]) + int(input_ids.shape[1])
+        return (logits, *(t[:, :, -keep:] for t in present))
+
+
+class PositionFromTraceLength(nn.Module):
+    """A flat-cache Llama that computes its positions from the cache's length, as GPT-2-era export
+    code did, with a Python int: right in PyTorch, and fixed at the trace's offset in the graph,
+    so the rotary embedding of every later token is applied at the wrong position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from harness.models.decoder import FlatCacheLM
+
+        self.inner = FlatCacheLM(tiny_llama(), 2)
+
+    def forward(self, input_ids, attention_mask, *past):  # type: ignore[no-untyped-def]
+        offset = int(past[0].shape[2])
+        positions = torch.arange(offset, offset + int(input_ids.shape[1]))[None].expand(input_ids.shape[0], -1)
+        return self.inner(input_ids, attention_mask, positions, *past)
+
+
+def cache_cut_at_trace_length() -> nn.Module:
+    return CacheCutAtTraceLength().eval()
+
+
+def position_from_trace_length() -> nn.Module:
+    return PositionFromTraceLength().eval()
