@@ -113,7 +113,7 @@ class PositionFromTraceLength(nn.Module):
 
     def forward(self, input_ids, attention_mask, *past):  # type: ignore[no-untyped-def]
         offset = int(past[0].shape[2])
-        positions = torch.arange(offset, offset + int(input_ids.shape[1]))[None].expand(input_ids.shape[0], -1)
+        positions = torch.ones_like(input_ids).cumsum(-1) - 1 + offset
         return self.inner(input_ids, attention_mask, positions, *past)
 
 

@@ -192,41 +192,73 @@ def _judge_step(
 ) -> None:
     actual, exact, graph = _at(runs.onnxruntime, step), _at(runs.torch64, step), _at(runs.graph64, step)
     storage = runs.graph64.storage[step] if graph is not None and runs.graph64 is not None else {}
+    valid = _valid_positions(config, runs.stepped[step])
     worst_fidelity = 0.0
     for name in config.outputs:
         described = _describe(name, states, operators)
         reference = expected[name]
-        if actual is not None:
-            if actual[name].shape != reference.shape:
-                judging.blocks.append(
-                    f"step {step}: {described} has shape {list(actual[name].shape)} from ONNX Runtime, "
-                    f"{list(reference.shape)} from PyTorch"
-                )
-                actual = {**actual, name: None}  # type: ignore[dict-item]
-            elif reference.dtype.kind != "f" and not np.array_equal(actual[name], reference):
-                judging.blocks.append(f"step {step}: {described} differs from PyTorch's in {int(np.count_nonzero(actual[name] != reference))} values")
+        ours = actual[name] if actual is not None else None
+        if ours is not None and ours.shape != reference.shape:
+            judging.blocks.append(
+                f"step {step}: {described} has shape {list(ours.shape)} from ONNX Runtime, {list(reference.shape)} from PyTorch"
+            )
+            ours = None
         if reference.dtype.kind != "f":
+            if ours is not None and not np.array_equal(ours, reference):
+                judging.blocks.append(f"step {step}: {described} differs from PyTorch's in {int(np.count_nonzero(ours != reference))} values")
             continue
-        if graph is not None and exact is not None and graph[name].shape == exact[name].shape:
-            comparison = compare_fidelity(name, f"step {step}", graph[name], exact[name], reference, float(storage.get(name, 0.0)))
+        exact_values = exact[name] if exact is not None and exact[name].shape == reference.shape else None
+        graph_values = graph[name] if graph is not None and graph[name].shape == reference.shape else None
+        keep = _kept(reference, valid)
+        if keep is not None:  # padded positions are don't-care: nothing attends to them later
+            reference, ours, exact_values, graph_values = (
+                None if values is None else values[keep] for values in (reference, ours, exact_values, graph_values)
+            )
+        assert reference is not None
+        if graph_values is not None and exact_values is not None:
+            comparison = compare_fidelity(name, f"step {step}", graph_values, exact_values, reference, float(storage.get(name, 0.0)))
             worst_fidelity = max(worst_fidelity, comparison.ratio)
             if not comparison:
                 judging.blocks.append(f"step {step}: graph fidelity, {described}: {comparison}")
-        if actual is None or actual.get(name) is None:
+        if ours is None:
             continue
         tolerance = config.tolerance_for(name)
         context = f"step {step} of {runs.rollout.describe()}"
-        if graph is not None and exact is not None:
-            judged = judge_runtime(name, actual[name].ravel(), reference.ravel(), exact[name].ravel(), tolerance,
+        if graph is not None and exact_values is not None:
+            judged = judge_runtime(name, ours.ravel(), reference.ravel(), exact_values.ravel(), tolerance,
                                    operator=operators.get(name, ""), context=context)  # fmt: skip
         else:
-            judged = judge_output(name, actual[name], reference, exact[name] if exact is not None else None, tolerance, context=context)
+            judged = judge_output(name, ours, reference, exact_values, tolerance, context=context)
         judging.ratios.setdefault(name, []).append(judged.comparison.bound_ratio)
         judging.findings += [f"step {step}: {finding.message}" for finding in judged.findings if finding.kind == "runtime"][:1]
         if not judged.comparison:
             judging.blocks.append(f"step {step}: ONNX Runtime, {described}: {judged.comparison.reason or 'beyond its bound'}")
     if graph is not None:
         judging.fidelity.append(worst_fidelity)
+
+
+def _valid_positions(config: GateConfig, stepped: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """This call's attention mask ([batch, cache + tokens], nonzero where valid), if it has one."""
+    mask = next((rule.input for rule in config.rollout.feeds if rule.rule == "extend"), None)
+    return None if mask is None else np.asarray(stepped[mask]) != 0
+
+
+def _kept(output: np.ndarray, valid: np.ndarray | None) -> np.ndarray | None:
+    """Where ``output`` holds valid positions: its cache axis (the mask's length) or its token
+    axis (the mask's last columns) over the batch; None where it has neither or all are valid."""
+    if valid is None or output.ndim < 3 or output.shape[0] != valid.shape[0] or valid.all():
+        return None
+    total = valid.shape[1]
+    for axis in range(output.ndim - 2, 0, -1):  # not the batch, not the features
+        size = output.shape[axis]
+        if size == total or size < total:
+            rows = valid if size == total else valid[:, total - size :]
+            if rows.all():
+                return None
+            shape = [1] * output.ndim
+            shape[0], shape[axis] = rows.shape
+            return np.broadcast_to(rows.reshape(shape), output.shape)
+    return None
 
 
 def _greedy_agreement(source: str, runs: RolloutRuns, config: GateConfig) -> GreedyAgreement:

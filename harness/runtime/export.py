@@ -138,6 +138,18 @@ def _outputs_in_config_order(
     return OutputsByName(model, tuple(config.outputs)).eval(), True
 
 
+def _grouped_for_varargs(model: nn.Module, shapes: tuple[Any, ...]) -> tuple[Any, ...]:
+    """torch.export matches dynamic_shapes to forward()'s parameters: the inputs a ``*past``
+    parameter takes (a flat KV cache, harness/models/decoder.py) go in one tuple of their own."""
+    import inspect
+
+    parameters = list(inspect.signature(model.forward).parameters.values())
+    star = next((i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    if star is None or star >= len(shapes):
+        return shapes
+    return (*shapes[:star], tuple(shapes[star:]))
+
+
 def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
     """Export ``model`` to ``path`` as the config says; returns the seconds it took."""
     import torch
@@ -164,6 +176,8 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
                 )
                 if wrapped:  # forward(*inputs) takes the inputs as one tuple argument
                     dynamic_shapes = (dynamic_shapes,)
+                else:
+                    dynamic_shapes = _grouped_for_varargs(model, dynamic_shapes)
                 torch.onnx.export(
                     model, args, str(path), dynamo=True, input_names=input_names,
                     output_names=list(config.outputs), opset_version=config.opset,

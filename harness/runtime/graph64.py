@@ -83,13 +83,15 @@ def likely_double(value: np.float32) -> float:
     return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
 
 
-def _tensor_to_double(tensor: onnx.TensorProto, recover: bool = True) -> onnx.TensorProto:
+def _tensor_to_double(tensor: onnx.TensorProto, recover: bool = True, kept: frozenset[bytes] = frozenset()) -> onnx.TensorProto:
     """``tensor`` in float64; a small one read back as the doubles it rounded from when ``recover``
-    (constants the exporter wrote, not the model's own float32 parameters)."""
+    (constants the exporter wrote, not the model's own float32 parameters). ``kept``: the bytes of
+    the model's small float32 parameters and buffers, widened as they are wherever the exporter
+    put them (TorchScript folds Llama's ``inv_freq`` buffer into an unnamed Constant node)."""
     if tensor.data_type != FLOAT:
         return tensor
     values = numpy_helper.to_array(tensor)
-    if recover and values.size <= SCALAR_CONSTANT_SIZE:
+    if recover and values.size <= SCALAR_CONSTANT_SIZE and np.ascontiguousarray(values, np.float32).tobytes() not in kept:
         double = np.array([likely_double(v) for v in values.ravel()], np.float64).reshape(values.shape)
     else:
         double = values.astype(np.float64)
@@ -106,17 +108,17 @@ def _type_to_double(value_type: onnx.TypeProto) -> None:
         _type_to_double(value_type.optional_type.elem_type)
 
 
-def _node_to_double(node: onnx.NodeProto) -> None:
+def _node_to_double(node: onnx.NodeProto, kept: frozenset[bytes] = frozenset()) -> None:
     for attribute in node.attribute:
         if attribute.name in DTYPE_ATTRIBUTES and attribute.type == onnx.AttributeProto.INT and attribute.i == FLOAT:
             attribute.i = DOUBLE
         elif attribute.type == onnx.AttributeProto.TENSOR:
-            attribute.t.CopyFrom(_tensor_to_double(attribute.t))
+            attribute.t.CopyFrom(_tensor_to_double(attribute.t, kept=kept))
         elif attribute.type == onnx.AttributeProto.GRAPH:
-            _graph_to_double(attribute.g)
+            _graph_to_double(attribute.g, kept=kept)
         elif attribute.type == onnx.AttributeProto.GRAPHS:
             for graph in attribute.graphs:
-                _graph_to_double(graph)
+                _graph_to_double(graph, kept=kept)
     if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS:
         # value_float(s) would come out as float32 and narrow what they touch.
         for attribute in list(node.attribute):
@@ -132,26 +134,31 @@ def _constant_of_shape_default(node: onnx.NodeProto) -> None:
         node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(np.zeros(1))))
 
 
-def _graph_to_double(graph: onnx.GraphProto, parameters: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def _graph_to_double(
+    graph: onnx.GraphProto, parameters: set[str] = frozenset(), kept: frozenset[bytes] = frozenset()  # type: ignore[assignment]
+) -> None:
     for index, initializer in enumerate(graph.initializer):
-        graph.initializer[index].CopyFrom(_tensor_to_double(initializer, initializer.name not in parameters))
+        graph.initializer[index].CopyFrom(_tensor_to_double(initializer, initializer.name not in parameters, kept))
     for value in (*graph.input, *graph.output, *graph.value_info):
         _type_to_double(value.type)
     for node in graph.node:
-        _node_to_double(node)
+        _node_to_double(node, kept)
         _constant_of_shape_default(node)
 
 
-def to_float64(model: onnx.ModelProto, parameters: set[str] = frozenset()) -> onnx.ModelProto:  # type: ignore[assignment]
+def to_float64(
+    model: onnx.ModelProto, parameters: set[str] = frozenset(), kept: frozenset[bytes] = frozenset()  # type: ignore[assignment]
+) -> onnx.ModelProto:
     """A copy of ``model`` computing in float64 wherever it computed in float32. ``parameters``
-    names the initializers that are the model's own float32 parameters: those are widened as they
-    are; other small float constants are read back as the double they most likely rounded from."""
+    names the initializers that are the model's own float32 parameters, and ``kept`` holds the
+    bytes of its small ones: those are widened as they are; other small float constants are read
+    back as the double they most likely rounded from."""
     double = onnx.ModelProto()
     double.CopyFrom(model)
-    _graph_to_double(double.graph, parameters)
+    _graph_to_double(double.graph, parameters, kept)
     for function in double.functions:
         for node in function.node:
-            _node_to_double(node)
+            _node_to_double(node, kept)
             _constant_of_shape_default(node)
     return double
 
@@ -524,7 +531,11 @@ class Graph64:
             self.problem = f"ops: {', '.join(self.unsupported)}"
             return
         self.derived, written = derived_constants(model, exact_parameters)
-        double = to_float64(model, {t.name for t in model.graph.initializer if t.name not in written})
+        kept = frozenset(
+            np.ascontiguousarray(values, np.float32).tobytes()
+            for values in exact_parameters.values() if values.size <= SCALAR_CONSTANT_SIZE
+        )  # fmt: skip
+        double = to_float64(model, {t.name for t in model.graph.initializer if t.name not in written}, kept)
         del model
         try:
             self._evaluator = _evaluator(double)
