@@ -123,3 +123,98 @@ def cache_cut_at_trace_length() -> nn.Module:
 
 def position_from_trace_length() -> nn.Module:
     return PositionFromTraceLength().eval()
+
+
+# The gate configs a user would write for these models (``model`` relative to this folder).
+GRU = """
+model = "stateful_models:%(model)s"
+exporter = "%(exporter)s"
+outputs = ["logits"]
+
+[[inputs]]
+name = "frame"
+shape = ["batch", 16]
+range = [-1.0, 1.0]
+dims = { batch = [1, 4] }
+
+[[state]]
+input = "h"
+output = "h_next"
+shape = [2, "batch", 32]
+range = [-1.0, 1.0]
+
+[rollout]
+steps = %(steps)d
+examples = 2
+feed = { frame = "next" }
+
+[publish]
+model_name = "streaming-gru"
+"""
+
+DECODER = """
+model = "%(model)s"
+model_kwargs = %(model_kwargs)s
+exporter = "%(exporter)s"
+outputs = ["logits"]
+
+[[inputs]]
+name = "input_ids"
+shape = ["batch", "sequence"]
+dtype = "int64"
+range = [0, 63]
+dims = { batch = [1, 3], sequence = [1, 6] }
+
+[[inputs]]
+name = "attention_mask"
+shape = ["batch", "past_sequence + sequence"]
+dtype = "int64"
+range = [1, 1]
+%(position_ids)s
+[[state]]
+input = "past_key_values.{i}.key"
+output = "present.{i}.key"
+layers = 2
+shape = ["batch", %(kv_heads)d, "past_sequence", 16]
+dims = { past_sequence = [1, 48] }
+grows = "past_sequence"
+
+[[state]]
+input = "past_key_values.{i}.value"
+output = "present.{i}.value"
+layers = 2
+shape = ["batch", %(kv_heads)d, "past_sequence", 16]
+grows = "past_sequence"
+
+[rollout]
+steps = %(steps)d
+examples = 2
+feed = { input_ids = "argmax(logits)", attention_mask = "extend"%(position_feed)s }
+
+[publish]
+model_name = "tiny-decoder-kv"
+"""
+
+POSITION_IDS = """
+[[inputs]]
+name = "position_ids"
+shape = ["batch", "sequence"]
+dtype = "int64"
+range = [0, 127]
+"""
+
+
+def decoder_config(model: str, exporter: str, *, steps: int = 16, flat_cache: bool = True, positions: bool = True) -> str:
+    """A decoder's config: ``model`` through the flat-cache adapter (a transformers builder) or as it is."""
+    kv_heads = 2 if "gpt2" in model else 1
+    return DECODER % {
+        "model": "harness.models.decoder:with_flat_cache" if flat_cache else f"stateful_models:{model}",
+        "model_kwargs": f'{{ model = "stateful_models:{model}" }}' if flat_cache else "{}",
+        "exporter": exporter, "steps": steps, "kv_heads": kv_heads,
+        "position_ids": POSITION_IDS if positions else "",
+        "position_feed": ', position_ids = "advance"' if positions else "",
+    }  # fmt: skip
+
+
+def gru_config(model: str, exporter: str, *, steps: int = 32) -> str:
+    return GRU % {"model": model, "exporter": exporter, "steps": steps}

@@ -64,7 +64,7 @@ class Drift:
         if len(self.ratios) < 2 or not np.all(np.isfinite(self.ratios)):
             return None
         slope, intercept = np.polyfit(np.arange(len(self.ratios), dtype=float), np.asarray(self.ratios, float), 1)
-        if slope <= 0:
+        if slope <= 1e-9 * max(map(abs, self.ratios)):  # flat, up to the fit's own rounding
             return None
         return float(max((1.0 - intercept) / slope, 0.0))
 

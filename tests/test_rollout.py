@@ -1,0 +1,249 @@
+"""Rollout parity for models that carry state across calls: the config, the judge on made-up
+values, and the suite of real stateful models (transformers decoders with a KV cache, a streaming
+GRU) with a correct export passing and each defect blocked at the step where it shows."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, seed, settings
+
+from harness.checks.rollout import Drift, full_rollout, judge_rollout, rollout_cases
+from harness.core import config as gate_config
+from harness.core.errors import ConfigError
+from harness.core.inputs import InputCase
+from harness.gate.session import GateSession
+from harness.runtime.rollout import RolloutCase, RolloutRuns, Trajectory, first_feeds
+from tests import stateful_models
+from tests.conftest import SLOW_TESTS_ENV
+
+HERE = Path(__file__).resolve().parent
+
+
+def _config(text: str) -> gate_config.GateConfig:
+    return gate_config.parse(tomllib.loads(text), HERE, search_dirs=(HERE,))
+
+
+def _decoder(**changes) -> gate_config.GateConfig:
+    return _config(stateful_models.decoder_config("tiny_llama", "torchscript", **changes))
+
+
+# --- the config ----------------------------------------------------------------------------------
+
+
+def test_state_tables_expand_per_layer_in_the_order_transformers_flattens_a_cache():
+    config = _decoder()
+    names = [spec.name for spec in config.inputs]
+    assert names == ["input_ids", "attention_mask", "position_ids", "past_key_values.0.key", "past_key_values.0.value",
+                     "past_key_values.1.key", "past_key_values.1.value"]  # fmt: skip
+    assert config.outputs == ("logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value")
+    assert [(p.input, p.output, p.grows) for p in config.rollout.states][:1] == [("past_key_values.0.key", "present.0.key", "past_sequence")]
+    assert [(rule.input, rule.rule, rule.source) for rule in config.rollout.feeds] == [
+        ("input_ids", "argmax", "logits"), ("attention_mask", "extend", None), ("position_ids", "advance", None),
+    ]  # fmt: skip
+    assert config.summary()["rollout"]["feeds"]["input_ids"] == "argmax(logits)"
+
+
+def test_a_dimension_that_sums_two_others_follows_their_sizes():
+    config = _decoder()
+    mask = next(spec for spec in config.inputs if spec.name == "attention_mask")
+    assert "past_sequence + sequence" not in config.dims and mask.symbolic_dims == ("batch",)
+    feeds = InputCase("normal", {"batch": 3, "sequence": 4, "past_sequence": 5}, 0).materialize(config)
+    assert feeds["attention_mask"].shape == (3, 9) and feeds["past_key_values.1.value"].shape == (3, 1, 5, 16)
+
+
+def test_a_stateless_config_has_no_rollout():
+    config = _config(stateful_models.gru_config("streaming_gru", "torchscript").split("[[state]]")[0])
+    assert not config.rollout.declared and "rollout" not in config.summary()
+
+
+def _replace(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new)
+
+
+GRU = stateful_models.gru_config("streaming_gru", "torchscript")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (_replace(GRU, 'feed = { frame = "next" }', "feed = {}"), "rollout.feed must say how each call makes input 'frame'"),
+        (_replace(GRU, 'feed = { frame = "next" }', 'feed = { frame = "next", h = "same" }'), "rollout.feed names 'h', which is not a declared [[inputs]] name"),
+        (_replace(GRU, 'feed = { frame = "next" }', 'feed = { frame = "argmax(scores)" }'), "'scores' is not an output"),
+        (_replace(GRU, 'feed = { frame = "next" }', 'feed = { frame = "repeat" }'), "rollout.feed.frame must be one of argmax(<output>), extend, advance, next, same"),
+        (_replace(GRU, 'output = "h_next"', 'output = "h_next"\ngrows = "time"'), "state[0].grows must name a symbolic dimension of its shape"),
+        (_replace(GRU, 'input = "h"', 'input = "h.{i}"'), "put {i} in both input and output names"),
+        (_replace(GRU, 'input = "h"\noutput = "h_next"', 'input = "h.{i}"\noutput = "h_next.{i}"'), "say how many layers, e.g. layers = 2"),
+        (_replace(GRU, 'outputs = ["logits"]', 'outputs = ["logits", "h_next"]'), "state output 'h_next' is also in outputs"),
+        (GRU.split("[[state]]")[0] + '[rollout]\nfeed = { frame = "next" }\n', "[rollout] needs at least one [[state]] table"),
+        (_replace(GRU, "steps = 32", "steps = 0"), "rollout.steps must be an integer >= 1, got 0"),
+        (_replace(_decoder_text := stateful_models.decoder_config("tiny_llama", "torchscript"),
+                  '"past_sequence + sequence"', '"past_length + sequence"'), "sums 'past_length', which no input has"),
+    ],
+    ids=["feed-missing", "feed-on-state", "argmax-unknown", "unknown-rule", "grows-elsewhere", "layer-half", "layers-missing",
+         "output-twice", "rollout-alone", "no-steps", "derived-unknown"],
+)  # fmt: skip
+def test_a_state_config_mistake_is_one_line_naming_it(text, message):
+    with pytest.raises(ConfigError) as raised:
+        _config(text)
+    assert message in str(raised.value) and "\n" not in str(raised.value), str(raised.value)
+
+
+# --- the first call ------------------------------------------------------------------------------
+
+
+def test_the_first_call_masks_the_empty_cache_and_each_rows_left_padding():
+    config = _decoder()
+    rollout = RolloutCase(InputCase("uniform", {"batch": 3, "sequence": 4, "past_sequence": 2}, 0), 3, (0, 2, 9))
+    feeds = first_feeds(config, rollout)
+    assert feeds["attention_mask"].tolist() == [[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 1]]
+    # As transformers counts positions under left padding: the first valid token is position 0.
+    assert feeds["position_ids"].tolist() == [[0, 1, 2, 3], [0, 0, 0, 1], [0, 0, 0, 0]]
+    assert not feeds["past_key_values.0.key"].any()
+
+
+# --- the judge on made-up values -----------------------------------------------------------------
+
+
+def _gru_runs(onnx_error: list[float], *, logits_gap: float = 1.0) -> RolloutRuns:
+    """Made-up runs of the GRU config: PyTorch fp32, ONNX Runtime off by ``onnx_error[step]`` in h."""
+    config = _config(GRU)
+    rng = np.random.default_rng(0)
+    torch32, ort, torch64 = Trajectory("torch-cpu-float32"), Trajectory("onnxruntime"), Trajectory("torch-cpu-float64")
+    for error in onnx_error:
+        h = rng.uniform(-1, 1, (2, 2, 32))
+        logits = np.zeros((2, 8))
+        logits[:, 0], logits[:, 1] = 1.0, 1.0 - logits_gap
+        torch64.outputs.append({"logits": logits, "h_next": h})
+        torch32.outputs.append({"logits": logits.astype(np.float32), "h_next": (h + 1e-8).astype(np.float32)})
+        ort.outputs.append({"logits": logits.astype(np.float32), "h_next": (h + error).astype(np.float32)})
+    rollout = RolloutCase(InputCase("uniform", {"batch": 2}, 0), len(onnx_error))
+    stepped = tuple({"frame": np.zeros((2, 16), np.float32)} for _ in onnx_error)
+    return RolloutRuns(rollout, stepped, torch32, torch64, ort, None), config
+
+
+def test_an_error_that_grows_with_the_step_is_blocked_where_it_leaves_the_bound_and_its_drift_reported():
+    runs, config = _gru_runs([1e-7 * 4**step for step in range(8)])
+    result = judge_rollout(runs, config)
+    assert not result
+    assert result.blocks[0].startswith("step 4: ONNX Runtime, state output h_next")  # 2.6e-5: past atol and the noise, result.blocks[0]
+    drift = next(d for d in result.drift if d.output == "h_next")
+    assert drift.slope > 0 and drift.ratios[0] < 1 < drift.ratios[-1]
+
+
+def test_a_steady_error_within_the_noise_passes_and_does_not_grow():
+    result = judge_rollout(*_gru_runs([1e-8] * 8))
+    assert result, str(result)
+    assert Drift("h", (0.1, 0.1, 0.1)).crossing_step is None
+    assert Drift("h", (0.1, 0.2, 0.3)).crossing_step == pytest.approx(9.0)
+
+
+def test_a_runtime_that_cannot_make_a_call_blocks_with_the_step():
+    runs, config = _gru_runs([1e-8] * 4)
+    runs.onnxruntime.outputs[2:] = []
+    runs.onnxruntime.stopped = "step 2: Fail: Reshape cannot reshape"
+    result = judge_rollout(runs, config)
+    assert "onnxruntime could not make the call at step 2: Fail: Reshape cannot reshape" in result.blocks
+
+
+# --- the suite -----------------------------------------------------------------------------------
+
+DECODERS = ["tiny_llama", "tiny_gpt2"]
+
+
+def _session(text: str, work_dir: Path) -> GateSession:
+    session = GateSession(gate_config.parse(tomllib.loads(text), work_dir, search_dirs=(HERE,)), work_dir=work_dir)
+    session.prepare()
+    return session
+
+
+def _rollouts(session: GateSession, drawn: int) -> list:
+    """The full-length rollout and ``drawn`` rollouts from the property test's strategy."""
+    results = [session.check_rollout(full_rollout(session.config, session.batch_dim))]
+
+    @settings(max_examples=drawn, database=None, derandomize=True)
+    @given(rollout=rollout_cases(session.config, session.batch_dim))
+    def drawn_rollouts(rollout):
+        results.append(session.check_rollout(rollout))
+
+    seed(0)(drawn_rollouts)()
+    return results
+
+
+@pytest.mark.checks
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("model", [*DECODERS, "streaming_gru"])
+def test_a_correct_export_of_a_stateful_model_passes_every_step(model, exporter, tmp_path):
+    text = stateful_models.gru_config(model, exporter) if model == "streaming_gru" else stateful_models.decoder_config(model, exporter)
+    session = _session(text, tmp_path)
+    if session.artifact is None:
+        pytest.xfail(f"{exporter} cannot export {model}: {session.artifact_error}")
+    results = _rollouts(session, drawn=2)
+    assert all(results), next(str(r) for r in results if not r)
+    full = results[0]
+    assert full.fidelity_judged and full.steps == session.config.rollout.steps
+    assert max(full.fidelity_ratios) < 1e-3, full.fidelity_ratios  # faithful graphs sit far below the bound
+    if model in DECODERS:
+        assert full.greedy[0].first_difference is None or full.greedy[0].tie, str(full.greedy[0])
+
+
+DEFECTS = {
+    # name: (config, the step and the words the first block names)
+    "gru_state_from_wrong_layer": (stateful_models.gru_config("gru_state_from_wrong_layer", "torchscript"),
+                                   "step 0: graph fidelity, state output h_next"),
+    "gru_state_ignored": (stateful_models.gru_config("gru_state_ignored", "torchscript"), "step 1: graph fidelity, logits"),
+    "cache_cut_at_trace_length": (stateful_models.decoder_config("cache_cut_at_trace_length", "torchscript", flat_cache=False),
+                                  "step 2: state output present.0.key, made by Add has shape [2, 1, 4, 16] from ONNX Runtime, [2, 1, 5, 16] from PyTorch"),
+    "position_from_trace_length": (stateful_models.decoder_config("position_from_trace_length", "torchscript", flat_cache=False, positions=False),
+                                   "step 0: graph fidelity, state output present.0.key"),
+}  # fmt: skip
+
+
+@pytest.mark.checks
+@pytest.mark.parametrize("defect", sorted(DEFECTS))
+def test_a_stateful_export_defect_is_blocked_at_the_step_where_it_shows(defect, tmp_path):
+    text, first_block = DEFECTS[defect]
+    session = _session(text, tmp_path)
+    assert session.artifact is not None, session.artifact_error
+    result = session.check_rollout(full_rollout(session.config, session.batch_dim))
+    assert not result
+    assert result.blocks[0].startswith(first_block), result.blocks[0]
+
+
+@pytest.mark.checks
+@pytest.mark.skipif(not __import__("os").environ.get(SLOW_TESTS_ENV), reason=f"slow tier: {SLOW_TESTS_ENV}=1")
+@pytest.mark.slow
+def test_a_100_step_llama_rollout_stays_within_bounds_with_greedy_agreement(tmp_path):
+    session = _session(stateful_models.decoder_config("tiny_llama", "torchscript", steps=100), tmp_path)
+    result = session.check_rollout(full_rollout(session.config, session.batch_dim), report=True)
+    assert result, str(result)
+    assert result.steps == 100 and (result.greedy[0].first_difference is None or result.greedy[0].tie)
+
+
+# --- the gate ------------------------------------------------------------------------------------
+
+
+def test_the_gate_rolls_out_a_streaming_model_and_reports_its_drift(project):
+    shutil.copy(HERE / "stateful_models.py", project.path / "stateful_models.py")
+    project.write_config(stateful_models.gru_config("streaming_gru", "%(exporter)s"))
+    run = project.run()
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert "rollout" in run.document["required_checks"] and run.status("rollout") == "passed"
+    rollout = run.document["parity"]["rollout"]
+    assert rollout["passed"] and rollout["steps"] == 32 and {d["output"] for d in rollout["drift"]} == {"logits", "h_next"}
+    summary = (project.path / "reports" / run.document["run_id"] / "summary.md").read_text()
+    assert "## Rollout parity (state fed back, call after call)" in summary
+    assert "On 32 calls from uniform inputs (batch=2, seed=0): every step within bounds." in summary
+
+
+def test_the_gate_blocks_a_cache_cut_at_the_trace_length_naming_the_step(project):
+    shutil.copy(HERE / "stateful_models.py", project.path / "stateful_models.py")
+    project.write_config(stateful_models.decoder_config("cache_cut_at_trace_length", "%(exporter)s", flat_cache=False))
+    run = project.run("-k", "rollout")
+    assert run.result.ret != 0 and run.status("rollout") == "failed"
+    assert "step 2: state output present.0.key" in " ".join(run.document["checks"]["rollout"]["messages"])
