@@ -10,15 +10,16 @@ NO_STATE = "no [[state]] declared: the model carries no state across calls"
 
 
 @pytest.mark.gate_check("rollout")
-def test_a_full_length_rollout_stays_within_each_steps_bounds(gate):
+def test_a_full_length_rollout_stays_within_each_steps_bounds(gate, pytestconfig):
     if not gate.config.rollout.declared:
         pytest.skip(NO_STATE)
-    result = gate.check_rollout(full_rollout(gate.config, gate.batch_dim), report=True)
+    root = pytestconfig.invocation_params.dir
+    result = gate.check_rollout(full_rollout(gate.config, gate.batch_dim), root=root, report=True)
     assert result, str(result)
 
 
 @pytest.mark.gate_check("rollout")
-def test_rollouts_from_drawn_prefixes_batches_and_paddings_stay_within_bounds(gate):
+def test_rollouts_from_drawn_prefixes_batches_and_paddings_stay_within_bounds(gate, pytestconfig):
     if not gate.config.rollout.declared:
         pytest.skip(NO_STATE)
     if not gate.config.rollout.examples:
@@ -28,7 +29,7 @@ def test_rollouts_from_drawn_prefixes_batches_and_paddings_stay_within_bounds(ga
     @settings(max_examples=gate.config.rollout.examples)
     @given(rollout=rollout_cases(gate.config, gate.batch_dim))
     def rollout_stays_within_bounds(rollout):
-        result = gate.check_rollout(rollout)
+        result = gate.check_rollout(rollout, root=pytestconfig.invocation_params.dir)
         assert result, str(result)
 
     rollout_stays_within_bounds()

@@ -193,26 +193,32 @@ def test_a_correct_export_of_a_stateful_model_passes_every_step(model, exporter,
 
 
 DEFECTS = {
-    # name: (config, the step and the words the first block names)
+    # name: (config, the step and the words the first block names, where the walk says the graph departs)
     "gru_state_from_wrong_layer": (stateful_models.gru_config("gru_state_from_wrong_layer", "torchscript"),
-                                   "step 0: graph fidelity, state output h_next"),
-    "gru_state_ignored": (stateful_models.gru_config("gru_state_ignored", "torchscript"), "step 1: graph fidelity, logits"),
+                                   "step 0: graph fidelity, state output h_next",
+                                   "in the model's own forward, after every aligned module agreed (GRUStateFromWrongLayer"),
+    "gru_state_ignored": (stateful_models.gru_config("gru_state_ignored", "torchscript"), "step 1: graph fidelity, logits",
+                          "the graph departs from the model first in `head`"),
     "cache_cut_at_trace_length": (stateful_models.decoder_config("cache_cut_at_trace_length", "torchscript", flat_cache=False),
-                                  "step 2: state output present.0.key, made by Add has shape [2, 1, 4, 16] from ONNX Runtime, [2, 1, 5, 16] from PyTorch"),
+                                  "step 2: state output present.0.key, made by Add has shape [2, 1, 4, 16] from ONNX Runtime, [2, 1, 5, 16] from PyTorch",
+                                  ""),
     "position_from_trace_length": (stateful_models.decoder_config("position_from_trace_length", "torchscript", flat_cache=False, positions=False),
-                                   "step 0: graph fidelity, state output present.0.key"),
+                                   "step 0: graph fidelity, state output present.0.key",
+                                   "in the model's own forward, after every aligned module agreed (PositionFromTraceLength"),
 }  # fmt: skip
 
 
 @pytest.mark.checks
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
 def test_a_stateful_export_defect_is_blocked_at_the_step_where_it_shows(defect, tmp_path):
-    text, first_block = DEFECTS[defect]
+    text, first_block, departure = DEFECTS[defect]
     session = _session(text, tmp_path)
     assert session.artifact is not None, session.artifact_error
-    result = session.check_rollout(full_rollout(session.config, session.batch_dim))
+    result = session.check_rollout(full_rollout(session.config, session.batch_dim), root=HERE)
     assert not result
     assert result.blocks[0].startswith(first_block), result.blocks[0]
+    assert departure in result.departure and bool(departure) == bool(result.departure), result.departure
+    assert departure in str(result)
 
 
 @pytest.mark.checks

@@ -109,6 +109,9 @@ class RolloutResult:
     greedy: tuple[GreedyAgreement, ...] = ()
     findings: tuple[str, ...] = ()
     fidelity_judged: bool = False
+    # The first step at which the graph in float64 left the model, and where in the model it departs.
+    fidelity_step: int | None = None
+    departure: str = ""
 
     def __bool__(self) -> bool:
         return not self.blocks
@@ -118,14 +121,15 @@ class RolloutResult:
         if not self.blocks:
             return f"{head}: every step within bounds"
         more = f" (and {len(self.blocks) - 3} more)" if len(self.blocks) > 3 else ""
-        return f"{head}: " + "; ".join(self.blocks[:3]) + more
+        where = f"; at step {self.fidelity_step} {self.departure}" if self.departure else ""
+        return f"{head}: " + "; ".join(self.blocks[:3]) + more + where
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rollout": self.rollout, "steps": self.steps, "passed": bool(self), "blocks": list(self.blocks),
             "drift": [d.to_dict() for d in self.drift], "fidelity_ratios": [_rounded(r) for r in self.fidelity_ratios],
             "greedy": [g.to_dict() for g in self.greedy], "findings": list(self.findings),
-            "fidelity_judged": self.fidelity_judged,
+            "fidelity_judged": self.fidelity_judged, "fidelity_step": self.fidelity_step, "departure": self.departure,
         }  # fmt: skip
 
 
@@ -135,6 +139,7 @@ class _Judging:
     findings: list[str] = field(default_factory=list)
     ratios: dict[str, list[float]] = field(default_factory=dict)
     fidelity: list[float] = field(default_factory=list)
+    fidelity_step: int | None = None
 
 
 def _state_outputs(config: GateConfig) -> set[str]:
@@ -171,7 +176,7 @@ def judge_rollout(runs: RolloutRuns, config: GateConfig, *, operators: Mapping[s
     drift = tuple(Drift(name, tuple(values)) for name, values in judging.ratios.items())
     return RolloutResult(
         runs.rollout.describe(), len(reference), tuple(judging.blocks), drift, tuple(judging.fidelity), greedy,
-        tuple(dict.fromkeys(judging.findings)), runs.graph64 is not None,
+        tuple(dict.fromkeys(judging.findings)), runs.graph64 is not None, judging.fidelity_step,
     )  # fmt: skip
 
 
@@ -220,6 +225,7 @@ def _judge_step(
             worst_fidelity = max(worst_fidelity, comparison.ratio)
             if not comparison:
                 judging.blocks.append(f"step {step}: graph fidelity, {described}: {comparison}")
+                judging.fidelity_step = step if judging.fidelity_step is None else judging.fidelity_step
         if ours is None:
             continue
         tolerance = config.tolerance_for(name)
@@ -333,6 +339,8 @@ def summary_lines(entry: Mapping[str, Any]) -> list[str]:
     """summary.md's rollout section from gate.json's ``parity.rollout``."""
     lines = [f"On {entry['rollout']}: " + ("every step within bounds." if entry["passed"] else "blocked.")]
     lines += [f"- {block}" for block in entry["blocks"][:5]]
+    if entry.get("departure"):
+        lines += [f"- At step {entry['fidelity_step']}, {entry['departure']}."]
     if entry.get("drift"):
         lines += ["", "| output | bound ratio at step 0 | at the last step | slope per step | would reach the bound at step |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip

@@ -13,6 +13,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from harness.align.capture import capture_runs
+from harness.align.walk import walk_capture
 from harness.bench.measure import (
     LatencyRecord,
     activation_bytes,
@@ -552,10 +554,12 @@ class GateSession:
         self.parity.fidelity = result.to_dict()
         return result
 
-    def check_rollout(self, rollout: RolloutCase, *, report: bool = False) -> RolloutResult:
+    def check_rollout(self, rollout: RolloutCase, *, root: Path | None = None, report: bool = False) -> RolloutResult:
         """Rollout parity (harness/checks/rollout.py) on ``rollout``: PyTorch fp32, ONNX Runtime,
         and where the gate has them PyTorch float64 and the graph in float64, each feeding back
-        its own state. ``report``: this is the rollout the report shows."""
+        its own state. Where the graph leaves the model, the module where it first departs is
+        named, on the float64 run's own inputs at that step (``root``: sources are shown relative
+        to it). ``report``: this is the rollout the report shows."""
         graph = self.graph64() if self.fidelity_judged else None
         graph_call = None
         if graph is not None and not isinstance(graph, str):
@@ -572,9 +576,21 @@ class GateSession:
                 torch64=fp64.infer if fp64 is not None else None, graph64=graph_call,
             )  # fmt: skip
             result = judge_rollout(runs, self.config, operators=self.output_operators)
+        if result.fidelity_step is not None and runs.torch64 is not None and graph is not None and not isinstance(graph, str):
+            result = replace(result, departure=self._departure(graph, runs.torch64.feeds[result.fidelity_step], root or Path.cwd()))
         if report:
             self.parity.rollout = result.to_dict()
         return result
+
+    def _departure(self, graph: Graph64, feeds: Mapping[str, np.ndarray], root: Path) -> str:
+        """Where the graph first departs from the model on ``feeds``, in words ("" if no module does)."""
+        assert self.fp64_runner is not None and self.graph_outline is not None
+        # The float64 run's state, as the declared dtype: both runs of the walk take the same inputs.
+        declared = {spec.name: spec.dtype for spec in self.config.inputs}
+        feeds = {name: values.astype(declared[name], copy=False) for name, values in feeds.items()}
+        runs = capture_runs(self.torch_runner, self.fp64_runner, feeds, root=root)
+        departure = walk_capture(self.config, graph, self.graph_outline, runs, "", self.model, root).departure()
+        return str(departure) if departure is not None else ""
 
     def check_module_parity(self, *, root: Path) -> ModuleParityResult:
         """Module-level parity (harness/checks/module_parity.py) on its fixed sample of cases."""

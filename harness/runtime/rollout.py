@@ -49,6 +49,7 @@ class Trajectory:
     """One runtime's calls: its outputs per step, its own greedy tokens, and where it stopped."""
 
     runtime: str
+    feeds: list[Outputs] = field(default_factory=list)  # what each call was given, its own state included
     outputs: list[Outputs] = field(default_factory=list)
     storage: list[Mapping[str, float]] = field(default_factory=list)  # graph64 only: float32 storage's effect
     stopped: str | None = None  # "step 3: ..." where a call raised
@@ -154,11 +155,13 @@ def record_rollout(
         for (trajectory, call), state in zip(runtimes, states):
             if trajectory.stopped is not None:
                 continue
+            feeds = {**stepped[-1], **state}
             try:
-                outputs, storage = call({**stepped[-1], **state})
+                outputs, storage = call(feeds)
             except Exception as exc:  # e.g. a graph fixed at the trace length, fed a longer cache
                 trajectory.stopped = f"step {step}: {type(exc).__name__}: {first_line(exc)}"
                 continue
+            trajectory.feeds.append(feeds)
             trajectory.outputs.append(outputs)
             trajectory.storage.append(storage)
             state.clear()
