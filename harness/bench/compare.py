@@ -59,10 +59,12 @@ def load_run(path: Path) -> RunBench:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         section = document["onnx_gate"]
-        medians = {r["key"]: float(r["median"]) for r in section["records"]}
-        samples = {r["key"]: tuple(float(s) for s in r["samples"]) for r in section["records"] if r.get("samples")}
+        # A stateful model's per-token records (decode@512, ...) are compared like any other.
+        records = [*section["records"], *section.get("decode_records", [])]
+        medians = {r["key"]: float(r["median"]) for r in records}
+        samples = {r["key"]: tuple(float(s) for s in r["samples"]) for r in records if r.get("samples")}
         ratios = {f"{device}/batch{b}": float(v) for device, per in section["speedups"].items() for b, v in per.items()}
-        loads = {r["key"]: r["extra"]["load"] for r in section["records"] if (r.get("extra") or {}).get("load")}
+        loads = {r["key"]: r["extra"]["load"] for r in records if (r.get("extra") or {}).get("load")}
         return RunBench(section.get("run_id", path.stem), path, medians, ratios, samples, section.get("machine") or {}, loads)
     except FileNotFoundError:
         raise GateError(f"benchmark file {str(path)!r} does not exist") from None

@@ -54,6 +54,9 @@ class LatencyRecord:
     samples: tuple[float, ...] = ()
     bytes_moved: float = 0.0  # per call: weights, inputs, outputs, activations too big for the cache
     bandwidth: float = 0.0  # bytes per second: streaming reads on this device, measured in the session
+    # A stateful model's per-token benchmarks (harness/bench/decode.py): "prefill@512" (seconds per
+    # prefill call) or "decode@512" (seconds per decoded token at a 512-position cache); "" otherwise.
+    phase: str = ""
 
     @classmethod
     def from_times(cls, backend: str, device: str, batch: int, times: Sequence[float], **kwargs: Any) -> LatencyRecord:
@@ -65,7 +68,7 @@ class LatencyRecord:
 
     @property
     def key(self) -> str:
-        return f"{self.device}/{self.backend}/batch{self.batch}"
+        return f"{self.device}/{self.backend}/batch{self.batch}" + (f"/{self.phase}" if self.phase else "")
 
     @property
     def throughput(self) -> float:

@@ -152,6 +152,7 @@ class GateSession:
         self.model_given = model is not None  # by the Python API, rather than built from the config
         # Benchmarks (filled only when the session runs benchmarks/).
         self.latency: list[LatencyRecord] = []
+        self.decode_latency: list[LatencyRecord] = []  # per-token benchmarks of a stateful model
         self._results: dict[str, Any] = {}  # by check name: typed results beyond pass/fail
         self._flops: dict[int, float] = {}
         self._activation_bytes: dict[int, float] = {}

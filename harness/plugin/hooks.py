@@ -191,6 +191,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "candidate_name" in metafunc.fixturenames:
         names: list[str | None] = list(gate.config.candidates.build) or [None]
         metafunc.parametrize("candidate_name", names, ids=[n or "none" for n in names], scope="session")
+    if "decode_plan" in metafunc.fixturenames:
+        from harness.bench.decode import decode_plans
+
+        plans, _ = decode_plans(gate.config, gate.batch_dim)
+        metafunc.parametrize("decode_plan", plans or [None], ids=[p.label.replace(" ", "") for p in plans] or ["no-cache"])
     if "bench_backend" in metafunc.fixturenames:
         metafunc.parametrize("bench_backend", ["pytorch", "onnxruntime"])
 

@@ -52,6 +52,8 @@ def gate_bench_section(gate: GateSession, *, samples: bool = True) -> dict[str, 
                            budget=gate.recorded("latency_gpu_budget"), budget_set=gate.config.budget.has_gpu_limits),
         "machine": machine_info(),
         "plan": gate.bench_plan.__dict__,
+        "decode_records": [r.to_dict(samples=samples) for r in sorted(gate.decode_latency, key=lambda r: (r.phase, r.backend))],
+        "decode_note": gate.recorded("latency_decode_note"),
     }
 
 
@@ -175,6 +177,40 @@ def node_roofline_markdown(records: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def decode_markdown(records: Sequence[dict[str, Any]], note: str | None) -> list[str]:
+    """Per-token latency of a stateful model: prefill, then decoding with the cache fed back."""
+    if not records:
+        return []
+    by = {(r["phase"], r["backend"]): r for r in records}
+    contexts = sorted({int(r["phase"].split("@")[1]) for r in records})
+    lines = ["", "Per-token latency (the cache fed back; ONNX Runtime through IOBinding; both backends in "
+             "alternating rounds):", "",
+             "| context | prefill ms PyTorch | prefill ms ONNX Runtime | ms/token PyTorch | ms/token ONNX Runtime "
+             "| tokens/s PyTorch | tokens/s ONNX Runtime | decode speedup |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+
+    def cell(phase: str, backend: str, what: str) -> str:
+        record = by.get((f"{phase}@{context}", backend))
+        if record is None:
+            return "not measured"
+        return f"{record['median_ms']:.2f}" if what == "ms" else f"{record['throughput_per_s']:.0f}"
+
+    for context in contexts:
+        torch_decode, ort_decode = by.get((f"decode@{context}", "pytorch")), by.get((f"decode@{context}", ONNXRUNTIME))
+        speedup = f"{torch_decode['median'] / ort_decode['median']:.2f}x" if torch_decode and ort_decode else "not measured"
+        lines.append(
+            f"| {context} | {cell('prefill', 'pytorch', 'ms')} | {cell('prefill', ONNXRUNTIME, 'ms')} | "
+            f"{cell('decode', 'pytorch', 'ms')} | {cell('decode', ONNXRUNTIME, 'ms')} | {cell('decode', 'pytorch', 'rate')} | "
+            f"{cell('decode', ONNXRUNTIME, 'rate')} | {speedup} |"
+        )
+    prompts = sorted({r["extra"].get("prompt") for r in records if r["phase"].startswith("prefill")} - {None})
+    if prompts:
+        lines += ["", f"Prefill: a prompt of {', '.join(map(str, prompts))} tokens onto an empty cache."]
+    if note:
+        lines += ["", f"{note}."]
+    return lines
+
+
 def latency_markdown(section: dict[str, Any]) -> str:
     records = section["records"]
     ratios = section["speedups"]
@@ -204,6 +240,7 @@ def latency_markdown(section: dict[str, Any]) -> str:
             f"{roofline_cell(r)} | {flop_efficiency_cell(r)} | {claim} |"
         )
     lines += node_roofline_markdown(records)
+    lines += decode_markdown(section.get("decode_records") or [], section.get("decode_note"))
     if section.get("budget_lines"):
         lines += ["", "Budgets (built-in defaults only catch broken exports and hold on common machines; "
                   "limits set in config are the project's choice and depend on its hardware):", ""]
