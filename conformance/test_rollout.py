@@ -6,6 +6,7 @@ from hypothesis import given, settings
 
 from harness.checks.rollout import full_rollout, rollout_cases
 
+# Without [[state]] these tests are not collected (harness/plugin/hooks.py); run alone, they say why.
 NO_STATE = "no [[state]] declared: the model carries no state across calls"
 
 

@@ -4,6 +4,7 @@ GRU) with a correct export passing and each defect blocked at the step where it 
 
 from __future__ import annotations
 
+import json
 import shutil
 import tomllib
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, seed, settings
 
+from harness.bench.compare import load_run
 from harness.checks.rollout import Drift, full_rollout, judge_rollout, rollout_cases
 from harness.core import config as gate_config
 from harness.core.errors import ConfigError
@@ -19,7 +21,7 @@ from harness.core.inputs import InputCase
 from harness.gate.session import GateSession
 from harness.runtime.rollout import RolloutCase, RolloutRuns, Trajectory, first_feeds
 from tests import stateful_models
-from tests.conftest import SLOW_TESTS_ENV
+from tests.conftest import BENCHMARKS, SLOW_TESTS_ENV
 
 HERE = Path(__file__).resolve().parent
 
@@ -253,3 +255,22 @@ def test_the_gate_blocks_a_cache_cut_at_the_trace_length_naming_the_step(project
     run = project.run("-k", "rollout")
     assert run.result.ret != 0 and run.status("rollout") == "failed"
     assert "step 2: state output present.0.key" in " ".join(run.document["checks"]["rollout"]["messages"])
+
+
+def test_the_benchmarks_measure_per_token_latency_of_a_growing_cache_and_compare_reads_it(project):
+    shutil.copy(HERE / "stateful_models.py", project.path / "stateful_models.py")
+    project.write_config(stateful_models.decoder_config("tiny_llama", "%(exporter)s", past_high=160))
+    run = project.run("--gate-bench-quick", "-k", "per_token", paths=(BENCHMARKS,))
+    assert run.result.parseoutcomes().get("passed") == 4, run.result.stdout.str()
+    assert run.status("latency_decode") == "passed"
+    folder = project.path / "reports" / run.document["run_id"]
+    section = json.loads((folder / "benchmark.json").read_text())["onnx_gate"]
+    records = {r["key"]: r for r in section["decode_records"]}
+    assert set(records) == {f"cpu/{backend}/batch1/{phase}@128" for backend in ("pytorch", "onnxruntime") for phase in ("prefill", "decode")}
+    decode = records["cpu/onnxruntime/batch1/decode@128"]
+    assert decode["extra"]["tokens"] == 16 and decode["extra"]["io_binding"] and len(decode["samples"]) == decode["rounds"]
+    assert decode["throughput_per_s"] == pytest.approx(1 / decode["median"])  # tokens per second at batch 1
+    assert "contexts [512, 2048] left out: past_sequence goes up to 160" in section["decode_note"]
+    summary = (folder / "summary.md").read_text()
+    assert "| context | prefill ms PyTorch | prefill ms ONNX Runtime | ms/token PyTorch |" in summary and "\n| 128 | " in summary
+    assert "cpu/onnxruntime/batch1/decode@128" in load_run(folder / "benchmark.json").samples

@@ -36,7 +36,7 @@ def with_state(gate: Any) -> bool:
     return gate.config.rollout.declared
 
 
-CHECK = declare_check("rollout", required=with_state, order=45)
+CHECK = declare_check("rollout", required=with_state, listed=False, order=45)
 
 
 def _rounded(value: float) -> float | str:

@@ -14,7 +14,8 @@ from harness.candidates.session import CandidateSet
 from harness.checks.candidates import CANDIDATE_CHECKS
 from harness.checks.declared import undeclared_problem
 from harness.checks.dynamic_dims import dynamic_sizes
-from harness.checks.latency import BENCH_CHECKS
+from harness.checks.latency import BENCH_CHECKS, LATENCY_DECODE
+from harness.checks.rollout import CHECK as ROLLOUT
 from harness.core import profiles
 from harness.core.baseline_spec import parse_spec
 from harness.core.config import load as load_config
@@ -204,11 +205,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gate = gate_of(config)
     if gate is None:
         return
-    if not gate.config.candidates.enabled:  # opt-in: without [candidates] their tests do not exist
-        dropped = [item for item in items if _check_name(item) in CANDIDATE_CHECKS]
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
-            items[:] = [item for item in items if _check_name(item) not in CANDIDATE_CHECKS]
+    # Opt-in checks: without [candidates], or without [[state]] (a growing one for the per-token
+    # latency), their tests do not exist, and a stateless model's gate is what it was.
+    absent = set()
+    if not gate.config.candidates.enabled:
+        absent |= set(CANDIDATE_CHECKS)
+    if not gate.config.rollout.declared:
+        absent.add(ROLLOUT.name)
+    if not any(pair.grows for pair in gate.config.rollout.states):
+        absent.add(LATENCY_DECODE.name)
+    dropped = [item for item in items if _check_name(item) in absent]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if _check_name(item) not in absent]
 
     for item in items:
         check = _check_name(item)
@@ -338,7 +347,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
     gate = gate_of(config)
-    if gate is not None and gate.latency:
+    if gate is not None and (gate.latency or gate.decode_latency):
         output_json["onnx_gate"] = gate_bench_section(gate)
 
 

@@ -112,7 +112,7 @@ def build_outcome(
             if errors.max_abs and not errors.discrete_values  # counts of differing values, not errors
         },  # fmt: skip
         latency=tuple(gate.latency),
-        benchmarks=gate_bench_section(gate, samples=False) if gate.latency else None,
+        benchmarks=gate_bench_section(gate, samples=False) if gate.latency or gate.decode_latency else None,
         candidates=None, execution=execution, baseline=gate.recorded("baseline"), divergence=divergence,
         machine={"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor()},
     )  # fmt: skip
