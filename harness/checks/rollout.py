@@ -354,6 +354,6 @@ def summary_lines(entry: Mapping[str, Any]) -> list[str]:
     if entry.get("fidelity_ratios"):
         ratios = entry["fidelity_ratios"]
         lines += ["", f"Graph fidelity per step, worst error / bound: step 0 {ratios[0]:.3g}, worst {max(ratios):.3g}."]
-    for greedy in entry.get("greedy", []):
-        lines += ["", str(GreedyAgreement(**greedy)) + "."]
+    for agreement in entry.get("greedy", []):
+        lines += ["", str(GreedyAgreement(**agreement)) + "."]
     return lines

@@ -562,19 +562,19 @@ class GateSession:
         named, on the float64 run's own inputs at that step (``root``: sources are shown relative
         to it). ``report``: this is the rollout the report shows."""
         graph = self.graph64() if self.fidelity_judged else None
-        graph_call = None
-        if graph is not None and not isinstance(graph, str):
-            names, evaluator = tuple(self.config.outputs), graph
+        names = tuple(self.config.outputs)
 
-            def graph_call(feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-                evaluation = evaluator.infer(feeds)
-                return {n: evaluation.values[n] for n in names}, {n: evaluation.storage_effect(n) for n in names}
+        def graph_call(feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+            assert graph is not None and not isinstance(graph, str)
+            evaluation = graph.infer(feeds)
+            return {n: evaluation.values[n] for n in names}, {n: evaluation.storage_effect(n) for n in names}
 
         fp64 = None if self.parity.fp64_unavailable else self.fp64_runner
         with self.timing.measure("rollout"):
             runs = record_rollout(
                 self.config, rollout, self.torch_runner.infer, self.ort_runner.infer,
-                torch64=fp64.infer if fp64 is not None else None, graph64=graph_call,
+                torch64=fp64.infer if fp64 is not None else None,
+                graph64=graph_call if graph is not None and not isinstance(graph, str) else None,
             )  # fmt: skip
             result = judge_rollout(runs, self.config, operators=self.output_operators)
         if result.fidelity_step is not None and runs.torch64 is not None and graph is not None and not isinstance(graph, str):
