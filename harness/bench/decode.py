@@ -72,10 +72,12 @@ def decode_plans(config: GateConfig, batch_dim: str | None, contexts: tuple[int,
     batch = 1 if batch_dim is None else max(1, config.dims[batch_dim].low)
     if not kept:  # still measure: at the longest cache the config allows
         kept = [max(high - DECODE_TOKENS, config.dims[grows].low)]
-    note = (
-        f"contexts {left_out} left out: {grows} goes up to {high} in the config (decoding {DECODE_TOKENS} tokens)"
-        if left_out else ""
-    )  # fmt: skip
+    notes = []
+    if left_out:
+        notes.append(f"contexts {left_out} left out: {grows} goes up to {high} in the config (decoding {DECODE_TOKENS} tokens)")
+    if token_dim is not None and any(c > prompt_high for c in kept):
+        notes.append(f"prefill prompts are at most {prompt_high} tokens: {token_dim} goes up to {prompt_high} in the config")
+    note = "; ".join(notes)
     return [DecodePlan(c, DECODE_TOKENS, batch, min(c, prompt_high)) for c in kept], note
 
 
