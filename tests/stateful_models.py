@@ -176,7 +176,7 @@ input = "past_key_values.{i}.key"
 output = "present.{i}.key"
 layers = 2
 shape = ["batch", %(kv_heads)d, "past_sequence", 16]
-dims = { past_sequence = [1, %(past_high)d] }
+dims = { past_sequence = [%(past_low)d, %(past_high)d] }
 grows = "past_sequence"
 
 [[state]]
@@ -205,14 +205,15 @@ range = [0, 127]
 
 
 def decoder_config(
-    model: str, exporter: str, *, steps: int = 16, flat_cache: bool = True, positions: bool = True, past_high: int = 48
+    model: str, exporter: str, *, steps: int = 16, flat_cache: bool = True, positions: bool = True, past_low: int = 0,
+    past_high: int = 48,
 ) -> str:
     """A decoder's config: ``model`` through the flat-cache adapter (a transformers builder) or as it is."""
     kv_heads = 2 if "gpt2" in model else 1
     return DECODER % {
         "model": "harness.models.decoder:with_flat_cache" if flat_cache else f"stateful_models:{model}",
         "model_kwargs": f'{{ model = "stateful_models:{model}" }}' if flat_cache else "{}",
-        "exporter": exporter, "steps": steps, "kv_heads": kv_heads, "past_high": past_high,
+        "exporter": exporter, "steps": steps, "kv_heads": kv_heads, "past_low": past_low, "past_high": past_high,
         "position_ids": POSITION_IDS if positions else "",
         "position_feed": ', position_ids = "advance"' if positions else "",
     }  # fmt: skip

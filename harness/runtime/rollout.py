@@ -1,8 +1,8 @@
 """A rollout: the model called step after step, each runtime feeding back its own state, recorded
 once as values (as case_runs.py records one call) for harness/checks/rollout.py to judge.
 
-The first call starts from a zero state. Where a cache grows, its first ``past`` slots are zeros
-that the attention mask marks as padding, the empty cache as a fixed-size graph sees it, and each
+The first call starts from a zero state. Where a cache grows, its first ``past`` slots (none where
+the config allows an empty cache) are zeros that the attention mask marks as padding, and each
 batch row also starts with its own left padding, so rows run at different lengths as a batched
 ``generate()`` runs them. Every later call makes its other inputs by the config's feed rules
 (schema.FeedRule). The tokens follow PyTorch fp32's greedy choice, so that every runtime is

@@ -93,18 +93,21 @@ def resolve_path(value: Any, base: Path, what: str) -> Path | None:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def _parse_dims(raw_inputs: list[Any]) -> dict[str, DimSpec]:
+def _parse_dims(raw_inputs: list[Any], growing: frozenset[str] = frozenset()) -> dict[str, DimSpec]:
+    """The symbolic dimensions and their ranges. A cache's length (``growing``: a [[state]]'s
+    ``grows``) may start at 0, the empty cache of a first call; any other dimension at 1."""
     ranges: dict[str, tuple[int, int]] = {}
     for raw in raw_inputs:
         for name, bounds in raw.get("dims", {}).items():
             what = f"dims.{name} of input {raw.get('name')!r}"
+            lowest = 0 if name in growing else 1
             if (
                 not isinstance(bounds, list)
                 or len(bounds) != 2
                 or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
-                or not 1 <= bounds[0] <= bounds[1]
+                or not lowest <= bounds[0] <= bounds[1]
             ):
-                raise ConfigError(f"{what} must be [low, high] with 1 <= low <= high, got {bounds!r}")
+                raise ConfigError(f"{what} must be [low, high] with {lowest} <= low <= high, got {bounds!r}")
             if name in ranges and ranges[name] != tuple(bounds):
                 raise ConfigError(
                     f"symbolic dimension {name!r} has two ranges, {list(ranges[name])} and {bounds}"
@@ -572,7 +575,7 @@ def parse(
             )
         invariants.append(Invariant(raw["output"], bounds.get("min"), bounds.get("max")))
 
-    dims = _parse_dims(raw_inputs)
+    dims = _parse_dims(raw_inputs, frozenset(pair.grows for pair in rollout.states if pair.grows))
     inputs, padding = _parse_padding(inputs, dims)
     bench = _parse_bench(expect(section.get("bench", {}), dict, "bench"))
     if "batches" in section.get("bench", {}):
