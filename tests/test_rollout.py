@@ -86,9 +86,11 @@ GRU = stateful_models.gru_config("streaming_gru", "torchscript")
         (_replace(GRU, "steps = 32", "steps = 0"), "rollout.steps must be an integer >= 1, got 0"),
         (_replace(_decoder_text := stateful_models.decoder_config("tiny_llama", "torchscript"),
                   '"past_sequence + sequence"', '"past_length + sequence"'), "sums 'past_length', which no input has"),
+        (_replace(_decoder_text, 'range = [1, 1]', 'mask = { padding = "left" }'),
+         "runs along 'past_sequence + sequence', a sum of dimensions"),
     ],
     ids=["feed-missing", "feed-on-state", "argmax-unknown", "unknown-rule", "grows-elsewhere", "layer-half", "layers-missing",
-         "output-twice", "rollout-alone", "no-steps", "derived-unknown"],
+         "output-twice", "rollout-alone", "no-steps", "derived-unknown", "mask-over-a-sum"],
 )  # fmt: skip
 def test_a_state_config_mistake_is_one_line_naming_it(text, message):
     with pytest.raises(ConfigError) as raised:

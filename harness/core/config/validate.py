@@ -184,13 +184,17 @@ def _choice(value: Any, valid: tuple[str, ...], what: str) -> str:
 def _default_dim(shape: list[Any], given: Any, what: str) -> str:
     """The symbolic dimension a mask or pad applies to: named, or the shape's last symbolic one."""
     symbolic = [d for d in shape if isinstance(d, str)]
-    if given is None:
-        if not symbolic:
-            raise ConfigError(f"{what} needs a symbolic dimension in the input's shape to run along")
-        return symbolic[-1]
-    if not isinstance(given, str) or given not in symbolic:
+    chosen = given if given is not None else (symbolic[-1] if symbolic else None)
+    if given is None and chosen is None:
+        raise ConfigError(f"{what} needs a symbolic dimension in the input's shape to run along")
+    if not isinstance(chosen, str) or chosen not in symbolic:
         raise ConfigError(f"{what}.dim must name a symbolic dimension of the input's shape {shape}, got {given!r}")
-    return given
+    if derived_parts(chosen):
+        raise ConfigError(
+            f"{what} runs along {chosen!r}, a sum of dimensions, which a padding layout cannot be drawn over; "
+            "for a decoder's mask over cache + tokens give range = [1, 1]: rollout parity pads the cache and the rows itself"
+        )
+    return chosen
 
 
 def _parse_input(raw: Any, index: int) -> InputSpec:
