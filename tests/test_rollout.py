@@ -155,6 +155,43 @@ def test_a_runtime_that_cannot_make_a_call_blocks_with_the_step():
     assert "onnxruntime could not make the call at step 2: Fail: Reshape cannot reshape" in result.blocks
 
 
+def _decoder_runs(ort_logits_at_step1: np.ndarray, torch_logits: np.ndarray) -> tuple[RolloutRuns, gate_config.GateConfig]:
+    """Made-up runs of the decoder config over 3 steps, one row: the same cache everywhere, the
+    logits PyTorch's except ONNX Runtime's at step 1."""
+    config = _decoder()
+    state = {f"present.{i}.{kind}": np.zeros((1, 1, 2, 16)) for i in range(2) for kind in ("key", "value")}
+    torch32, ort, torch64 = Trajectory("torch-cpu-float32"), Trajectory("onnxruntime"), Trajectory("torch-cpu-float64")
+    for step in range(3):
+        logits = torch_logits[None, None, :]
+        torch64.outputs.append({"logits": logits, **state})
+        torch32.outputs.append({"logits": logits.astype(np.float32), **{k: v.astype(np.float32) for k, v in state.items()}})
+        ours = ort_logits_at_step1[None, None, :] if step == 1 else logits
+        ort.outputs.append({"logits": ours.astype(np.float32), **{k: v.astype(np.float32) for k, v in state.items()}})
+    stepped = tuple({"attention_mask": np.ones((1, 2), np.int64)} for _ in range(3))
+    rollout = RolloutCase(InputCase("uniform", {"batch": 1, "sequence": 1, "past_sequence": 1}, 0), 3)
+    return RolloutRuns(rollout, stepped, torch32, torch64, ort, None), config
+
+
+def test_a_greedy_token_that_flips_on_a_tie_is_reported_and_one_that_flips_beyond_the_noise_blocks():
+    logits = np.linspace(-1.0, 1.0, stateful_models.VOCAB)
+    tie = logits.copy()
+    tie[-2] = tie[-1] = 1.0  # PyTorch's top two are equal: either token is right
+    flipped = tie.copy()
+    flipped[-1] += 2e-7  # ONNX Runtime's rounding picks the other one (argmax takes the first of equals)
+    result = judge_rollout(*_decoder_runs(flipped, tie))
+    assert result, str(result)
+    agreement = result.greedy[0]
+    assert (agreement.first_difference, agreement.row, agreement.tie) == (1, 0, True), agreement
+    assert "first differs at step 1 (row 0), where PyTorch's top-2 logits are 0 apart (a tie within PyTorch's own noise" in str(agreement)
+
+    defect = logits.copy()
+    defect[0] = 5.0  # a token PyTorch ranks last
+    result = judge_rollout(*_decoder_runs(defect, logits))
+    assert not result
+    assert any(block.startswith("greedy tokens from logits: ONNX Runtime first differs at step 1 (row 0)")
+               and "beyond PyTorch's own noise: a defect" in block for block in result.blocks), result.blocks
+
+
 # --- the suite -----------------------------------------------------------------------------------
 
 DECODERS = ["tiny_llama", "tiny_gpt2"]

@@ -283,11 +283,12 @@ def _greedy_agreement(source: str, runs: RolloutRuns, config: GateConfig) -> Gre
         logits = _last(exact[source] if exact is not None else expected[source])[row]
         top = np.sort(logits)[-2:]
         gap = float(top[1] - top[0])
+        # A tie: PyTorch's top two lie within what parity allows a runtime at those logits, its
+        # fixed bound or noise_factor times PyTorch's own fp32 error, so either token is right.
+        allowed = tolerance.atol + tolerance.rtol * float(np.abs(top[1]))
         if exact is not None:
             noise32 = float(np.abs(_last(expected[source])[row] - _last(exact[source])[row]).max())
-            allowed = max(tolerance.noise_factor * noise32, 2 * float(np.abs(_last(actual[source])[row] - logits).max()))
-        else:
-            allowed = tolerance.atol + tolerance.rtol * float(np.abs(top[1]))
+            allowed = max(allowed, tolerance.noise_factor * noise32)
         return GreedyAgreement(source, len(reference), step, row, gap, allowed, gap <= allowed)
     return GreedyAgreement(source, len(reference))
 
