@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, seed, settings
 
-from harness.bench.compare import load_run
+from harness.bench.compare import CompareSettings, compare, load_run
 from harness.checks.rollout import Drift, full_rollout, judge_rollout, rollout_cases
 from harness.core import config as gate_config
 from harness.core.errors import ConfigError
@@ -316,4 +316,12 @@ def test_the_benchmarks_measure_per_token_latency_of_a_growing_cache_and_compare
     assert "contexts [512, 2048] left out: past_sequence goes up to 160" in section["decode_note"]
     summary = (folder / "summary.md").read_text()
     assert "| context | prefill ms PyTorch | prefill ms ONNX Runtime | ms/token PyTorch |" in summary and "\n| 128 | " in summary
-    assert "cpu/onnxruntime/batch1/decode@128" in load_run(folder / "benchmark.json").samples
+    run_bench = load_run(folder / "benchmark.json")
+    assert "cpu/onnxruntime/batch1/decode@128" in run_bench.samples
+    # compare judges the per-token speedup as a ratio of one run's alternating rounds, and says tokens/s.
+    assert section["decode_speedups"]["cpu/batch1/decode@128"] == pytest.approx(
+        records["cpu/pytorch/batch1/decode@128"]["median"] / decode["median"])
+    comparison = compare(run_bench, run_bench, CompareSettings(floor=0.1, significance=0.05, latency_fails=False))
+    assert "NO DETECTABLE CHANGE | speedup cpu/batch1/decode@128" in "\n".join(comparison.lines())
+    tokens = f"{1 / decode['median']:.0f} -> {1 / decode['median']:.0f} tokens/s"
+    assert any(str(effect).endswith(tokens) for effect in comparison.latencies), comparison.lines()

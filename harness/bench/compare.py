@@ -49,9 +49,10 @@ class RunBench:
         return describe_load(max(self.loads.values(), key=lambda load: load.get("load_1min_after") or 0.0))
 
     def speedup_samples(self, name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-        """(PyTorch samples, ONNX Runtime samples) behind the speedup ``name`` ("cpu/batch1")."""
-        device, batch = name.split("/")
-        pair = (self.samples.get(f"{device}/pytorch/{batch}"), self.samples.get(f"{device}/onnxruntime/{batch}"))
+        """(PyTorch samples, ONNX Runtime samples) behind the speedup ``name`` ("cpu/batch1", or a
+        per-token one, "cpu/batch1/decode@512")."""
+        device, _, rest = name.partition("/")
+        pair = (self.samples.get(f"{device}/pytorch/{rest}"), self.samples.get(f"{device}/onnxruntime/{rest}"))
         return (pair[0], pair[1]) if pair[0] and pair[1] else None
 
 
@@ -64,6 +65,7 @@ def load_run(path: Path) -> RunBench:
         medians = {r["key"]: float(r["median"]) for r in records}
         samples = {r["key"]: tuple(float(s) for s in r["samples"]) for r in records if r.get("samples")}
         ratios = {f"{device}/batch{b}": float(v) for device, per in section["speedups"].items() for b, v in per.items()}
+        ratios.update({name: float(v) for name, v in section.get("decode_speedups", {}).items()})  # "cpu/batch1/decode@512"
         loads = {r["key"]: r["extra"]["load"] for r in records if (r.get("extra") or {}).get("load")}
         return RunBench(section.get("run_id", path.stem), path, medians, ratios, samples, section.get("machine") or {}, loads)
     except FileNotFoundError:
@@ -200,6 +202,16 @@ def _table(effects: Sequence[Effect], *, latency_gates: bool) -> list[str]:
     return rows
 
 
+def _tokens_per_second(key: str, base: RunBench, head: RunBench) -> str:
+    """For a per-token record ("cpu/onnxruntime/batch1/decode@512"), the tokens per second a user
+    sees, base -> head; "" for any other."""
+    parts = key.split("/")
+    if len(parts) != 4 or not parts[3].startswith("decode@") or not parts[2].startswith("batch"):
+        return ""
+    rows = int(parts[2].removeprefix("batch"))
+    return f"{rows / base.medians[key]:.0f} -> {rows / head.medians[key]:.0f} tokens/s"
+
+
 def compare(base: RunBench, head: RunBench, settings: CompareSettings, *, latencies: bool = True) -> Comparison:
     """Every speedup ratio both runs have, and (unless ``latencies`` is False) every benchmark."""
     judged = {"floor": settings.floor, "significance": settings.significance}
@@ -218,5 +230,5 @@ def compare(base: RunBench, head: RunBench, settings: CompareSettings, *, latenc
             continue
         base_samples = base.samples.get(key) or (base.medians[key],)
         head_samples = head.samples.get(key) or (head.medians[key],)
-        latency_effects.append(latency_effect(key, base_samples, head_samples, **judged))
+        latency_effects.append(latency_effect(key, base_samples, head_samples, **judged, note=_tokens_per_second(key, base, head)))
     return Comparison(base, head, settings, tuple(speedup_effects), tuple(latency_effects), tuple(only_in))

@@ -53,6 +53,7 @@ def gate_bench_section(gate: GateSession, *, samples: bool = True) -> dict[str, 
         "machine": machine_info(),
         "plan": gate.bench_plan.__dict__,
         "decode_records": [r.to_dict(samples=samples) for r in sorted(gate.decode_latency, key=lambda r: (r.phase, r.backend))],
+        "decode_speedups": decode_speedups(gate.decode_latency),
         "decode_note": gate.recorded("latency_decode_note"),
     }
 
@@ -175,6 +176,17 @@ def node_roofline_markdown(records: Sequence[dict[str, Any]]) -> list[str]:
         lines += [f"- {n['op']} `{n['node']}`: {n['ms']:.3f} ms against {n['bound_ms']:.3f} ms ({n['bound']}-bound), "
                   f"{n['achieved']}" for n in nodes["furthest"]]
     return lines
+
+
+def decode_speedups(records: Sequence[LatencyRecord]) -> dict[str, float]:
+    """PyTorch's median over ONNX Runtime's, per device, batch and phase ("cpu/batch1/decode@512"),
+    both measured in the same alternating rounds: what `onnx-gate compare` judges as a ratio."""
+    by = {(r.device, r.batch, r.phase, r.backend): r.median for r in records}
+    return {
+        f"{device}/batch{batch}/{phase}": by[(device, batch, phase, "pytorch")] / median
+        for (device, batch, phase, backend), median in by.items()
+        if backend == ONNXRUNTIME and (device, batch, phase, "pytorch") in by and median > 0
+    }
 
 
 def decode_markdown(records: Sequence[dict[str, Any]], note: str | None) -> list[str]:
