@@ -117,6 +117,26 @@ class PositionFromTraceLength(nn.Module):
         return self.inner(input_ids, attention_mask, positions, *past)
 
 
+class MaskIgnoredInExport(nn.Module):
+    """A flat-cache Llama whose export wrapper marks every position valid ("the model gets a full
+    mask anyway"): left padding and the cache's padded slots are attended to in the graph only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from harness.models.decoder import FlatCacheLM
+
+        self.inner = FlatCacheLM(tiny_llama(), 2)
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):  # type: ignore[no-untyped-def]
+        if torch.onnx.is_in_onnx_export():
+            attention_mask = torch.ones_like(attention_mask)
+        return self.inner(input_ids, attention_mask, position_ids, *past)
+
+
+def mask_ignored_in_export() -> nn.Module:
+    return MaskIgnoredInExport().eval()
+
+
 def cache_cut_at_trace_length() -> nn.Module:
     return CacheCutAtTraceLength().eval()
 

@@ -84,13 +84,23 @@ GRU = stateful_models.gru_config("streaming_gru", "torchscript")
         (_replace(GRU, 'outputs = ["logits"]', 'outputs = ["logits", "h_next"]'), "state output 'h_next' is also in outputs"),
         (GRU.split("[[state]]")[0] + '[rollout]\nfeed = { frame = "next" }\n', "[rollout] needs at least one [[state]] table"),
         (_replace(GRU, "steps = 32", "steps = 0"), "rollout.steps must be an integer >= 1, got 0"),
-        (_replace(_decoder_text := stateful_models.decoder_config("tiny_llama", "torchscript"),
-                  '"past_sequence + sequence"', '"past_length + sequence"'), "sums 'past_length', which no input has"),
-        (_replace(_decoder_text, 'range = [1, 1]', 'mask = { padding = "left" }'),
+        (_replace(GRU, 'shape = ["batch", 16]', 'shape = ["batch", "batch + width"]'), "sums 'width', which no input has"),
+        (_replace(_decoder_text := stateful_models.decoder_config("tiny_llama", "torchscript"), 'range = [1, 1]', 'mask = { padding = "left" }'),
          "runs along 'past_sequence + sequence', a sum of dimensions"),
+        # The mask declared over the tokens alone: transformers would take the short mask silently.
+        (_replace(_decoder_text, '"past_sequence + sequence"', '"sequence"'),
+         "rollout.feed.attention_mask = 'extend' adds a column per call: the input's last dimension must span the cache and the tokens"),
+        (_replace(_decoder_text, 'attention_mask = "extend", position_ids = "advance"', 'attention_mask = "advance", position_ids = "extend"'),
+         "rollout.feed.attention_mask = 'advance' gives the new tokens' positions"),
+        (_replace(GRU, 'feed = { frame = "next" }', 'feed = { frame = "extend" }'), "it needs a [[state]] with grows"),
+        # Forgetting grows on a decoder's cache: its mask cannot grow with it.
+        (_decoder_text.replace('grows = "past_sequence"\n', ''), "'extend' grows a mask with a cache: it needs a [[state]] with grows"),
+        (_replace(GRU, "dims = { batch = [1, 4] }", "dims = { batch = [0, 4] }"),
+         "with 1 <= low <= high, got [0, 4] (0 only for a cache's length: a [[state]]'s grows dimension)"),
     ],
     ids=["feed-missing", "feed-on-state", "argmax-unknown", "unknown-rule", "grows-elsewhere", "layer-half", "layers-missing",
-         "output-twice", "rollout-alone", "no-steps", "derived-unknown", "mask-over-a-sum"],
+         "output-twice", "rollout-alone", "no-steps", "derived-unknown", "mask-over-a-sum", "mask-without-cache",
+         "rules-swapped", "extend-without-cache", "grows-forgotten", "zero-without-grows"],
 )  # fmt: skip
 def test_a_state_config_mistake_is_one_line_naming_it(text, message):
     with pytest.raises(ConfigError) as raised:
@@ -145,6 +155,25 @@ def test_a_steady_error_within_the_noise_passes_and_does_not_grow():
     assert result, str(result)
     assert Drift("h", (0.1, 0.1, 0.1)).crossing_step is None
     assert Drift("h", (0.1, 0.2, 0.3)).crossing_step == pytest.approx(9.0)
+
+
+def test_a_state_declared_without_grows_that_grows_blocks_and_says_what_to_declare():
+    runs, config = _gru_runs([1e-8] * 3)
+    runs.torch32.feeds[:] = [{"frame": np.zeros((2, 16), np.float32), "h": np.zeros((2, 2, 32), np.float32)}] * 3
+    runs.torch32.outputs[2] = {**runs.torch32.outputs[2], "h_next": np.zeros((2, 2, 33), np.float32)}
+    result = judge_rollout(runs, config)
+    assert "step 2: state output h_next has shape [2, 2, 33] from PyTorch, but its input h had [2, 2, 32]: " \
+           "a state that grows is a cache, declare grows = \"<its length>\"" in result.blocks, result.blocks
+
+
+def test_a_drawn_start_keeps_the_drawn_cache_valid_and_positions_going_on_from_it():
+    config = _decoder()
+    rollout = RolloutCase(InputCase("uniform", {"batch": 2, "sequence": 3, "past_sequence": 5}, 0), 3, (0, 2), start="drawn")
+    feeds = first_feeds(config, rollout)
+    assert feeds["attention_mask"].all() and feeds["attention_mask"].shape == (2, 8)
+    assert feeds["position_ids"].tolist() == [[5, 6, 7], [5, 6, 7]]
+    assert feeds["past_key_values.1.value"].any()  # the drawn cache, not zeros
+    assert "from a drawn state" in rollout.describe() and "left padding" not in rollout.describe()
 
 
 def test_a_runtime_that_cannot_make_a_call_blocks_with_the_step():
@@ -246,6 +275,10 @@ DEFECTS = {
     "cache_cut_at_trace_length": (stateful_models.decoder_config("cache_cut_at_trace_length", "torchscript", flat_cache=False),
                                   "step 3: state output present.0.key, made by Add has shape [2, 1, 4, 16] from ONNX Runtime, [2, 1, 5, 16] from PyTorch",
                                   ""),
+    # Single calls with a full mask cannot see it (parity passes on them); the first left-padded row does.
+    "mask_ignored_in_export": (stateful_models.decoder_config("mask_ignored_in_export", "torchscript", flat_cache=False),
+                               "step 0: graph fidelity, logits",
+                               "the graph departs from the model first in `inner.lm.model.layers.0.self_attn.o_proj`"),
     "position_from_trace_length": (stateful_models.decoder_config("position_from_trace_length", "torchscript", flat_cache=False, positions=False),
                                    "step 0: graph fidelity, state output present.0.key",
                                    "in the model's own forward, after every aligned module agreed (PositionFromTraceLength"),
@@ -273,6 +306,19 @@ def test_a_100_step_llama_rollout_stays_within_bounds_with_greedy_agreement(tmp_
     result = session.check_rollout(full_rollout(session.config, session.batch_dim), report=True)
     assert result, str(result)
     assert result.steps == 100 and (result.greedy[0].first_difference is None or result.greedy[0].tie)
+
+
+@pytest.mark.checks
+def test_the_flat_cache_adapter_takes_the_inputs_the_config_declares_and_says_so_when_they_differ(tmp_path):
+    without_positions = stateful_models.decoder_config("tiny_llama", "torchscript", positions=False)
+    session = _session(without_positions, tmp_path / "default")
+    assert session.artifact is None
+    assert "takes ['input_ids', 'attention_mask', 'position_ids'] and then 4 cache tensors" in session.artifact_error
+    assert "\n" not in session.artifact_error, session.artifact_error
+    declared = without_positions.replace('model = "stateful_models:tiny_llama" }', 'model = "stateful_models:tiny_llama", inputs = ["input_ids", "attention_mask"] }')
+    session = _session(declared, tmp_path / "declared")
+    assert session.artifact is not None, session.artifact_error
+    assert session.check_rollout(full_rollout(session.config, session.batch_dim))
 
 
 # --- the gate ------------------------------------------------------------------------------------

@@ -83,11 +83,13 @@ def decode_plans(config: GateConfig, batch_dim: str | None, contexts: tuple[int,
 
 def start_feeds(config: GateConfig, plan: DecodePlan, *, prefill: bool, batch_dim: str | None) -> dict[str, np.ndarray]:
     """The first call: a cache of ``plan.context`` positions (drawn values, all valid) and one new
-    token; or, for ``prefill``, ``plan.prompt`` tokens onto an empty cache (one masked slot)."""
+    token; or, for ``prefill``, ``plan.prompt`` tokens onto an empty cache (one masked slot where
+    the config does not allow a cache of length 0)."""
     grows, token_dim = grown_dim(config), _token_dim(config)
     assert grows is not None
     sizes = dict(config.trace_sizes)
-    sizes[grows] = 1 if prefill else plan.context
+    empty = config.dims[grows].low  # 0 where the config allows an empty cache, else one masked slot
+    sizes[grows] = empty if prefill else plan.context
     if token_dim is not None:
         sizes[token_dim] = plan.prompt if prefill else 1
     if batch_dim is not None:
@@ -98,7 +100,7 @@ def start_feeds(config: GateConfig, plan: DecodePlan, *, prefill: bool, batch_di
         if rule.rule == "extend":
             value = np.ones_like(value)
             if prefill:
-                value[..., :1] = 0  # the empty cache's one slot
+                value[..., :empty] = 0  # the empty cache's slots
         elif rule.rule == "advance":
             start = 0 if prefill else plan.context
             value = np.broadcast_to(np.arange(start, start + value.shape[-1]), value.shape).astype(value.dtype).copy()

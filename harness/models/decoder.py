@@ -3,8 +3,8 @@ gate can feed each call's ``present`` back as the next call's ``past``.
 
 transformers keeps the cache in a ``DynamicCache`` object, which neither exporter takes as an
 input. ``with_flat_cache`` wraps the model: ``forward(input_ids, attention_mask, position_ids,
-*past)`` with ``past`` as key, value for layer 0, then layer 1, ..., and it returns ``(logits,
-*present)`` in the same order, which is the order ``[[state]]`` tables with ``{i}`` expand to
+*past)`` (its ``inputs``, these three by default) with ``past`` as key, value for layer 0, then
+layer 1, ..., and it returns ``(logits, *present)`` in the same order, which is the order ``[[state]]`` tables with ``{i}`` expand to
 (docs/stateful.md). Use it as the config's model:
 
     model = "harness.models.decoder:with_flat_cache"
@@ -14,10 +14,14 @@ input. ``with_flat_cache`` wraps the model: ``forward(input_ids, attention_mask,
 from __future__ import annotations
 
 import importlib
-from typing import Any, Mapping
+import inspect
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
+
+
+DEFAULT_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
 def _load(target: str, kwargs: Mapping[str, Any]) -> nn.Module:
@@ -36,31 +40,47 @@ def _layers(model: nn.Module) -> int:
 
 
 class FlatCacheLM(nn.Module):
-    """``lm`` with its KV cache as ``2 * layers`` tensors of [batch, kv_heads, past, head_dim]."""
+    """``lm`` with its KV cache as ``2 * layers`` tensors of [batch, kv_heads, past, head_dim]
+    after the ``inputs`` it takes by name (``input_ids``, ``attention_mask``, ``position_ids``)."""
 
-    def __init__(self, lm: nn.Module, layers: int) -> None:
+    def __init__(self, lm: nn.Module, layers: int, inputs: tuple[str, ...] = DEFAULT_INPUTS) -> None:
         super().__init__()
-        self.lm, self.layers = lm.eval(), layers
+        self.lm, self.layers, self.inputs = lm.eval(), layers, tuple(inputs)
+        parameters = inspect.signature(lm.forward).parameters
+        # transformers 5 calls the cache argument and output `cache`; 4.x called them `past_key_values`.
+        self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from transformers import DynamicCache
 
+        named, past = tensors[: len(self.inputs)], tensors[len(self.inputs) :]
         if len(past) != 2 * self.layers:
-            raise ValueError(f"expected {2 * self.layers} cache tensors (key, value per layer), got {len(past)}")
+            raise ValueError(
+                f"{type(self.lm).__name__} takes {list(self.inputs)} and then {2 * self.layers} cache tensors "
+                f"(key, value for each of {self.layers} layers), got {len(tensors)} inputs: make the config's "
+                f"[[inputs]] these {len(self.inputs)} (or pass inputs = [...] in model_kwargs) and [[state]] layers = {self.layers}"
+            )
         cache = DynamicCache()
         for layer in range(self.layers):
             cache.update(past[2 * layer], past[2 * layer + 1], layer)
-        result = self.lm(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=cache, use_cache=True,
-        )  # fmt: skip
-        present = result.past_key_values
-        return (result.logits, *(t for layer in present.layers for t in (layer.keys, layer.values)))
+        result = self.lm(**dict(zip(self.inputs, named)), **{self.cache_argument: cache}, use_cache=True)
+        present = getattr(result, "cache", None) or result.past_key_values
+        return (result.logits, *_flat(present))
 
 
-def with_flat_cache(model: str, model_kwargs: Mapping[str, Any] | None = None, layers: int | None = None) -> FlatCacheLM:
-    """The causal LM that ``model`` (``"package.module:callable"``) builds, with a flat cache."""
+def _flat(cache: object) -> list[torch.Tensor]:
+    if hasattr(cache, "layers"):  # transformers 5: one layer object per layer
+        return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    if hasattr(cache, "key_cache"):  # transformers 4.x DynamicCache
+        return [t for pair in zip(cache.key_cache, cache.value_cache) for t in pair]
+    return [t for pair in cache for t in pair]  # type: ignore[attr-defined]  # a legacy tuple of tuples
+
+
+def with_flat_cache(
+    model: str, model_kwargs: Mapping[str, Any] | None = None, layers: int | None = None,
+    inputs: Sequence[str] = DEFAULT_INPUTS,
+) -> FlatCacheLM:  # fmt: skip
+    """The causal LM that ``model`` (``"package.module:callable"``) builds, with a flat cache.
+    ``inputs``: the LM's arguments the config declares before the cache, in order."""
     lm = _load(model, model_kwargs or {})
-    return FlatCacheLM(lm, layers if layers is not None else _layers(lm))
+    return FlatCacheLM(lm, layers if layers is not None else _layers(lm), tuple(inputs))

@@ -156,7 +156,13 @@ def export_onnx(model: nn.Module, config: GateConfig, path: Path) -> float:
 
     feeds = example_feeds(config, config.trace_sizes)
     args = _as_tensors(feeds)
-    model, wrapped = _outputs_in_config_order(model, config, args)
+    try:
+        model, wrapped = _outputs_in_config_order(model, config, args)
+    except Exception as exc:  # the config's inputs are not what the model takes: one line, not a traceback
+        shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in feeds.items())
+        raise ArtifactError(
+            f"the model cannot run on the config's example inputs ({shapes}): {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     input_names = [spec.name for spec in config.inputs]
     started = time.perf_counter()
     try:

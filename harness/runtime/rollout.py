@@ -26,22 +26,32 @@ Outputs = Mapping[str, np.ndarray]
 Call = Callable[[Mapping[str, np.ndarray]], Outputs]
 
 
+STARTS = ("empty", "drawn")
+
+
 @dataclass(frozen=True)
 class RolloutCase:
     """What one rollout runs: the first call's sizes and input family (an InputCase), the number of
-    calls, and each row's left padding in the first call."""
+    calls, each row's left padding in the first call, and how the state starts:
+
+    - ``empty``: a zero state; a cache's ``past`` slots (none where the config allows an empty
+      cache) are zeros the mask marks as padding, and rows start left-padded;
+    - ``drawn``: the state the case draws, every cache slot valid and positions going on from it:
+      a stream or a conversation already under way, with a cache as long as the config allows."""
 
     case: InputCase
     steps: int
     left_padding: tuple[int, ...] = ()
+    start: str = "empty"
 
     def describe(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in sorted(self.case.sizes.items()))
-        padding = f", left padding per row {list(self.left_padding)}" if any(self.left_padding) else ""
-        return f"{self.steps} calls from {self.case.family} inputs ({sizes}, seed={self.case.seed}){padding}"
+        padding = f", left padding per row {list(self.left_padding)}" if any(self.left_padding) and self.start == "empty" else ""
+        start = ", from a drawn state" if self.start == "drawn" else ""
+        return f"{self.steps} calls from {self.case.family} inputs ({sizes}, seed={self.case.seed}){padding}{start}"
 
     def to_dict(self) -> dict[str, object]:
-        return {"case": vars(self.case), "steps": self.steps, "left_padding": list(self.left_padding)}
+        return {"case": vars(self.case), "steps": self.steps, "left_padding": list(self.left_padding), "start": self.start}
 
 
 @dataclass
@@ -66,28 +76,33 @@ class RolloutRuns:
 
 
 def first_feeds(config: GateConfig, rollout: RolloutCase) -> dict[str, np.ndarray]:
-    """The first call's inputs: the case's draws, a zero state, and the mask and positions that
-    mark the cache's zero slots and each row's left padding as padding."""
+    """The first call's inputs, as ``rollout.start`` says: the case's draws, the state, and the
+    mask and positions that go with them."""
     feeds = rollout.case.materialize(config)
-    states = {pair.input for pair in config.rollout.states}
-    for name in states:
-        feeds[name] = np.zeros_like(feeds[name])
+    drawn = rollout.start == "drawn"
+    if not drawn:
+        for pair in config.rollout.states:
+            feeds[pair.input] = np.zeros_like(feeds[pair.input])
     grown = {pair.grows for pair in config.rollout.states if pair.grows}
     past = sum(rollout.case.sizes[dim] for dim in grown) if grown else 0
     masks = [rule.input for rule in config.rollout.feeds if rule.rule == "extend"]
     for name in masks:
         mask = np.ones_like(feeds[name])
-        mask[..., :past] = 0
-        for row, padding in enumerate(rollout.left_padding[: mask.shape[0]]):
-            mask[row, past : past + min(padding, mask.shape[-1] - past - 1)] = 0  # one token stays valid
+        if not drawn:
+            mask[..., :past] = 0
+            for row, padding in enumerate(rollout.left_padding[: mask.shape[0]]):
+                mask[row, past : past + min(padding, mask.shape[-1] - past - 1)] = 0  # one token stays valid
         feeds[name] = mask
     for rule in config.rollout.feeds:
-        if rule.rule == "advance" and masks:
+        if rule.rule != "advance":
+            continue
+        width = feeds[rule.input].shape[-1]
+        if masks:
             # As transformers computes them for left padding: count the valid positions before each.
-            mask = feeds[masks[0]].astype(np.int64)
-            positions = np.clip(np.cumsum(mask, axis=-1) - 1, 0, None)
-            width = feeds[rule.input].shape[-1]
-            feeds[rule.input] = positions[..., -width:].astype(feeds[rule.input].dtype)
+            positions = np.clip(np.cumsum(feeds[masks[0]].astype(np.int64), axis=-1) - 1, 0, None)[..., -width:]
+        else:  # no mask: every cache slot counts
+            positions = np.broadcast_to(past + np.arange(width), feeds[rule.input].shape)
+        feeds[rule.input] = positions.astype(feeds[rule.input].dtype)
     return feeds
 
 

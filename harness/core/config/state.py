@@ -79,6 +79,23 @@ def _feed_rule(input_name: str, raw: Any, outputs: Sequence[str]) -> FeedRule:
     return FeedRule(input_name, raw)
 
 
+def _check_rule_shape(rule: FeedRule, shape: Any, grown: set[str]) -> None:
+    """An ``extend`` mask must span the cache and the tokens; ``advance`` positions only the tokens."""
+    last = shape[-1] if isinstance(shape, list) and shape else None
+    parts = derived_parts(last) if isinstance(last, str) else ()
+    where = f"rollout.feed.{rule.input} = {rule.rule!r}"
+    if rule.rule == "extend":
+        if not grown:
+            raise ConfigError(f"{where} grows a mask with a cache: it needs a [[state]] with grows = \"<the cache's length>\"")
+        if not set(parts) & grown:
+            raise ConfigError(
+                f"{where} adds a column per call: the input's last dimension must span the cache and the tokens, "
+                f"like \"{sorted(grown)[0]} + sequence\", got {last!r}"
+            )
+    if rule.rule == "advance" and (not isinstance(last, str) or parts or last in grown):
+        raise ConfigError(f"{where} gives the new tokens' positions: the input's last dimension must be the tokens', got {last!r}")
+
+
 def expand_state(
     section: Mapping[str, Any], raw_inputs: list[Any], outputs: tuple[str, ...]
 ) -> tuple[list[Any], tuple[str, ...], RolloutConfig]:
@@ -134,6 +151,9 @@ def expand_state(
             f"rollout.feed must say how each call makes input {missing[0]!r}: argmax(<output>), extend, advance, next or same"
         )
     feeds = tuple(_feed_rule(name, feed[name], all_outputs) for name in stepped)
+    shapes = {raw.get("name"): raw.get("shape") for raw in raw_inputs if isinstance(raw, dict)}
+    for rule in feeds:
+        _check_rule_shape(rule, shapes[rule.input], {pair.grows for pair in pairs if pair.grows})
     config = RolloutConfig(
         states=tuple(pairs), feeds=feeds,
         steps=_positive(rollout.get("steps", RolloutConfig.steps), "rollout.steps", minimum=1),

@@ -107,7 +107,9 @@ def _parse_dims(raw_inputs: list[Any], growing: frozenset[str] = frozenset()) ->
                 or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
                 or not lowest <= bounds[0] <= bounds[1]
             ):
-                raise ConfigError(f"{what} must be [low, high] with {lowest} <= low <= high, got {bounds!r}")
+                starts_at_zero = lowest and isinstance(bounds, list) and bounds[:1] == [0]
+                zero = " (0 only for a cache's length: a [[state]]'s grows dimension)" if starts_at_zero else ""
+                raise ConfigError(f"{what} must be [low, high] with {lowest} <= low <= high, got {bounds!r}{zero}")
             if name in ranges and ranges[name] != tuple(bounds):
                 raise ConfigError(
                     f"symbolic dimension {name!r} has two ranges, {list(ranges[name])} and {bounds}"
