@@ -33,6 +33,17 @@ def tiny_gpt2() -> nn.Module:
     return GPT2LMHeadModel(config).eval()
 
 
+def tiny_t5() -> nn.Module:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, pad_token_id=0, decoder_start_token_id=0,
+    )  # fmt: skip
+    return T5ForConditionalGeneration(config).eval()
+
+
 class StreamingGRU(nn.Module):
     """A streaming encoder: one frame per call, a two-layer GRU state ``h`` in and out."""
 
@@ -241,3 +252,57 @@ def decoder_config(
 
 def gru_config(model: str, exporter: str, *, steps: int = 32) -> str:
     return GRU % {"model": model, "exporter": exporter, "steps": steps}
+
+
+SEQ2SEQ = """
+model = "harness.models.decoder:seq2seq_with_flat_cache"
+model_kwargs = { model = "stateful_models:%(model)s" }
+exporter = "%(exporter)s"
+outputs = ["logits"]
+
+[[inputs]]
+name = "decoder_input_ids"
+shape = ["batch", "sequence"]
+dtype = "int64"
+range = [0, 63]
+dims = { batch = [1, 3], sequence = [1, 6] }
+
+[[inputs]]
+name = "encoder_hidden_states"
+shape = ["batch", "source", 32]
+range = [-1.0, 1.0]
+dims = { source = [1, 12] }
+
+[[inputs]]
+name = "encoder_attention_mask"
+shape = ["batch", "source"]
+dtype = "int64"
+range = [1, 1]
+
+[[state]]
+input = "past_key_values.{i}.key"
+output = "present.{i}.key"
+layers = 2
+shape = ["batch", 4, "past_sequence", 8]
+dims = { past_sequence = [0, 48] }
+grows = "past_sequence"
+
+[[state]]
+input = "past_key_values.{i}.value"
+output = "present.{i}.value"
+layers = 2
+shape = ["batch", 4, "past_sequence", 8]
+grows = "past_sequence"
+
+[rollout]
+steps = %(steps)d
+examples = 2
+feed = { decoder_input_ids = "argmax(logits)", encoder_hidden_states = "same", encoder_attention_mask = "same" }
+
+[publish]
+model_name = "tiny-seq2seq-kv"
+"""
+
+
+def seq2seq_config(model: str, exporter: str, *, steps: int = 16) -> str:
+    return SEQ2SEQ % {"model": model, "exporter": exporter, "steps": steps}

@@ -21,7 +21,7 @@ from harness.core.inputs import InputCase
 from harness.gate.session import GateSession
 from harness.runtime.rollout import RolloutCase, RolloutRuns, Trajectory, first_feeds
 from tests import stateful_models
-from tests.conftest import BENCHMARKS, SLOW_TESTS_ENV
+from tests.conftest import BENCHMARKS
 
 HERE = Path(__file__).resolve().parent
 
@@ -245,22 +245,32 @@ def _rollouts(session: GateSession, drawn: int) -> list:
     return results
 
 
+def _config_of(model: str, exporter: str) -> str:
+    if model == "streaming_gru":
+        return stateful_models.gru_config(model, exporter)
+    if model == "tiny_t5":
+        return stateful_models.seq2seq_config(model, exporter)
+    return stateful_models.decoder_config(model, exporter)
+
+
 @pytest.mark.checks
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-@pytest.mark.parametrize("model", [*DECODERS, "streaming_gru"])
+@pytest.mark.parametrize(
+    "model, exporter",
+    [*((m, e) for m in (*DECODERS, "streaming_gru") for e in ("torchscript", "dynamo")),
+     ("tiny_t5", "torchscript"), pytest.param("tiny_t5", "dynamo", marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_a_correct_export_of_a_stateful_model_passes_every_step(model, exporter, tmp_path):
-    text = stateful_models.gru_config(model, exporter) if model == "streaming_gru" else stateful_models.decoder_config(model, exporter)
-    session = _session(text, tmp_path)
+    session = _session(_config_of(model, exporter), tmp_path)
     if session.artifact is None:
         pytest.xfail(f"{exporter} cannot export {model}: {session.artifact_error}")
     results = _rollouts(session, drawn=2)
     assert all(results), next(str(r) for r in results if not r)
     full = results[0]
     assert full.fidelity_judged and full.steps == session.config.rollout.steps
-    if model in DECODERS:  # the config allows an empty cache: the first call has one
+    if model != "streaming_gru":  # the config allows an empty cache: the first call has one
         assert "past_sequence=0" in full.rollout, full.rollout
     assert max(full.fidelity_ratios) < 1e-3, full.fidelity_ratios  # faithful graphs sit far below the bound
-    if model in DECODERS:
+    if model != "streaming_gru":
         assert full.greedy[0].first_difference is None or full.greedy[0].tie, str(full.greedy[0])
 
 
@@ -299,7 +309,6 @@ def test_a_stateful_export_defect_is_blocked_at_the_step_where_it_shows(defect, 
 
 
 @pytest.mark.checks
-@pytest.mark.skipif(not __import__("os").environ.get(SLOW_TESTS_ENV), reason=f"slow tier: {SLOW_TESTS_ENV}=1")
 @pytest.mark.slow
 def test_a_100_step_llama_rollout_stays_within_bounds_with_greedy_agreement(tmp_path):
     session = _session(stateful_models.decoder_config("tiny_llama", "torchscript", steps=100), tmp_path)

@@ -84,3 +84,50 @@ def with_flat_cache(
     ``inputs``: the LM's arguments the config declares before the cache, in order."""
     lm = _load(model, model_kwargs or {})
     return FlatCacheLM(lm, layers if layers is not None else _layers(lm), tuple(inputs))
+
+
+class FlatCacheSeq2Seq(nn.Module):
+    """An encoder-decoder's decoder (T5, BART, Whisper shaped) with its self-attention cache as
+    ``2 * layers`` tensors: ``forward(decoder_input_ids, encoder_hidden_states,
+    encoder_attention_mask, *past)`` returns ``(logits, *present)``. The encoder runs once, outside
+    (its output is an input the rollout feeds ``same``); cross-attention is computed from it on
+    every call, so the graph carries no cross-attention cache."""
+
+    def __init__(self, model: nn.Module, layers: int) -> None:
+        super().__init__()
+        self.model, self.layers = model.eval(), layers
+        parameters = inspect.signature(model.forward).parameters
+        self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
+
+    def forward(
+        self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        from transformers import DynamicCache, EncoderDecoderCache
+        from transformers.modeling_outputs import BaseModelOutput
+
+        if len(past) != 2 * self.layers:
+            raise ValueError(
+                f"{type(self.model).__name__} takes decoder_input_ids, encoder_hidden_states, encoder_attention_mask and "
+                f"then {2 * self.layers} cache tensors (key, value for each of {self.layers} layers), got {3 + len(past)} inputs"
+            )
+        own = DynamicCache()
+        for layer in range(self.layers):
+            own.update(past[2 * layer], past[2 * layer + 1], layer)
+        result = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden_states), attention_mask=encoder_attention_mask,
+            decoder_input_ids=decoder_input_ids, **{self.cache_argument: EncoderDecoderCache(own, DynamicCache())},
+            use_cache=True,
+        )  # fmt: skip
+        cache = getattr(result, "cache", None) or result.past_key_values
+        return (result.logits, *_flat(cache.self_attention_cache))
+
+
+def seq2seq_with_flat_cache(model: str, model_kwargs: Mapping[str, Any] | None = None, layers: int | None = None) -> FlatCacheSeq2Seq:
+    """The encoder-decoder that ``model`` builds, its decoder with a flat self-attention cache."""
+    built = _load(model, model_kwargs or {})
+    config = getattr(built, "config", None)
+    found = getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
+    if layers is None and not isinstance(found, int):
+        raise ValueError(f"{type(built).__name__} has no config.num_decoder_layers: pass layers = N in model_kwargs")
+    return FlatCacheSeq2Seq(built, layers if layers is not None else found)
