@@ -306,3 +306,37 @@ model_name = "tiny-seq2seq-kv"
 
 def seq2seq_config(model: str, exporter: str, *, steps: int = 16) -> str:
     return SEQ2SEQ % {"model": model, "exporter": exporter, "steps": steps}
+
+
+# Trained weights (tests/trained_models.py): Resemblyzer's 3-layer LSTM speaker encoder as a stream.
+STREAMING_SPEAKER = """
+model = "trained_models:streaming_speaker_encoder"
+exporter = "%(exporter)s"
+outputs = ["embedding"]
+
+[[inputs]]
+name = "mel_frame"
+shape = ["batch", 40]
+range = [0.0, 4.0]
+dims = { batch = [1, 4] }
+
+[[state]]
+input = "h"
+output = "h_next"
+shape = [3, "batch", 256]
+range = [-1.0, 1.0]
+
+[[state]]
+input = "c"
+output = "c_next"
+shape = [3, "batch", 256]
+range = [-4.0, 4.0]
+
+[rollout]
+steps = 50
+examples = 2
+feed = { mel_frame = "next" }
+
+[publish]
+model_name = "streaming-speaker-encoder"
+"""

@@ -20,7 +20,7 @@ from harness.core.errors import ConfigError
 from harness.core.inputs import InputCase
 from harness.gate.session import GateSession
 from harness.runtime.rollout import RolloutCase, RolloutRuns, Trajectory, first_feeds
-from tests import stateful_models
+from tests import stateful_models, trained_models
 from tests.conftest import BENCHMARKS
 
 HERE = Path(__file__).resolve().parent
@@ -224,6 +224,7 @@ def test_a_greedy_token_that_flips_on_a_tie_is_reported_and_one_that_flips_beyon
 # --- the suite -----------------------------------------------------------------------------------
 
 DECODERS = ["tiny_llama", "tiny_gpt2"]
+STREAMS = ("streaming_gru", "streaming_speaker_encoder")
 
 
 def _session(text: str, work_dir: Path) -> GateSession:
@@ -246,6 +247,8 @@ def _rollouts(session: GateSession, drawn: int) -> list:
 
 
 def _config_of(model: str, exporter: str) -> str:
+    if model == "streaming_speaker_encoder":
+        return stateful_models.STREAMING_SPEAKER % {"exporter": exporter}
     if model == "streaming_gru":
         return stateful_models.gru_config(model, exporter)
     if model == "tiny_t5":
@@ -256,10 +259,13 @@ def _config_of(model: str, exporter: str) -> str:
 @pytest.mark.checks
 @pytest.mark.parametrize(
     "model, exporter",
-    [*((m, e) for m in (*DECODERS, "streaming_gru") for e in ("torchscript", "dynamo")),
+    [*((m, e) for m in (*DECODERS, "streaming_gru", "streaming_speaker_encoder") for e in ("torchscript", "dynamo")),
      ("tiny_t5", "torchscript"), pytest.param("tiny_t5", "dynamo", marks=pytest.mark.slow)],
 )  # fmt: skip
 def test_a_correct_export_of_a_stateful_model_passes_every_step(model, exporter, tmp_path):
+    """Small random configs, and Resemblyzer's trained LSTM (weights from its wheel) as a stream."""
+    if model == "streaming_speaker_encoder" and (missing := trained_models.weights_missing("speaker_encoder")):
+        pytest.skip(missing)
     session = _session(_config_of(model, exporter), tmp_path)
     if session.artifact is None:
         pytest.xfail(f"{exporter} cannot export {model}: {session.artifact_error}")
@@ -267,10 +273,10 @@ def test_a_correct_export_of_a_stateful_model_passes_every_step(model, exporter,
     assert all(results), next(str(r) for r in results if not r)
     full = results[0]
     assert full.fidelity_judged and full.steps == session.config.rollout.steps
-    if model != "streaming_gru":  # the config allows an empty cache: the first call has one
+    if model not in STREAMS:  # the config allows an empty cache: the first call has one
         assert "past_sequence=0" in full.rollout, full.rollout
     assert max(full.fidelity_ratios) < 1e-3, full.fidelity_ratios  # faithful graphs sit far below the bound
-    if model != "streaming_gru":
+    if model not in STREAMS:
         assert full.greedy[0].first_difference is None or full.greedy[0].tie, str(full.greedy[0])
 
 

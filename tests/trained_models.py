@@ -221,6 +221,22 @@ def speaker_encoder() -> SpeakerEncoder:
     return model.eval()
 
 
+class StreamingSpeakerEncoder(SpeakerEncoder):
+    """The trained speaker encoder run as a stream: one mel frame per call, the LSTM's ``h`` and
+    ``c`` (3 layers) in and out, and the embedding of everything heard so far out of each call."""
+
+    def forward(self, mel_frame: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        _, (h_next, c_next) = self.lstm(mel_frame[:, None, :], (h, c))
+        raw = self.relu(self.linear(h_next[-1]))
+        return raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-12), h_next, c_next
+
+
+def streaming_speaker_encoder() -> StreamingSpeakerEncoder:
+    model = StreamingSpeakerEncoder()
+    model.load_state_dict(speaker_encoder().state_dict())
+    return model.eval()
+
+
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
     """Slaney's mel scale (librosa, htk=False): linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
