@@ -377,4 +377,6 @@ def summary_lines(entry: Mapping[str, Any]) -> list[str]:
         lines += ["", f"Graph fidelity per step, worst error / bound: step 0 {ratios[0]:.3g}, worst {max(ratios):.3g}."]
     for agreement in entry.get("greedy", []):
         lines += ["", str(GreedyAgreement(**agreement)) + "."]
+    if entry.get("findings"):  # the runtime's precision where the graph is the model: said, not blocked
+        lines += ["", "Findings (ONNX Runtime's fp32 kernels, not blocks):", "", *[f"- {f}" for f in entry["findings"][:3]]]
     return lines
