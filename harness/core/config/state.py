@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
+from harness.core.config.reading import check_keys
 from harness.core.config.schema import FEED_RULES, FeedRule, RolloutConfig, StatePair, derived_parts
 from harness.core.errors import ConfigError
 
@@ -19,12 +20,6 @@ STATE_KEYS = {"input", "output", "layers", "shape", "dtype", "range", "dims", "g
 ROLLOUT_KEYS = {"steps", "examples", "feed"}
 LAYER = "{i}"
 _ARGMAX = re.compile(r"^argmax\((?P<source>[^()]+)\)$")
-
-
-def _check_keys(table: Mapping[str, Any], valid: set[str], where: str) -> None:
-    unknown = sorted(set(table) - valid)
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid keys: {', '.join(sorted(valid))}")
 
 
 def _positive(value: Any, what: str, *, minimum: int) -> int:
@@ -38,7 +33,7 @@ def _expand(raw: Any, index: int) -> tuple[list[tuple[dict[str, Any], str]], str
     where = f"state[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table with input, output and shape, got {raw!r}")
-    _check_keys(raw, STATE_KEYS, where)
+    check_keys(raw, STATE_KEYS, where)
     for key in ("input", "output", "shape"):
         if key not in raw:
             raise ConfigError(f"{where} needs {key!r} (the state input, the output that feeds it, the input's shape)")
@@ -137,7 +132,7 @@ def expand_state(
     rollout = raw_rollout if raw_rollout is not None else {}
     if not isinstance(rollout, dict):
         raise ConfigError(f"rollout must be a table like [tool.onnx-gate.rollout], got {rollout!r}")
-    _check_keys(rollout, ROLLOUT_KEYS, "rollout")
+    check_keys(rollout, ROLLOUT_KEYS, "rollout")
     feed = rollout.get("feed", {})
     if not isinstance(feed, dict):
         raise ConfigError(f"rollout.feed must be a table of input = rule, got {feed!r}")

@@ -36,6 +36,7 @@ from harness.core.config.schema import (
     derived_parts,
     Tolerance,
 )
+from harness.core.config.reading import check_keys, expect
 from harness.core.config.state import expand_state
 from harness.core.errors import ConfigError
 
@@ -58,25 +59,6 @@ INVARIANT_KEYS = {"output", "min", "max"}
 BENCH_KEYS = {"batches", "threads", "max_ratio_regression", "significance", "latency_regression_fails"}
 BUDGET_KEYS = {"min_speedup", "max_latency_ms", "min_gpu_speedup", "max_slowdown_vs_baseline"}
 PUBLISH_KEYS = {"bucket", "prefix", "model_name", "experiment", "alias", "allow_config_change", "target"}
-
-
-def check_keys(table: Mapping[str, Any], valid: set[str], where: str) -> None:
-    for key in table:
-        if key not in valid:
-            close = difflib.get_close_matches(key, sorted(valid), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"unknown key {key!r} in {where}.{hint} Valid keys: {', '.join(sorted(valid))}"
-            )
-
-
-def expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise ConfigError(f"{what} must be a number, got {value!r}")
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"{what} must be {names}, got {value!r}")
-    return value
 
 
 def _number(value: Any, what: str, *, minimum: float = 0.0) -> float:
