@@ -121,6 +121,16 @@ def test_the_first_call_masks_the_empty_cache_and_each_rows_left_padding():
     assert not feeds["past_key_values.0.key"].any()
 
 
+def test_a_decoding_loop_draws_a_next_input_at_the_sizes_it_runs_at():
+    from harness.bench.decode import _next
+
+    config = _config(_replace(stateful_models.decoder_config("tiny_llama", "torchscript"), 'position_ids = "advance"', 'position_ids = "next"'))
+    stepped = {"input_ids": np.zeros((2, 1), np.int64), "attention_mask": np.ones((2, 7), np.int64),
+               "position_ids": np.zeros((2, 1), np.int64)}  # fmt: skip
+    made = _next(config, 1, stepped, {"logits": np.zeros((2, 1, stateful_models.VOCAB), np.float32)})
+    assert made["position_ids"].shape == (2, 1) and made["attention_mask"].shape == (2, 8)
+
+
 # --- the judge on made-up values -----------------------------------------------------------------
 
 

@@ -112,8 +112,13 @@ def start_feeds(config: GateConfig, plan: DecodePlan, *, prefill: bool, batch_di
 
 
 def _next(config: GateConfig, step: int, stepped: Mapping[str, np.ndarray], logits: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    rollout = RolloutCase(InputCase("uniform", {}, 0), step + 1)
-    return next_stepped(config, rollout, step, stepped, logits)
+    """The next call's other inputs by the feed rules; a ``next`` input drawn at its current sizes."""
+    sizes = {
+        dim: int(stepped[spec.name].shape[axis])
+        for spec in config.inputs if spec.name in stepped
+        for axis, dim in enumerate(spec.shape) if isinstance(dim, str) and dim in config.dims
+    }  # fmt: skip
+    return next_stepped(config, RolloutCase(InputCase("uniform", sizes, 0), step + 1), step, stepped, logits)
 
 
 def _sources(config: GateConfig) -> list[str]:
