@@ -12,7 +12,7 @@ judged on the same sequence; each runtime's own greedy choice is kept for the ag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class RolloutCase:
 
 @dataclass
 class Trajectory:
-    """One runtime's calls: its outputs per step, its own greedy tokens, and where it stopped."""
+    """One runtime's calls: what each was given and gave, and where it stopped."""
 
     runtime: str
     feeds: list[Outputs] = field(default_factory=list)  # what each call was given, its own state included
@@ -137,6 +137,9 @@ def greedy(logits: np.ndarray) -> np.ndarray:
     return np.argmax(last, axis=-1)
 
 
+Evaluate = Callable[[Mapping[str, np.ndarray]], tuple[Outputs, Mapping[str, float]]]
+
+
 def record_rollout(
     config: GateConfig,
     rollout: RolloutCase,
@@ -144,44 +147,40 @@ def record_rollout(
     onnxruntime: Call,
     *,
     torch64: Call | None = None,
-    graph64: Callable[[Mapping[str, np.ndarray]], tuple[Outputs, Mapping[str, float]]] | None = None,
-    names: Sequence[str] = ("torch-cpu-float32", "onnxruntime", "torch-cpu-float64", "graph-float64"),
+    graph64: Evaluate | None = None,
 ) -> RolloutRuns:
-    """Run ``rollout`` on each runtime, each feeding back its own state outputs."""
+    """Run ``rollout`` on each runtime, each feeding back its own state outputs. ``graph64`` also
+    gives how far float32 storage can move each output (Evaluation.storage_effect)."""
     pairs = config.rollout.states
     feeds = first_feeds(config, rollout)
-    stepped_names = [rule.input for rule in config.rollout.feeds]
-    stepped: list[Outputs] = [{name: feeds[name] for name in stepped_names}]
-    runtimes: list[tuple[Trajectory, Callable[[Mapping[str, np.ndarray]], tuple[Outputs, Mapping[str, float]]]]] = [
-        (Trajectory(names[0]), lambda f: (torch32(f), {})),
-        (Trajectory(names[1]), lambda f: (onnxruntime(f), {})),
+    stepped: list[Outputs] = [{rule.input: feeds[rule.input] for rule in config.rollout.feeds}]
+    first_state = {pair.input: feeds[pair.input] for pair in pairs}
+    reference, ours = Trajectory("torch-cpu-float32"), Trajectory("onnxruntime")
+    exact = Trajectory("torch-cpu-float64") if torch64 is not None else None
+    graph = Trajectory("graph-float64") if graph64 is not None else None
+    runtimes: list[tuple[Trajectory, Evaluate]] = [
+        (reference, lambda f: (torch32(f), {})), (ours, lambda f: (onnxruntime(f), {})),
     ]
-    if torch64 is not None:
-        runtimes.append((Trajectory(names[2]), lambda f: (torch64(f), {})))
-    if graph64 is not None:
-        runtimes.append((Trajectory(names[3]), graph64))
-    states: list[dict[str, np.ndarray]] = [{pair.input: feeds[pair.input] for pair in pairs} for _ in runtimes]
+    if exact is not None and torch64 is not None:
+        runtimes.append((exact, lambda f: (torch64(f), {})))
+    if graph is not None and graph64 is not None:
+        runtimes.append((graph, graph64))
     for step in range(rollout.steps):
         if step:
-            reference = runtimes[0][0].outputs[-1] if runtimes[0][0].stopped is None else None
-            if reference is None:
+            if reference.stopped is not None:
                 break  # PyTorch itself could not go on: nothing to make the next tokens from
-            stepped.append(next_stepped(config, rollout, step, stepped[-1], reference))
-        for (trajectory, call), state in zip(runtimes, states):
+            stepped.append(next_stepped(config, rollout, step, stepped[-1], reference.outputs[-1]))
+        for trajectory, call in runtimes:
             if trajectory.stopped is not None:
                 continue
-            feeds = {**stepped[-1], **state}
+            state = {pair.input: trajectory.outputs[-1][pair.output] for pair in pairs} if step else first_state
+            given = {**stepped[-1], **state}
             try:
-                outputs, storage = call(feeds)
+                outputs, storage = call(given)
             except Exception as exc:  # e.g. a graph fixed at the trace length, fed a longer cache
                 trajectory.stopped = f"step {step}: {type(exc).__name__}: {first_line(exc)}"
                 continue
-            trajectory.feeds.append(feeds)
+            trajectory.feeds.append(given)
             trajectory.outputs.append(outputs)
             trajectory.storage.append(storage)
-            state.clear()
-            state.update({pair.input: outputs[pair.output] for pair in pairs})
-    by_name = {trajectory.runtime: trajectory for trajectory, _ in runtimes}
-    return RolloutRuns(
-        rollout, tuple(stepped), by_name[names[0]], by_name.get(names[2]), by_name[names[1]], by_name.get(names[3])
-    )
+    return RolloutRuns(rollout, tuple(stepped), reference, exact, ours, graph)
