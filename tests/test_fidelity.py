@@ -162,3 +162,35 @@ def test_a_weight_scaled_by_a_few_ppm_is_named_in_the_module_that_holds_it(tmp_p
     result = session.check_fidelity(root=ROOT)
     assert not result and result.departure is not None, str(result)
     assert result.departure.module == "encoder.0", str(result)
+
+
+@pytest.mark.checks
+def test_the_cases_fidelity_shares_with_module_parity_run_once_and_both_verdicts_are_unchanged(tmp_path, monkeypatch):
+    """Graph fidelity runs module parity's cases hooked and evaluates the graph once for both
+    checks (GateSession._fidelity_runs): on a defect both verdicts, their figures and the module
+    named are what each check finds alone, with fewer float64 evaluations of the graph."""
+    evaluations = [0]
+    infer = Graph64.infer
+
+    def counted(self, feeds, values=()):
+        evaluations[0] += 1
+        return infer(self, feeds, values)
+
+    monkeypatch.setattr(Graph64, "infer", counted)
+    for folder in ("shared", "alone", "modules"):
+        (tmp_path / folder).mkdir()
+    defective = user_models.argmax_tagger(head_through_fp16=True)
+    shared = _session(tmp_path / "shared", TAGGER, "dynamo", defective)
+    fidelity, modules = shared.check_fidelity(root=ROOT), shared.check_module_parity(root=ROOT)
+    together = evaluations[0]
+
+    evaluations[0] = 0
+    alone = _session(tmp_path / "alone", TAGGER, "dynamo", defective, module_parity=False)
+    fidelity_alone = alone.check_fidelity(root=ROOT)
+    modules_alone = _session(tmp_path / "modules", TAGGER, "dynamo", defective).check_module_parity(root=ROOT)
+    apart = evaluations[0]
+
+    assert not fidelity and not modules and modules.culprits and modules.culprits[0].module == "head", str(modules)
+    assert str(fidelity) == str(fidelity_alone) and fidelity.comparisons == fidelity_alone.comparisons
+    assert str(modules) == str(modules_alone) and modules.culprits == modules_alone.culprits
+    assert together == apart - len(modules.cases), (together, apart)

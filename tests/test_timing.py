@@ -33,9 +33,12 @@ def test_the_report_breaks_the_session_time_into_parts_that_add_up(project):
     timing = run.document["timing"]
     parts = timing["parts_s"]
     assert sum(parts.values()) == pytest.approx(timing["total_s"], abs=0.02)
-    measured = ("build_and_export", "torch_fp32", "onnxruntime", "torch_fp64", "hypothesis", "other_checks")
+    measured = ("build_and_export", "torch_fp32", "torch_fp64", "hypothesis", "other_checks")
     for name in (*measured, "reports"):
         assert parts[name] > 0, (name, parts)
+    # On two lanes ONNX Runtime runs beside PyTorch fp32, and its part is only the wait beyond it.
+    lanes = run.document["execution"]["threads_per_lane"]
+    assert parts["onnxruntime"] >= 0 if lanes else parts["onnxruntime"] > 0, (lanes, parts)
     assert parts["benchmarks"] == parts["publish"] == 0
     # The float64 inference the breakdown counts is the one the parity section reports.
     assert parts["torch_fp64"] == pytest.approx(run.document["parity"]["fp64_reference_seconds"], abs=0.05)

@@ -114,7 +114,7 @@ def _numpy(tensors: Sequence[Any]) -> list[np.ndarray]:
 
 def _run_hooked(
     model: nn.Module, tensors: Sequence[Any], modules: dict[str, ModuleCall], precision: str, root: Path,
-    output_names: Sequence[str],
+    output_names: Sequence[str], record: list[Any] | None = None,
 ) -> list[np.ndarray]:  # fmt: skip
     import torch
 
@@ -145,7 +145,11 @@ def _run_hooked(
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     import contextlib
 
-    widen = KeepFloat64() if precision == "64" else contextlib.nullcontext()  # as TorchRunner.forward
+    # As TorchRunner.forward; ``record`` collects the float inputs of argmax/argmin/topk calls.
+    if precision == "64":
+        widen: Any = KeepFloat64(record=record)
+    else:
+        widen = KeepFloat64(widen=False, record=record) if record is not None else contextlib.nullcontext()
     try:
         with torch.inference_mode(), widen:
             # Named outputs by name, in the config's order, as the runners and the export take them.
@@ -171,31 +175,41 @@ def capture_modules(
 
 def capture_runs(
     runner32: TorchRunner, runner64: TorchRunner | None, feeds: Mapping[str, np.ndarray], *, root: Path,
-    case: InputCase | None = None, fp64_error: Exception | None = None,
+    case: InputCase | None = None, fp64_error: Exception | None = None, discrete: bool = False,
 ) -> CaseRuns:  # fmt: skip
     """One case's runs as the value module parity and `onnx-gate debug` judge: PyTorch fp32 and
-    float64 with every named module's inputs and outputs (``CaseRuns.modules``, a Capture)."""
-    capture = capture_with(runner32, runner64, feeds, root=root, fp64_error=fp64_error)
+    float64 with every named module's inputs and outputs (``CaseRuns.modules``, a Capture).
+    ``discrete``: also the float inputs of the model's argmax/argmin/topk calls, as graph
+    fidelity reads them (``run_case_in_float64``)."""
+    discrete32: list[Any] | None = [] if discrete else None
+    discrete64: list[Any] | None = [] if discrete else None
+    capture = capture_with(
+        runner32, runner64, feeds, root=root, fp64_error=fp64_error, records=(discrete32, discrete64)
+    )  # fmt: skip
     names = runner32.output_names
     exact = dict(zip(names, capture.outputs64)) if capture.outputs64 is not None else None
     return CaseRuns(
-        case, feeds, dict(zip(names, capture.outputs32)), None, exact, runner32.name, "modules", modules=capture
+        case, feeds, dict(zip(names, capture.outputs32)), None, exact, runner32.name, "modules", modules=capture,
+        discrete32=tuple(discrete32 or ()), discrete64=tuple(discrete64 or ()),
     )  # fmt: skip
 
 
 def capture_with(
     runner32: TorchRunner, runner64: TorchRunner | None, feeds: Mapping[str, np.ndarray], *, root: Path,
-    fp64_error: Exception | None = None,
+    fp64_error: Exception | None = None, records: tuple[list[Any] | None, list[Any] | None] = (None, None),
 ) -> Capture:  # fmt: skip
     """``capture_modules`` with runners that already exist (the gate's own fp32 model and float64
-    copy: no copy per input); ``runner64`` None when the model has no float64 run."""
+    copy: no copy per input); ``runner64`` None when the model has no float64 run. ``records``:
+    lists for the fp32 and float64 runs' argmax/argmin/topk inputs, or None."""
     output_names = runner32.output_names
     modules: dict[str, ModuleCall] = {}
-    outputs32 = _run_hooked(runner32.model, runner32.to_tensors(feeds), modules, "32", root, output_names)
+    outputs32 = _run_hooked(runner32.model, runner32.to_tensors(feeds), modules, "32", root, output_names, records[0])
     try:
         if runner64 is None:
             raise fp64_error or RuntimeError("no float64 run")
-        outputs64 = _run_hooked(runner64.model, runner64.to_tensors(feeds), modules, "64", root, output_names)
+        outputs64 = _run_hooked(
+            runner64.model, runner64.to_tensors(feeds), modules, "64", root, output_names, records[1]
+        )  # fmt: skip
     except Exception as exc:  # a model without float64 kernels: errors are shown without a floor
         first = first_line(exc)
         return Capture(modules, outputs32, None, f"{type(exc).__name__}: {first}")

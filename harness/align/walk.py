@@ -5,9 +5,9 @@ completed them. Graph fidelity, module parity and ``onnx-gate debug`` all read i
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.align.capture import capture_runs, relative_source
 from harness.align.scopes import align_capture
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from harness.align.capture import Capture
+    from harness.align.scopes import Alignment
     from harness.core.config import GateConfig
     from harness.core.inputs import InputCase
     from harness.runtime.case_runs import CaseRuns
@@ -58,6 +59,11 @@ class ModuleWalk:
     forward_cls: str = ""  # the model's class and where its forward is, for a departure there
     forward_source: str = ""
 
+    def without_activations(self) -> ModuleWalk:
+        """This walk without the modules' inputs and outputs: what a verdict read later needs."""
+        bare = {"inputs32": [], "inputs64": [], "outputs32": [], "outputs64": []}
+        return replace(self, modules=tuple((replace(call, **bare), comparison) for call, comparison in self.modules))
+
     def departure(self) -> Departure | None:
         """The first module that leaves its bound; else the model's own forward, when an output does."""
         for call, comparison in self.modules:
@@ -80,17 +86,22 @@ def walk_modules(
 
 def walk_capture(
     config: GateConfig, graph: Graph64, graph_proto: Any, runs: CaseRuns, label: str, model: Any, root: Path,
+    *, alignment: Alignment | None = None,
 ) -> ModuleWalk:  # fmt: skip
     """``walk_modules`` on a case's runs already made with every module hooked (``capture_runs``;
-    ``onnx-gate debug`` makes its own)."""
+    ``onnx-gate debug`` makes its own). Where ``runs.graph64`` holds the aligned values (made
+    with ``alignment``, ``aligned_values``), the graph is not evaluated again."""
     capture: Capture = runs.modules
     feeds = runs.feeds
-    alignment = align_capture(graph_proto, capture)
+    alignment = alignment or align_capture(graph_proto, capture)
     unaligned = {f"module `{name}`": why for name, why in alignment.unaligned.items()}
     named = len([name for name in capture.modules if name])
     if capture.outputs64 is None:
         return ModuleWalk(label, alignment.scheme, named, unaligned=unaligned)
-    evaluation = graph.infer(feeds, [values.output for values in alignment.aligned.values()])
+    wanted = aligned_values(alignment)
+    evaluation = runs.graph64
+    if evaluation is None or any(value not in evaluation.values for value in wanted):
+        evaluation = graph.infer(feeds, wanted)
     modules = []
     for call in capture.in_order():
         values = alignment.aligned.get(call.name)
@@ -124,6 +135,32 @@ def walk_capture(
         label, alignment.scheme, named, tuple(modules), tuple(outputs), unaligned,
         top.cls if top else type(model).__name__, _forward_source(model, root),
     )  # fmt: skip
+
+
+def run_and_walk(
+    config: GateConfig, graph: Graph64, graph_proto: Any, runner32: TorchRunner, runner64: TorchRunner,
+    case: InputCase, root: Path, values: Sequence[str] = (),
+) -> tuple[CaseRuns, ModuleWalk]:  # fmt: skip
+    """One float64 run of ``case`` for two checks: graph fidelity's runs (as ``run_case_in_float64``
+    makes them, with the graph's ``values``) and module parity's walk. The two checks share most
+    of their cases, and evaluating the graph in float64 is most of each one's cost: here the
+    model runs hooked and the graph is evaluated once, for the outputs, ``values`` and every
+    aligned module together."""
+    feeds = case.materialize(config)
+    runs = capture_runs(runner32, runner64, feeds, root=root, case=case, discrete=bool(values))
+    capture: Capture = runs.modules
+    if capture.outputs64 is None:
+        raise RuntimeError(f"the model's float64 run failed: {capture.fp64_unavailable}")
+    alignment = align_capture(graph_proto, capture)
+    evaluation = graph.infer(feeds, [*values, *aligned_values(alignment)])
+    runs = replace(runs, graph64=evaluation, candidate="graph-float64")
+    walk = walk_capture(config, graph, graph_proto, runs, describe_case(case), runner32.model, root, alignment=alignment)
+    return replace(runs, modules=None), walk.without_activations()
+
+
+def aligned_values(alignment: Alignment) -> list[str]:
+    """The graph values the walk compares: one per aligned module."""
+    return [values.output for values in alignment.aligned.values()]
 
 
 def first_departure(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -162,10 +162,12 @@ def check_fidelity(
     cases: list[InputCase],
     *,
     root: Path,
+    runs_for: Callable[[InputCase, Sequence[str]], CaseRuns] | None = None,
 ) -> FidelityResult:
     """Judge every float output and every discrete op's logits on each of ``cases``; when a value
     leaves its bound, name the module where the graph first departs. Padded positions of declared
-    ``padded_outputs`` are left out, as parity leaves them out."""
+    ``padded_outputs`` are left out, as parity leaves them out. ``runs_for(case, values)`` makes
+    a case's runs where the caller shares them with another check (``run_case_in_float64``'s)."""
 
     started = time.perf_counter()
     discrete = discrete_op_inputs(graph_proto)
@@ -175,7 +177,10 @@ def check_fidelity(
     unaligned: dict[str, str] = {}
     failing_case: InputCase | None = None
     for case, label in zip(cases, described):
-        runs = run_case_in_float64(case, config, runner32, runner64, graph, values)
+        if runs_for is not None:
+            runs = runs_for(case, values)
+        else:
+            runs = run_case_in_float64(case, config, runner32, runner64, graph, values)
         judged, why = judge_fidelity(runs, config, discrete, label)
         comparisons += judged
         unaligned.update(why)

@@ -27,13 +27,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.align.capture import capture_runs
 from harness.align.probe import UNOPTIMISED, Probe
 from harness.align.scopes import align_capture
 from harness.align.verdict import culprit_sentence, judge
-from harness.align.walk import walk_capture
+from harness.align.walk import ModuleWalk, walk_capture
 from harness.checks.declared import declare_check, unless_skipped
 from harness.core import memory
 from harness.core.inputs import DEGENERATE_FAMILIES, SAMPLES, InputCase, describe_case, families_for
@@ -187,9 +187,12 @@ def check_module_parity(
 
 def check_modules_in_float64(
     config: GateConfig, graph: Graph64, graph_proto: onnx.ModelProto, runner32: TorchRunner, runner64: TorchRunner,
-    cases: list[InputCase], *, root: Path,
+    cases: list[InputCase], *, root: Path, walks: Mapping[str, ModuleWalk] | None = None,
 ) -> ModuleParityResult:  # fmt: skip
-    """Module parity made exact: where graph fidelity judges the artifact, each aligned module's
+    """``walks``: cases already walked, by their description (graph fidelity's run of a case it
+    shares with this check, ``run_and_walk``).
+
+    Module parity made exact: where graph fidelity judges the artifact, each aligned module's
     value in the float64 graph against the module's PyTorch float64 output, held to the fidelity
     bound (harness/checks/fidelity.py). The first module that departs, in PyTorch's order, blocks.
     ONNX Runtime's fp32 error at a module is the runtime's precision, which parity judges at the
@@ -208,8 +211,10 @@ def check_modules_in_float64(
                 1.0, f"{label} has {elements:,} input elements, over this check's limit of {MAX_INPUT_ELEMENTS:,}", described
             )
             break
-        runs = capture_runs(runner32, runner64, feeds, root=root, case=case)
-        walk = walk_capture(config, graph, graph_proto, runs, label, runner32.model, root)
+        walk = (walks or {}).get(label)
+        if walk is None:
+            runs = capture_runs(runner32, runner64, feeds, root=root, case=case)
+            walk = walk_capture(config, graph, graph_proto, runs, label, runner32.model, root)
         if walk.scheme == "none":
             result = _not_judged(1.0, NO_SCOPES, described)
             break

@@ -18,8 +18,8 @@ PARITY_INFERENCE = ("torch_fp32", "onnxruntime", "torch_fp64")
 # (key in the breakdown, label in summary.md)
 PARTS = (
     ("build_and_export", "model build + export"),
-    ("torch_fp32", "PyTorch fp32 inference (parity comparisons)"),
-    ("onnxruntime", "ONNX Runtime inference (parity comparisons)"),
+    ("torch_fp32", "PyTorch fp32 inference (parity comparisons; on two lanes, ONNX Runtime runs beside it)"),
+    ("onnxruntime", "ONNX Runtime inference (parity comparisons; on two lanes, the wait beyond PyTorch)"),
     ("torch_fp64", "PyTorch fp64 inference (parity comparisons)"),
     ("hypothesis", "Hypothesis overhead (generation, shrinking)"),
     ("other_checks", "other checks, less their parity comparisons (contract, determinism, ...)"),

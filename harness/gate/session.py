@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.align.capture import capture_runs
-from harness.align.walk import walk_capture
+from harness.align.walk import ModuleWalk, run_and_walk, walk_capture
 from harness.bench.measure import (
     LatencyRecord,
     activation_bytes,
@@ -28,7 +28,12 @@ from harness.checks.bias import BiasResult, bias_cases, check_bias
 from harness.checks.declared import GateCheck, gate_checks
 from harness.checks.fidelity import MAX_PARAMETERS, FidelityResult, check_fidelity, fidelity_cases
 from harness.checks.latency import BENCH_CHECKS
-from harness.checks.module_parity import check_module_parity, check_modules_in_float64, module_cases
+from harness.checks.module_parity import (
+    MAX_INPUT_ELEMENTS,
+    check_module_parity,
+    check_modules_in_float64,
+    module_cases,
+)
 from harness.checks.parity import float64_can_be_spared, judge_parity
 from harness.checks.parity_stats import ParityStats
 from harness.checks.rollout import RolloutResult, judge_rollout
@@ -36,13 +41,14 @@ from harness.compare.rule import ParityResult
 from harness.core.config import GateConfig
 from harness.core.errors import ArtifactError, GateError, first_line
 from harness.core.failure_budget import FailureBudget
-from harness.core.inputs import InputCase
+from harness.core.inputs import InputCase, describe_case
 from harness.core.ledger import Ledger
 from harness.core.model_loader import build_model
 from harness.core.timing import Stopwatch
 from harness.runtime.cache import CacheOutcome, cached_export
-from harness.runtime.case_runs import CaseRuns, run_case
+from harness.runtime.case_runs import CaseRuns, run_case, run_case_in_float64
 from harness.runtime.export import ArtifactInfo, example_feeds, export_onnx, inspect_onnx, self_contained_copy
+from harness.runtime.lanes import LANES_MAX_BYTES, Lanes
 from harness.runtime.rollout import RolloutCase, record_rollout
 from harness.runtime.runners import NO_SPINNING, OrtRunner, TorchRunner, default_threads, output_name_problem
 
@@ -158,6 +164,8 @@ class GateSession:
         self._activation_bytes: dict[int, float] = {}
         self._weight_bytes: dict[str, float] = {}
         self._kept_graph64: Graph64 | None = None  # shared by fidelity and module parity when small
+        # Module parity's walks of the cases graph fidelity ran for it, by (case, source root).
+        self._module_walks: dict[tuple[str, Path], ModuleWalk] = {}
 
     @property
     def bench_plan(self) -> BenchPlan:
@@ -325,13 +333,39 @@ class GateSession:
     def ort_runner(self) -> OrtRunner:
         return self.new_ort_runner(config_entries=NO_SPINNING)
 
+    @property
+    def lane_threads(self) -> int:
+        """Each lane's threads where parity runs ONNX Runtime beside PyTorch on two lanes of half
+        the cores (harness/runtime/lanes.py); 0 for one lane: on a single core, or for an
+        artifact too large to load twice."""
+        threads = default_threads()
+        if threads < 2 or self.artifact is None or self.artifact.size_bytes > LANES_MAX_BYTES:
+            return 0
+        return threads // 2
+
+    @cached_property
+    def lanes(self) -> Lanes:
+        return Lanes(self.lane_threads)
+
+    @cached_property
+    def lane_ort_runner(self) -> OrtRunner:
+        """The ONNX Runtime session parity runs beside PyTorch, on one lane's threads; the gate's
+        own session where there is one lane. The other checks (determinism, batch consistency,
+        invariants, dynamic dimensions) run the gate's own session on every core, so both thread
+        counts are run."""
+        if not self.lanes.parallel:
+            return self.ort_runner
+        return self.new_ort_runner(threads=self.lanes.threads, config_entries=NO_SPINNING)
+
     def release_runners(self) -> None:
         """Drop the ONNX Runtime sessions and the float64 model copy once the checks are done, so
         that publishing (which loads the model once more) does not stack on top of them."""
         import gc
 
-        for name in ("fp64_runner", "ort_runner", "bench_ort_runner"):
+        for name in ("fp64_runner", "ort_runner", "lane_ort_runner", "bench_ort_runner"):
             self.__dict__.pop(name, None)
+        self.lanes.close()
+        self.__dict__.pop("lanes", None)
         if self.candidates_in_use:
             self.candidates.release()
         gc.collect()
@@ -462,12 +496,13 @@ class GateSession:
         (``float64_can_be_spared``), and on about one case in FLOAT64_SAMPLE_EVERY besides
         (``sampled_for_float64``), so the report's noise figures and PyTorch's own instability
         are still measured."""
+        ort_runner = self.lane_ort_runner
         if not spare_float64:
             return run_case(
-                case, self.config, self.torch_runner, self.ort_runner, fp64_reference=self.fp64_reference,
-                timing=self.timing,
+                case, self.config, self.torch_runner, ort_runner, fp64_reference=self.fp64_reference,
+                timing=self.timing, lanes=self.lanes,
             )  # fmt: skip
-        runs = run_case(case, self.config, self.torch_runner, self.ort_runner, timing=self.timing)
+        runs = run_case(case, self.config, self.torch_runner, ort_runner, timing=self.timing, lanes=self.lanes)
         if not sampled_for_float64(case) and float64_can_be_spared(runs, self.config):
             self.parity.fp64_spared += 1
             return runs
@@ -551,9 +586,30 @@ class GateSession:
             assert self.artifact is not None and self.fp64_runner is not None
             cases = fidelity_cases(self.config, self.batch_dim, self.pinned_batches())
             assert self.graph_outline is not None
-            result = check_fidelity(self.config, graph, self.graph_outline, self.torch_runner, self.fp64_runner, cases, root=root)
+            result = check_fidelity(
+                self.config, graph, self.graph_outline, self.torch_runner, self.fp64_runner, cases, root=root,
+                runs_for=self._fidelity_runs(graph, root),
+            )  # fmt: skip
         self.parity.fidelity = result.to_dict()
         return result
+
+    def _fidelity_runs(self, graph: Graph64, root: Path) -> Callable[[InputCase, Sequence[str]], CaseRuns]:
+        """Graph fidelity's runs of a case, made once for module parity too where that check
+        has the same case ahead (``run_and_walk``): its walk is kept for it, without the
+        activations."""
+        assert self.fp64_runner is not None and self.graph_outline is not None
+        runner64, outline = self.fp64_runner, self.graph_outline
+        shared = module_cases(self.config, self.batch_dim, self.pinned_batches()) if self.config.module_parity else []
+
+        def runs_for(case: InputCase, values: Sequence[str]) -> CaseRuns:
+            feeds_size = sum(int(array.size) for array in case.materialize(self.config).values())
+            if case not in shared or feeds_size > MAX_INPUT_ELEMENTS:
+                return run_case_in_float64(case, self.config, self.torch_runner, runner64, graph, values)
+            runs, walk = run_and_walk(self.config, graph, outline, self.torch_runner, runner64, case, root, values)
+            self._module_walks[(describe_case(case), root)] = walk
+            return runs
+
+        return runs_for
 
     def check_rollout(self, rollout: RolloutCase, *, root: Path | None = None, report: bool = False) -> RolloutResult:
         """Rollout parity (harness/checks/rollout.py) on ``rollout``: PyTorch fp32, ONNX Runtime,
@@ -601,9 +657,12 @@ class GateSession:
         graph = self.graph64() if self.fidelity_judged else None
         if graph is not None and not isinstance(graph, str):
             assert self.fp64_runner is not None and self.graph_outline is not None
+            walks = {label: walk for (label, walked_root), walk in self._module_walks.items() if walked_root == root}
             result = check_modules_in_float64(
-                self.config, graph, self.graph_outline, self.torch_runner, self.fp64_runner, cases, root=root
-            )
+                self.config, graph, self.graph_outline, self.torch_runner, self.fp64_runner, cases, root=root,
+                walks=walks,
+            )  # fmt: skip
+            self._module_walks.clear()
             self._kept_graph64 = None  # the last check that reads it
             self.parity.module_parity = result.to_dict()
             return result

@@ -208,7 +208,9 @@ def summary_markdown(document: dict[str, Any]) -> str:
 def _execution_line(execution: dict[str, Any]) -> str:
     exports = f"exported {execution['exports']} time(s)" if execution["exports"] else "given, not exported"
     if not execution["workers"]:
-        return f"- execution: one process, {execution['threads_per_worker']} threads; {exports}"
+        lanes = execution.get("threads_per_lane")
+        beside = f"; parity ran ONNX Runtime beside PyTorch, {lanes} thread(s) each" if lanes else ""
+        return f"- execution: one process, {execution['threads_per_worker']} threads{beside}; {exports}"
     per_worker = ", ".join(f"{w} {n}" for w, n in execution.get("parity_examples_per_worker", {}).items())
     return (f"- execution: {execution['workers']} pytest-xdist workers x {execution['threads_per_worker']} "
             f"threads; {exports}, by the controller; parity examples per worker: {per_worker or '-'}")

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from harness.runtime.lanes import Lanes
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -53,16 +55,20 @@ def run_case(
     *,
     fp64_reference: Callable[[dict[str, np.ndarray]], Outputs | None] | None = None,
     timing: Stopwatch | None = None,
+    lanes: Lanes | None = None,
 ) -> CaseRuns:
     """Run ``case`` once on PyTorch fp32, ONNX Runtime and (where ``fp64_reference`` gives one)
-    PyTorch float64; ``timing`` adds each runtime's time to its part."""
+    PyTorch float64; ``timing`` adds each runtime's time to its part. With ``lanes`` (two),
+    ONNX Runtime runs beside PyTorch fp32 and its part holds only the wait for it: the wall time
+    it added. The float64 run comes after, on every core."""
 
     def call(part: str, function: Callable[..., Any], *args: Any) -> Any:
         return timing.call(part, function, *args) if timing is not None else function(*args)
 
     feeds = case.materialize(config)
-    expected = call("torch_fp32", torch_runner.infer, feeds)
-    actual = call("onnxruntime", ort_runner.infer, feeds)
+    with (lanes or Lanes.sequential()).beside(ort_runner.infer, feeds) as onnxruntime:
+        expected = call("torch_fp32", torch_runner.infer, feeds)
+        actual = call("onnxruntime", onnxruntime.result)
     exact = call("torch_fp64", fp64_reference, feeds) if fp64_reference is not None else None
     return CaseRuns(case, feeds, expected, actual, exact, torch_runner.name, ort_runner.name)
 

@@ -79,4 +79,4 @@ def execution_summary(config: pytest.Config, gate: GateSession) -> dict[str, Any
             "exports": exports,
             "benchmarks": "skipped on workers: they never share the CPU with parity",
         }
-    return {"workers": 0, "threads_per_worker": default_threads(), "exports": exports}
+    return {"workers": 0, "threads_per_worker": default_threads(), "threads_per_lane": gate.lane_threads, "exports": exports}
