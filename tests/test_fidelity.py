@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 
+from harness.checks import module_parity
 from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, compare_fidelity, fidelity_bound
 from harness.core import config as gate_config
 from harness.gate.session import GateSession
@@ -194,3 +195,6 @@ def test_the_cases_fidelity_shares_with_module_parity_run_once_and_both_verdicts
     assert str(fidelity) == str(fidelity_alone) and fidelity.comparisons == fidelity_alone.comparisons
     assert str(modules) == str(modules_alone) and modules.culprits == modules_alone.culprits
     assert together == apart - len(modules.cases), (together, apart)
+    assert modules.with_fidelity == len(modules.cases) and modules_alone.with_fidelity == 0
+    lines = "\n".join(module_parity.summary_lines(modules.to_dict()))
+    assert f"({len(modules.cases)} of its cases run once with graph fidelity's, their time counted there)" in lines

@@ -206,3 +206,44 @@ def test_the_float64_reference_of_a_large_model_casts_as_it_runs_and_computes_th
     after = model.state_dict(keep_vars=True)
     # The float32 model is left as it was: the same tensors, in float32.
     assert all(after[key] is value and value.dtype == dtype for key, (value, dtype) in before.items())
+
+
+class _ReturnsItsOwnWeight(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[: x.shape[0]]  # a view of the weight, not a copy
+
+
+class _UsesAWeightViewAfterTheNextUnitRan(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = _ReturnsItsOwnWeight()
+        self.second = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self.first(x)
+        return self.second(x) * rows  # `rows` read after `second` cast its weights
+
+
+@pytest.mark.unit
+def test_casting_as_it_runs_keeps_a_weight_view_a_unit_returned_and_reuses_its_buffers_call_after_call(monkeypatch):
+    """The double weights live in buffers kept between calls, one per depth: a unit's output that
+    is a view of them must not be overwritten by the next unit, and a second call must compute as
+    the first did."""
+    from harness.runtime import fp64_lazy
+
+    torch.manual_seed(0)
+    model = _UsesAWeightViewAfterTheNextUnitRan().eval()
+    copied = TorchRunner(model, ["x"], ["y"], dtype="float64")
+    monkeypatch.setattr(fp64_lazy, "LAZY_FP64_BYTES", 0)
+    monkeypatch.setattr(fp64_lazy, "UNIT_BYTES", 0)
+    lazy = TorchRunner(model, ["x"], ["y"], dtype="float64")
+    assert type(lazy.model).__name__ == "CastAsItRuns"
+    for seed in (1, 2):
+        feeds = {"x": np.random.default_rng(seed).normal(size=(3, 4)).astype(np.float32)}
+        expected, got = copied.infer(feeds)["y"], lazy.infer(feeds)["y"]
+        assert lazy.model.fallback is None
+        np.testing.assert_array_equal(got, expected)

@@ -74,3 +74,31 @@ def test_pair_returns_the_background_value_then_the_foreground_one():
         assert lanes.pair(lambda: "background", lambda: "foreground") == ("background", "foreground")
     finally:
         lanes.close()
+
+
+def _session_with_artifact_of(size_bytes: int):
+    import tomllib
+    from types import SimpleNamespace
+
+    from harness.core import config as gate_config
+    from harness.gate.session import GateSession
+    from tests.conftest import HERE
+    from tests.test_module_parity import TAGGER
+
+    session = GateSession(gate_config.parse(tomllib.loads(TAGGER), HERE, search_dirs=(HERE,)))
+    session.artifact = SimpleNamespace(size_bytes=size_bytes)  # all that decides the lanes
+    return session
+
+
+@pytest.mark.parametrize(
+    ("cores", "size_bytes", "threads_per_lane"),
+    [(2, 100 << 20, 1), (16, 100 << 20, 8), (5, 100 << 20, 2), (1, 100 << 20, 0), (16, (1 << 30) + 1, 0)],
+)
+def test_two_lanes_need_two_cores_and_an_artifact_small_enough_to_load_twice(cores, size_bytes, threads_per_lane, monkeypatch):
+    from harness.runtime import runners
+
+    monkeypatch.setattr(runners, "_THREADS_OVERRIDE", cores)
+    session = _session_with_artifact_of(size_bytes)
+    assert session.lane_threads == threads_per_lane
+    assert session.lanes.parallel == bool(threads_per_lane)
+    session.lanes.close()

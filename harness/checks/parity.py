@@ -54,11 +54,11 @@ def keep_valid_positions(
     return kept, left_out, tuple(problems)
 
 
-def float64_can_be_spared(runs: CaseRuns, config: GateConfig) -> bool:
-    """Whether ``runs`` (without a float64 run) is judged by ``judge_runtime`` exactly as it would
-    be with one, every output's finding included (``float64_cannot_matter``): only where graph
-    fidelity judges the graph, so the caller asks only then. A tolerance that blocks on PyTorch's
-    own instability needs float64 on every case."""
+def float64_can_be_spared(runs: CaseRuns, config: GateConfig, *, runtime_only: bool = True) -> bool:
+    """Whether ``runs`` (without a float64 run) is judged exactly as it would be with one, every
+    output's finding included (``float64_cannot_matter``): by ``judge_runtime`` where graph
+    fidelity judges the graph (``runtime_only``), else by the whole rule. A tolerance that blocks
+    on PyTorch's own instability needs float64 on every case."""
     feeds = runs.feeds
     in_range = inputs_in_range(config, dict(feeds))
     (actual, expected), _, problems = keep_valid_positions(config, feeds, runs.onnxruntime, runs.torch32)
@@ -69,7 +69,7 @@ def float64_can_be_spared(runs: CaseRuns, config: GateConfig) -> bool:
         tolerance = tolerance if in_range else for_inputs_outside_range(tolerance)
         if tolerance.block_on_unstable or name not in actual or name not in expected:
             return False
-        if not float64_cannot_matter(actual[name], expected[name], tolerance):
+        if not float64_cannot_matter(actual[name], expected[name], tolerance, runtime_only=runtime_only):
             return False
     return True
 

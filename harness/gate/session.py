@@ -478,7 +478,7 @@ class GateSession:
         if currently_in_test_context():
             self.failure_budget.admit(case)
         result = judge_parity(
-            self.case_runs(case, spare_float64=self.fidelity_judged), self.config,
+            self.case_runs(case, spare_float64=True), self.config,
             runtime_only=self.fidelity_judged, operators=self.output_operators,
         )  # fmt: skip
         self.parity.record(result, case)
@@ -491,11 +491,11 @@ class GateSession:
         """``case`` run once on PyTorch fp32, ONNX Runtime and (where the noise floor asks for it)
         PyTorch float64, each timed into its part.
 
-        ``spare_float64`` (parity, where graph fidelity judges the graph): the float64 run, most
-        of a gate's time, is made only where it could change the verdict or a finding
-        (``float64_can_be_spared``), and on about one case in FLOAT64_SAMPLE_EVERY besides
-        (``sampled_for_float64``), so the report's noise figures and PyTorch's own instability
-        are still measured."""
+        ``spare_float64`` (parity): the float64 run, most of a gate's time, is made only where it
+        could change the verdict or a finding (``float64_can_be_spared``, for the rule that judges
+        here: the runtime's alone where graph fidelity judges the graph, else the whole rule), and
+        on about one case in FLOAT64_SAMPLE_EVERY besides (``sampled_for_float64``), so the
+        report's noise figures and PyTorch's own instability are still measured."""
         ort_runner = self.lane_ort_runner
         if not spare_float64:
             return run_case(
@@ -503,7 +503,7 @@ class GateSession:
                 timing=self.timing, lanes=self.lanes,
             )  # fmt: skip
         runs = run_case(case, self.config, self.torch_runner, ort_runner, timing=self.timing, lanes=self.lanes)
-        if not sampled_for_float64(case) and float64_can_be_spared(runs, self.config):
+        if not sampled_for_float64(case) and float64_can_be_spared(runs, self.config, runtime_only=self.fidelity_judged):
             self.parity.fp64_spared += 1
             return runs
         exact = self.timing.call("torch_fp64", self.fp64_reference, dict(runs.feeds))

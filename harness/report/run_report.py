@@ -31,8 +31,7 @@ def _spared_sentence(spared: int) -> str:
     if not spared:
         return "."
     return (f", {spared} of which ran without it: ONNX Runtime and PyTorch fp32 agreed there so closely that "
-            "no float64 run could change the verdict or add a finding (graph fidelity judges the graph; "
-            "docs/tolerances.md).")
+            "no float64 run could change the verdict or add a finding (docs/verdicts.md).")
 
 
 def gate_document(outcome: GateOutcome) -> dict[str, Any]:
