@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Callable, Mapping
 from harness.checks.declared import declare_check
 from harness.checks.result import CheckResult
 from harness.core.inputs import InputCase, describe_case
-from harness.runtime.lanes import Lanes
 from harness.runtime.export import example_feeds
 
 if TYPE_CHECKING:
@@ -24,12 +23,10 @@ def _differing(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]
     return [name for name in first if name not in second or first[name].tobytes() != second[name].tobytes()]
 
 
-def check_repeatable(case: InputCase, config: GateConfig, runner: OrtRunner, lanes: Lanes | None = None) -> CheckResult:
-    """Two runs of ``runner`` on ``case`` are bitwise equal; with two ``lanes``, made at once."""
+def check_repeatable(case: InputCase, config: GateConfig, runner: OrtRunner) -> CheckResult:
+    """Two runs of ``runner`` on ``case`` are bitwise equal."""
     feeds = case.materialize(config)
-    with (lanes or Lanes.sequential()).beside(runner.infer, feeds) as first_run:
-        second = runner.infer(feeds)
-        first = first_run.result()
+    first, second = runner.infer(feeds), runner.infer(feeds)
     return CheckResult(
         "determinism", "two runs of one ONNX Runtime session are bitwise equal",
         tuple(f"{name}: two runs of one ONNX Runtime session differ" for name in _differing(first, second)),

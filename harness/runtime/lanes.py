@@ -4,8 +4,8 @@ At the batch sizes a gate checks, neither framework turns a second core into muc
 2-core dev machine the default model (ConvNeXt, batch 1) runs in 26.5 ms in PyTorch on 2 threads
 and 27.9 ms on one; ONNX Runtime in 11.8 and 15.2 ms. Run one after the other on both cores, a
 parity case's PyTorch and ONNX Runtime calls took 36-111 ms (batch 1-8). Side by side, one thread
-each, they took 79-85% of that; two ONNX Runtime calls side by side (batch consistency on a
-lane's session, determinism on the gate's own) 81-94%. This is an xdist worker's share of the cores inside one process, so that the
+each, they took 79-85% of that; two ONNX Runtime calls on one thread each (batch consistency's
+whole batch beside its parts) 81-92%. This is an xdist worker's share of the cores inside one process, so that the
 model and the sessions are not loaded twice.
 
 Only ONNX Runtime runs in the background lane: its threads belong to its session, while
