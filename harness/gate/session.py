@@ -357,6 +357,13 @@ class GateSession:
             return self.ort_runner
         return self.new_ort_runner(threads=self.lanes.threads, config_entries=NO_SPINNING)
 
+    def close_lanes(self) -> None:
+        """End the background lane's thread once the checks are done: a training script that ran
+        the gate (export_and_register_model) goes on in the same process."""
+        lanes = self.__dict__.pop("lanes", None)
+        if lanes is not None:
+            lanes.close()
+
     def release_runners(self) -> None:
         """Drop the ONNX Runtime sessions and the float64 model copy once the checks are done, so
         that publishing (which loads the model once more) does not stack on top of them."""
@@ -364,8 +371,7 @@ class GateSession:
 
         for name in ("fp64_runner", "ort_runner", "lane_ort_runner", "bench_ort_runner"):
             self.__dict__.pop(name, None)
-        self.lanes.close()
-        self.__dict__.pop("lanes", None)
+        self.close_lanes()
         if self.candidates_in_use:
             self.candidates.release()
         gc.collect()

@@ -326,6 +326,8 @@ def _candidate_report(gate: GateSession, item: pytest.Item, report: pytest.TestR
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = gate_of(session.config)
+    if gate is not None:
+        gate.close_lanes()
     if gate is not None and roles.is_worker(session.config):
         worker.worker_finished(session.config, gate)  # the controller reports, workers do not
         return
