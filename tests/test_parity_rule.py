@@ -202,28 +202,38 @@ def _mixed_scales(rng: np.random.Generator, size: int, decades: int) -> np.ndarr
     return values
 
 
-@settings(max_examples=300, deadline=None)
-@given(
+def _three_runs(
+    seed: int, decades: int, onnx_ulps: float, torch_relative: float, torch_exact_share: float, magnitude: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ONNX Runtime (fp32) within ``onnx_ulps`` of PyTorch fp32, and a float64 run that PyTorch
+    misses by up to ``torch_relative`` per value, or hits exactly by luck on a share of them, as at
+    a ReLU's kink: (actual, expected, float64)."""
+    rng = np.random.default_rng(seed)
+    exact = _mixed_scales(rng, 4096, decades) * magnitude
+    expected = exact.astype(np.float32)
+    steps = rng.uniform(-onnx_ulps, onnx_ulps, exact.size) * np.spacing(np.abs(expected))
+    actual = (expected + steps.astype(np.float32)).astype(np.float32)
+    torch_error = rng.normal(0.0, torch_relative, exact.size) * np.abs(exact)
+    torch_error[rng.uniform(size=exact.size) < torch_exact_share] = 0.0
+    return actual, expected, expected.astype(np.float64) - torch_error
+
+
+_RUNS = dict(
     seed=st.integers(0, 2**32 - 1),
     decades=st.sampled_from([3, 6, 12]),
     onnx_ulps=st.sampled_from([0.0, 0.5, 2.0, 8.0, 64.0]),
     torch_relative=st.sampled_from([0.0, 1e-9, 1e-7, 1e-4, 0.1]),
     torch_exact_share=st.floats(0.0, 1.0),
 )
-def test_where_the_float64_run_is_spared_it_could_change_neither_verdict_nor_finding(
-    seed, decades, onnx_ulps, torch_relative, torch_exact_share
-):
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs=st.builds(_three_runs, **_RUNS))
+def test_where_the_float64_run_is_spared_it_could_change_neither_verdict_nor_finding(runs):
     """Soundness: whenever ``float64_cannot_matter`` spares the float64 run, judge_runtime with any
     plausible float64 run (PyTorch off by up to 10% per value, or exact by luck on a share of them,
     as at a ReLU's kink) passes the output and raises no runtime finding."""
-    rng = np.random.default_rng(seed)
-    exact = _mixed_scales(rng, 4096, decades)
-    expected = exact.astype(np.float32)
-    steps = rng.uniform(-onnx_ulps, onnx_ulps, exact.size) * np.spacing(np.abs(expected))
-    actual = (expected + steps.astype(np.float32)).astype(np.float32)
-    torch_error = rng.normal(0.0, torch_relative, exact.size) * np.abs(exact)
-    torch_error[rng.uniform(size=exact.size) < torch_exact_share] = 0.0
-    float64 = expected.astype(np.float64) - torch_error
+    actual, expected, float64 = runs
     if not float64_cannot_matter(actual, expected, TOLERANCE):
         return
     judgement = judge_runtime("y", actual.astype(np.float64), expected.astype(np.float64), float64, TOLERANCE)
@@ -232,29 +242,13 @@ def test_where_the_float64_run_is_spared_it_could_change_neither_verdict_nor_fin
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    decades=st.sampled_from([3, 6, 12]),
-    onnx_ulps=st.sampled_from([0.0, 0.5, 2.0, 8.0, 64.0]),
-    torch_relative=st.sampled_from([0.0, 1e-9, 1e-7, 1e-4, 0.1]),
-    torch_exact_share=st.floats(0.0, 1.0),
-    magnitude=st.sampled_from([1e-3, 1.0, 300.0]),
-)
-def test_where_the_whole_rule_spares_the_float64_run_it_could_change_neither_verdict_nor_noise_check(
-    seed, decades, onnx_ulps, torch_relative, torch_exact_share, magnitude
-):
+@given(runs=st.builds(_three_runs, **_RUNS, magnitude=st.sampled_from([1e-3, 1.0, 300.0])))
+def test_where_the_whole_rule_spares_the_float64_run_it_could_change_neither_verdict_nor_noise_check(runs):
     """Soundness where graph fidelity cannot judge (contrib ops, a model over its size limit):
     whenever ``float64_cannot_matter(runtime_only=False)`` spares the float64 run, judge_output's
     whole rule with any plausible float64 run passes the output, its noise check included, and
     raises no blocking finding; without float64 it passes too."""
-    rng = np.random.default_rng(seed)
-    exact = _mixed_scales(rng, 4096, decades) * magnitude
-    expected = exact.astype(np.float32)
-    steps = rng.uniform(-onnx_ulps, onnx_ulps, exact.size) * np.spacing(np.abs(expected))
-    actual = (expected + steps.astype(np.float32)).astype(np.float32)
-    torch_error = rng.normal(0.0, torch_relative, exact.size) * np.abs(exact)
-    torch_error[rng.uniform(size=exact.size) < torch_exact_share] = 0.0
-    float64 = expected.astype(np.float64) - torch_error
+    actual, expected, float64 = runs
     if not float64_cannot_matter(actual, expected, TOLERANCE, runtime_only=False):
         return
     a, e = actual.astype(np.float64), expected.astype(np.float64)
