@@ -104,3 +104,18 @@ def test_verbose_or_an_explicit_tb_restores_the_tracebacks(project, tmp_path):
         run = project.run("--gate-onnx", str(static), option, "-k", "contract")
         assert run.result.ret == 1
         run.result.stdout.fnmatch_lines(["*= FAILURES =*", "*fixed to 2*"])
+
+
+def test_on_two_lanes_parity_passes_a_correct_file_and_blocks_a_perturbed_weight(project, good_onnx, tmp_path, monkeypatch):
+    """With two cores parity runs ONNX Runtime beside PyTorch (harness/runtime/lanes.py). `make
+    test` gives each gate one core's share, so this test gives it two: the verdicts are the ones
+    the gate reaches one call after the other."""
+    from harness.runtime import runners
+
+    monkeypatch.setattr(runners, "_THREADS_OVERRIDE", 2)
+    project.write_config()
+    run = project.run("--gate-onnx", str(good_onnx), "-k", "test_parity or batch_consistency")
+    assert run.document["execution"]["threads_per_lane"] == 1
+    assert run.status("parity") == "passed" and run.status("batch_consistency") == "passed", run.result.stdout.str()
+    blocked = _run_on(project, defects.perturb_one_weight(good_onnx, tmp_path / "perturbed.onnx"), "test_parity")
+    assert blocked.document["execution"]["threads_per_lane"] == 1 and "parity" in blocked.failed_checks()
