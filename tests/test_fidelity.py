@@ -198,3 +198,45 @@ def test_the_cases_fidelity_shares_with_module_parity_run_once_and_both_verdicts
     assert modules.with_fidelity == len(modules.cases) and modules_alone.with_fidelity == 0
     lines = "\n".join(module_parity.summary_lines(modules.to_dict()))
     assert f"({len(modules.cases)} of its cases run once with graph fidelity's, their time counted there)" in lines
+
+
+SMALL_LOCALIZATION_NET = """
+model = "harness.models:localization_net"
+model_kwargs = { size = "test" }
+exporter = "dynamo"
+outputs = ["positions", "uncertainties"]
+[[inputs]]
+name = "mel_spectrogram"
+shape = ["batch", 3, 128, 32]
+range = [-4.0, 4.0]
+dims = { batch = [1, 4] }
+"""
+
+
+@pytest.mark.checks
+def test_parameters_taken_out_of_the_proto_give_the_float64_graph_bit_for_bit(tmp_path, monkeypatch):
+    """Graph64 hands the model's own large parameters to its evaluators as numpy arrays instead of
+    round-tripping them through a float64 proto (``_lift_parameters``): on a ConvNeXt exported by
+    dynamo, whose graph holds derived constants, the values and the storage effects of those
+    constants (the perturbed copy) are the same bits."""
+    from harness.models import localization_net
+    from harness.runtime import graph64
+    from harness.runtime.export import export_onnx
+    from harness.runtime.graph64 import model_constants
+
+    config = gate_config.parse(tomllib.loads(SMALL_LOCALIZATION_NET), tmp_path)
+    model = localization_net(size="test").eval()
+    export_onnx(model, config, tmp_path / "model.onnx")
+    feeds = {"mel_spectrogram": np.random.default_rng(3).normal(size=(2, 3, 128, 32)).astype(np.float32)}
+    evaluations = []
+    for lift_above in (1 << 62, 0):
+        monkeypatch.setattr(graph64, "LIFT_ABOVE_BYTES", lift_above)
+        graph = Graph64(tmp_path / "model.onnx", config.outputs, model_constants(model))
+        assert graph.available, graph.problem
+        evaluations.append((graph.infer(feeds), graph.derived))
+    (proto, derived), (lifted, derived_too) = evaluations
+    assert derived and derived == derived_too and proto.storage, "the graph must hold derived constants"
+    assert proto.values.keys() == lifted.values.keys() and proto.storage.keys() == lifted.storage.keys()
+    assert all(np.array_equal(proto.values[k], lifted.values[k]) for k in proto.values)
+    assert all(np.array_equal(proto.storage[k], lifted.storage[k]) for k in proto.storage)
+    assert any(proto.storage[k].max() > 0 for k in proto.storage)
