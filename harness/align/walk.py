@@ -139,14 +139,14 @@ def walk_capture(
 
 def run_and_walk(
     config: GateConfig, graph: Graph64, graph_proto: Any, runner32: TorchRunner, runner64: TorchRunner,
-    case: InputCase, root: Path, values: Sequence[str] = (),
+    case: InputCase, root: Path, values: Sequence[str] = (), *, feeds: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[CaseRuns, ModuleWalk]:  # fmt: skip
     """One float64 run of ``case`` for two checks: graph fidelity's runs (as ``run_case_in_float64``
     makes them, with the graph's ``values``) and module parity's walk. The two checks share most
     of their cases, and evaluating the graph in float64 is most of each one's cost: here the
     model runs hooked and the graph is evaluated once, for the outputs, ``values`` and every
-    aligned module together."""
-    feeds = case.materialize(config)
+    aligned module together. ``feeds``: the case's inputs, where the caller has made them."""
+    feeds = feeds if feeds is not None else case.materialize(config)
     runs = capture_runs(runner32, runner64, feeds, root=root, case=case, discrete=bool(values))
     capture: Capture = runs.modules
     if capture.outputs64 is None:

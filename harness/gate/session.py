@@ -608,10 +608,12 @@ class GateSession:
         shared = module_cases(self.config, self.batch_dim, self.pinned_batches()) if self.config.module_parity else []
 
         def runs_for(case: InputCase, values: Sequence[str]) -> CaseRuns:
-            feeds_size = sum(int(array.size) for array in case.materialize(self.config).values())
-            if case not in shared or feeds_size > MAX_INPUT_ELEMENTS:
+            feeds = case.materialize(self.config) if case in shared else {}
+            if not feeds or sum(int(array.size) for array in feeds.values()) > MAX_INPUT_ELEMENTS:
                 return run_case_in_float64(case, self.config, self.torch_runner, runner64, graph, values)
-            runs, walk = run_and_walk(self.config, graph, outline, self.torch_runner, runner64, case, root, values)
+            runs, walk = run_and_walk(
+                self.config, graph, outline, self.torch_runner, runner64, case, root, values, feeds=feeds
+            )  # fmt: skip
             self._module_walks[(describe_case(case), root)] = walk
             return runs
 
