@@ -378,3 +378,31 @@ def test_the_ignored_input_finding_blocks_when_the_config_asks_and_is_skipped_wh
     assert not _sensitivity("ignores_receivers_net", top="block_on_ignored_inputs = true")
     allowed = _sensitivity("ignores_receivers_net", top="block_on_ignored_inputs = true", receivers="may_be_ignored = true")
     assert allowed and allowed.findings == () and "receivers (may_be_ignored)" in allowed.skipped
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=input_cases(gate_config.parse(tomllib.loads(TOKENS % {"padding": "both", "min_valid": 1}), HERE)))
+def test_a_case_as_the_gate_prints_it_rebuilds_the_same_inputs(case):
+    """A failure names its case; ``onnx-gate debug --case`` must rebuild it from that text. A spike
+    case's size and density were missing: "spikes inputs (batch=3, seed=0)" read back at size 1,
+    where the failing one was 1e4."""
+    from harness.core.inputs import describe_case
+    from harness.debug.inputs import parse_case
+
+    config = gate_config.parse(tomllib.loads(TOKENS % {"padding": "both", "min_valid": 1}), HERE)
+    rebuilt = parse_case(describe_case(case), config)
+    for name, values in case.materialize(config).items():
+        np.testing.assert_array_equal(rebuilt.materialize(config)[name], values, err_msg=describe_case(case))
+
+
+def test_the_range_excursion_is_how_far_the_float_inputs_leave_their_range():
+    from harness.core.inputs import range_excursion
+
+    config = gate_config.parse(tomllib.loads(TOKENS % {"padding": "right", "min_valid": 1}), HERE)
+    inside = InputCase("uniform", {"batch": 2, "sequence": 6}, seed=1).materialize(config)
+    assert range_excursion(config, inside) == 1.0
+    spikes = InputCase("spikes", {"batch": 2, "sequence": 6}, seed=1, magnitude=1e4, spike_fraction=0.05)
+    feeds = spikes.materialize(config)
+    assert range_excursion(config, feeds) == 1e4
+    # The mask (int64, structural) never counts, whatever it holds.
+    assert range_excursion(config, {**inside, "attention_mask": feeds["attention_mask"] * 1000}) == 1.0

@@ -52,19 +52,20 @@ class Capture:
 
 def relative_source(filename: str, line: int, root: Path) -> str:
     """``file:line`` relative to the project, else to the import root that holds it, never absolute."""
-    return f"{_relative_file(filename, root)}:{line}"
+    return f"{_relative_file(filename, root, tuple(sys.path))}:{line}"
 
 
 @functools.lru_cache(maxsize=4096)
-def _relative_file(filename: str, root: Path) -> str:
+def _relative_file(filename: str, root: Path, import_roots: tuple[str, ...]) -> str:
     # Cached: a capture asks for every module's call site on every case, and resolving paths
-    # against sys.path was ~40% of a hooked run's own cost (1.7 s of a default gate).
+    # against sys.path was ~40% of a hooked run's own cost (1.7 s of a default gate). sys.path is
+    # part of the key: a gate puts the config's search_dirs on it, which changes the answer.
     path = Path(filename)
     try:
         path = path.resolve()
     except OSError:
         return path.name
-    bases = [root.resolve(), *(Path(p).resolve() for p in sys.path if p and Path(p).is_dir())]
+    bases = [root.resolve(), *(Path(p).resolve() for p in import_roots if p and Path(p).is_dir())]
     # The deepest base wins: a library in a venv inside the project reads as
     # `transformers/models/bert/modeling_bert.py`, not `.venv/lib/python3.11/site-packages/...`.
     holding = [base for base in bases if base in path.parents]

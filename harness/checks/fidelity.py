@@ -38,7 +38,9 @@ from harness.align.walk import Departure, first_departure
 from harness.checks.declared import declare_check, unless_skipped
 from harness.checks.parity import keep_valid_positions
 from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, FidelityComparison, compare_fidelity
-from harness.core.inputs import DEGENERATE_FAMILIES, FAMILIES, SAMPLES, InputCase, describe_case
+from harness.core.inputs import (
+    DEGENERATE_FAMILIES, FAMILIES, SAMPLES, STRESS_FAMILIES, STRESS_MAGNITUDES, InputCase, describe_case,
+)  # fmt: skip
 from harness.core.samples import load_samples
 from harness.runtime.case_runs import CaseRuns, run_case_in_float64
 
@@ -117,8 +119,9 @@ class FidelityResult:
 
 
 def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[int]) -> list[InputCase]:
-    """Every input family but the degenerate ones (stress inputs and ``quiet`` included: the
-    graph must be the model far outside the range and on near-silence) with the pinned ``batches``
+    """Every input family but the degenerate ones (stress inputs, at the largest size the property
+    tests draw, and ``quiet`` included: the graph must be the model far outside the range, where
+    parity judges only the runtime and at the inputs' scale, and on near-silence) with the pinned ``batches``
     in turn; padding as the families draw it; every sample as it is; and the smallest and largest
     declared size of every dimension.
 
@@ -132,7 +135,8 @@ def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[
         sizes = dict(config.trace_sizes)
         if batch_dim is not None:
             sizes[batch_dim] = batches[index % len(batches)]
-        cases.append(InputCase(family, sizes, seed=index))
+        magnitude = max(STRESS_MAGNITUDES) if family in STRESS_FAMILIES else 1.0
+        cases.append(InputCase(family, sizes, seed=index, magnitude=magnitude))
     if config.samples:
         sizes = dict(config.trace_sizes)
         cases += [InputCase(SAMPLES, sizes, sample=i, perturb="none") for i in range(len(load_samples(config)))]

@@ -36,7 +36,7 @@ from harness.align.verdict import culprit_sentence, judge
 from harness.align.walk import ModuleWalk, walk_capture
 from harness.checks.declared import declare_check, unless_skipped
 from harness.core import memory
-from harness.core.inputs import DEGENERATE_FAMILIES, SAMPLES, InputCase, describe_case, families_for
+from harness.core.inputs import DEGENERATE_FAMILIES, SAMPLES, STRESS_FAMILIES, InputCase, describe_case, families_for
 
 if TYPE_CHECKING:
     import onnx
@@ -147,9 +147,17 @@ class ModuleParityResult:
         }  # fmt: skip
 
 
-def module_cases(config: GateConfig, batch_dim: str | None, batches: list[int]) -> list[InputCase]:
+def module_cases(
+    config: GateConfig, batch_dim: str | None, batches: list[int], *, stress_magnitude: float = 1.0
+) -> list[InputCase]:
     """One case per non-degenerate input family, the pinned ``batches`` in turn, so that every
-    family and every batch size appears at least once; full masks, trace sizes elsewhere."""
+    family and every batch size appears at least once; full masks, trace sizes elsewhere.
+
+    ``stress_magnitude``: the size of the ``large`` and ``spikes`` cases. The float64 rule takes
+    graph fidelity's (the largest the property tests draw), whose cases it shares. The noise
+    rule keeps 1: it compares ONNX Runtime's fp32 modules with PyTorch's, and far outside the
+    range a runtime's kernel tails (a saturated gate's sigmoid, times a state of 1e4) would read
+    as the export's defect."""
     families = [family for family in families_for(config) if family not in DEGENERATE_FAMILIES]
     if batch_dim is not None and not batches:
         batches = [config.trace_sizes[batch_dim]]
@@ -163,6 +171,8 @@ def module_cases(config: GateConfig, batch_dim: str | None, batches: list[int]) 
         extra: dict[str, Any] = {"perturb": "none"} if family == SAMPLES else {}
         if config.padding:
             extra["valid"] = "all"
+        if family in STRESS_FAMILIES:
+            extra["magnitude"] = stress_magnitude
         cases.append(InputCase(family, sizes, seed=index, **extra))
     return cases
 

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from harness.checks.declared import declare_check
 from harness.checks.padded import output_validity
-from harness.compare.rule import ParityResult, compare_outputs, float64_cannot_matter, for_inputs_outside_range
-from harness.core.config import GateConfig
-from harness.core.inputs import describe_case, in_declared_domain
+from harness.compare.rule import (
+    ParityResult, at_input_scale, compare_outputs, float64_cannot_matter, for_inputs_outside_range,
+)  # fmt: skip
+from harness.core.config import GateConfig, Tolerance
+from harness.core.inputs import describe_case, in_declared_domain, range_excursion
 from harness.runtime.case_runs import CaseRuns, run_case
 
 if TYPE_CHECKING:
@@ -54,19 +56,33 @@ def keep_valid_positions(
     return kept, left_out, tuple(problems)
 
 
+def case_tolerances(
+    config: GateConfig, feeds: Mapping[str, np.ndarray], *, runtime_only: bool
+) -> tuple[dict[str, Tolerance], bool]:
+    """Each output's tolerance on the case with ``feeds``, and whether its inputs are inside the
+    declared range. Outside it, ``out_of_range_scale`` applies; and where graph fidelity judges
+    the graph (``runtime_only``), the fixed bound is taken at the inputs' scale
+    (``at_input_scale``): a kernel's absolute error grows with the values it computes on."""
+    in_range = inputs_in_range(config, dict(feeds))
+    tolerances = {name: config.tolerance_for(name) for name in config.outputs}
+    if in_range:
+        return tolerances, True
+    excursion = range_excursion(config, feeds) if runtime_only else 1.0
+    return {name: at_input_scale(for_inputs_outside_range(tol), excursion) for name, tol in tolerances.items()}, False
+
+
 def float64_can_be_spared(runs: CaseRuns, config: GateConfig, *, runtime_only: bool = True) -> bool:
     """Whether ``runs`` (without a float64 run) is judged exactly as it would be with one, every
     output's finding included (``float64_cannot_matter``): by ``judge_runtime`` where graph
     fidelity judges the graph (``runtime_only``), else by the whole rule. A tolerance that blocks
     on PyTorch's own instability needs float64 on every case."""
     feeds = runs.feeds
-    in_range = inputs_in_range(config, dict(feeds))
+    tolerances, _ = case_tolerances(config, feeds, runtime_only=runtime_only)
     (actual, expected), _, problems = keep_valid_positions(config, feeds, runs.onnxruntime, runs.torch32)
     if problems or actual is None or expected is None:
         return False
     for name in config.outputs:
-        tolerance = config.tolerance_for(name)
-        tolerance = tolerance if in_range else for_inputs_outside_range(tolerance)
+        tolerance = tolerances[name]
         if tolerance.block_on_unstable or name not in actual or name not in expected:
             return False
         if not float64_cannot_matter(actual[name], expected[name], tolerance, runtime_only=runtime_only):
@@ -109,15 +125,12 @@ def judge_parity(
     declared input range the tolerances relax. ``runtime_only`` where graph fidelity judges the
     graph (``judge_runtime``)."""
     feeds = runs.feeds
-    in_range = inputs_in_range(config, dict(feeds))
     (actual, expected, exact), left_out, problems = keep_valid_positions(
         config, feeds, runs.onnxruntime, runs.torch32, runs.torch64
     )
     assert actual is not None and expected is not None
-    tolerances = {name: config.tolerance_for(name) for name in config.outputs}
-    noise_checked = {name for name, tol in tolerances.items() if tol.noise_factor}
-    if not in_range:
-        tolerances = {name: for_inputs_outside_range(tol) for name, tol in tolerances.items()}
+    noise_checked = {name for name in config.outputs if config.tolerance_for(name).noise_factor}
+    tolerances, in_range = case_tolerances(config, feeds, runtime_only=runtime_only)
     result = compare_outputs(
         actual, expected, config, candidate=runs.candidate, reference=runs.reference,
         context=describe_case(runs.case), tolerances=tolerances, in_range=in_range,

@@ -39,6 +39,10 @@ ALL_FAMILIES = (*FAMILIES, SAMPLES)
 DEGENERATE_FAMILIES = ("zeros", "constant")
 # Families meant to stay inside the declared range; the others are stress inputs.
 IN_RANGE_FAMILIES = ("normal", "uniform", "quiet")
+# The stress families' size (``large``'s standard deviation, the height of ``spikes``): drawn from
+# these by the property tests, and judged at the largest by graph fidelity.
+STRESS_MAGNITUDES = (1e2, 1e3, 1e4)
+STRESS_FAMILIES = ("large", "spikes")
 VALID_LAYOUTS = ("random", "all", "fewest")
 PERTURBATIONS = ("none", "batched", "noise", "scale")
 
@@ -94,12 +98,27 @@ def families_for(config: GateConfig) -> tuple[str, ...]:
     return (*FAMILIES, SAMPLES) if config.samples else FAMILIES
 
 
+# The parameters each family reads besides its sizes and seed: a description names those that
+# differ from InputCase's defaults, so that it rebuilds the case (``onnx-gate debug --case``).
+FAMILY_PARAMETERS = {
+    "large": ("magnitude",), "spikes": ("magnitude", "spike_fraction"), "constant": ("constant",),
+    "quiet": ("constant", "dither"),
+}  # fmt: skip
+_DEFAULT_CASE = {name: getattr(InputCase, name) for names in FAMILY_PARAMETERS.values() for name in names}
+
+
 def describe_case(case: InputCase) -> str:
     sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items())
     if case.family == SAMPLES:
         return f"samples inputs (sample={case.sample}, perturb={case.perturb}, {sizes}, seed={case.seed})"
+    # repr: the shortest text that reads back as the same float (a drawn float32 constant included)
+    parameters = "".join(
+        f", {name}={getattr(case, name)!r}"
+        for name in FAMILY_PARAMETERS.get(case.family, ())
+        if getattr(case, name) != _DEFAULT_CASE[name]
+    )
     extra = f", valid={case.valid}, side={case.side}" if case.valid != "random" or case.side != "right" else ""
-    return f"{case.family} inputs ({sizes}, seed={case.seed}{extra})"
+    return f"{case.family} inputs ({sizes}, seed={case.seed}{parameters}{extra})"
 
 
 def paddings(inputs: Sequence[InputSpec]) -> dict[str, Padding]:
@@ -231,6 +250,24 @@ def _from_samples(case: InputCase, config: GateConfig) -> dict[str, np.ndarray]:
                 values = values * rng.uniform(0.9, 1.1)
         feeds[spec.name] = np.ascontiguousarray(values).astype(spec.dtype)
     return feeds
+
+
+def range_excursion(config: GateConfig, feeds: Mapping[str, np.ndarray]) -> float:
+    """How many times its declared range's largest magnitude the largest float input value is:
+    1 inside the range (and for integer, mask and lengths inputs, whose values index rather than
+    scale), up to 1e4 for the ``large`` and ``spikes`` stress families."""
+    import numpy as np
+
+    excursion = 1.0
+    for spec in config.inputs:
+        values = feeds.get(spec.name)
+        if values is None or not values.size or values.dtype.kind != "f" or spec.structural:
+            continue
+        reach = max(abs(spec.low), abs(spec.high))
+        finite = values[np.isfinite(values)]
+        if reach > 0 and finite.size:
+            excursion = max(excursion, float(np.abs(finite).max()) / reach)
+    return excursion
 
 
 def in_declared_domain(config: GateConfig, feeds: Mapping[str, np.ndarray]) -> bool:

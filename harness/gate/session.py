@@ -41,7 +41,7 @@ from harness.compare.rule import ParityResult
 from harness.core.config import GateConfig
 from harness.core.errors import ArtifactError, GateError, first_line
 from harness.core.failure_budget import FailureBudget
-from harness.core.inputs import InputCase, describe_case
+from harness.core.inputs import STRESS_MAGNITUDES, InputCase, describe_case
 from harness.core.ledger import Ledger
 from harness.core.model_loader import build_model
 from harness.core.timing import Stopwatch
@@ -605,7 +605,7 @@ class GateSession:
         activations."""
         assert self.fp64_runner is not None and self.graph_outline is not None
         runner64, outline = self.fp64_runner, self.graph_outline
-        shared = module_cases(self.config, self.batch_dim, self.pinned_batches()) if self.config.module_parity else []
+        shared = self._module_cases(in_float64=True) if self.config.module_parity else []
 
         def runs_for(case: InputCase, values: Sequence[str]) -> CaseRuns:
             feeds = case.materialize(self.config) if case in shared else {}
@@ -657,13 +657,19 @@ class GateSession:
         departure = walk_capture(self.config, graph, self.graph_outline, runs, "", self.model, root).departure()
         return str(departure) if departure is not None else ""
 
+    def _module_cases(self, *, in_float64: bool) -> list[InputCase]:
+        """Module parity's cases: by the float64 rule, stress inputs as large as graph fidelity's."""
+        magnitude = max(STRESS_MAGNITUDES) if in_float64 else 1.0
+        return module_cases(self.config, self.batch_dim, self.pinned_batches(), stress_magnitude=magnitude)
+
     def check_module_parity(self, *, root: Path) -> ModuleParityResult:
         """Module-level parity (harness/checks/module_parity.py) on its fixed sample of cases."""
         if self.artifact is None:
             raise ArtifactError(self.artifact_error or "no ONNX artifact")
-        cases = module_cases(self.config, self.batch_dim, self.pinned_batches())
         graph = self.graph64() if self.fidelity_judged else None
-        if graph is not None and not isinstance(graph, str):
+        in_float64 = graph is not None and not isinstance(graph, str)
+        cases = self._module_cases(in_float64=in_float64)
+        if in_float64:
             assert self.fp64_runner is not None and self.graph_outline is not None
             walks = {label: walk for (label, walked_root), walk in self._module_walks.items() if walked_root == root}
             result = check_modules_in_float64(
