@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TextIO
 from harness.core.caller_state import preserved
 from harness.core.profiles import with_gate_run_profile
 from harness.plugin.api_request import ApiRequest
-from harness.plugin.suite import gate_test_paths
+from harness.plugin.suite import GATE_TEST_DIRS, gate_test_paths
 from harness.publish.lineage import LineageError, record_on_training_run, training_run
 from harness.report import training_log
 
@@ -96,7 +96,7 @@ def export_and_register_model(
     """
     import pytest
 
-    with preserved(model):
+    with preserved(model, test_folders=GATE_TEST_DIRS):
         try:
             lineage = training_run(run_id)
         except LineageError as exc:

@@ -13,6 +13,7 @@ import pytest
 from _pytest.pytester import SysModulesSnapshot
 
 from harness.core.caller_state import preserved
+from harness.plugin.suite import GATE_TEST_DIRS
 
 pytest_plugins = ["pytester"]
 
@@ -225,8 +226,12 @@ def _keeps_module(name: str) -> bool:
     file = getattr(sys.modules.get(name), "__file__", None)
     if file is None:
         return True
-    resolved = str(Path(file).resolve())
-    return resolved.startswith(INSTALLED) or resolved.startswith(str(REPOSITORY))
+    resolved = Path(file).resolve()
+    if any(folder in resolved.parents for folder in GATE_TEST_DIRS):
+        # The gate's own tests: Hypothesis binds a test's settings at import, so a kept module
+        # would run the next gate under this one's profile (export_and_register_model drops them too).
+        return False
+    return str(resolved).startswith(INSTALLED) or str(resolved).startswith(str(REPOSITORY))
 
 
 pytest.Pytester._Pytester__take_sys_modules_snapshot = (  # type: ignore[attr-defined]

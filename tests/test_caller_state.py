@@ -46,3 +46,29 @@ def test_everything_the_gate_may_change_is_restored_when_the_block_raises(tmp_pa
             sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
             raise RuntimeError("the gate blew up")
     assert _changed(before, _process_state(model)) == []
+
+
+def test_each_gate_imports_its_test_modules_under_its_own_hypothesis_profile(tmp_path, monkeypatch):
+    """Hypothesis binds a test's settings when its module is imported. A conformance module kept
+    from an earlier in-process gate ran the next gate under that gate's profile: 5 random examples
+    (dev) where `ci` asks for 60 derandomized ones, and the drawn cases changed from run to run."""
+    import importlib
+
+    folder = tmp_path / "gate_checks"
+    folder.mkdir()
+    (folder / "test_drawn.py").write_text(
+        "from hypothesis import given, strategies as st\n\n@given(st.integers())\ndef test_drawn(x):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    register_profiles()
+    bound = []
+    kept = sys.modules.pop("test_drawn", None)
+    for profile in ("dev", "ci"):
+        with preserved(test_folders=[folder]):
+            settings.load_profile(profile)
+            module = importlib.import_module("test_drawn")
+            bound.append(module.test_drawn._hypothesis_internal_use_settings)
+        assert "test_drawn" not in sys.modules
+    assert [(s.max_examples, s.derandomize) for s in bound] == [(5, False), (60, True)]
+    if kept is not None:
+        sys.modules["test_drawn"] = kept

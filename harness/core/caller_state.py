@@ -20,7 +20,9 @@ import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:
     from torch import nn
@@ -188,11 +190,30 @@ class CallerState:
         sys.stdout, sys.stderr = self.streams
 
 
+def _take_modules_under(folders: Sequence[Path]) -> dict[str, ModuleType]:
+    """The modules loaded from files under ``folders``, removed from ``sys.modules``."""
+    roots = [folder.resolve() for folder in folders]
+    taken = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and any(root in Path(file).resolve().parents for root in roots):
+            taken[name] = sys.modules.pop(name)
+    return taken
+
+
 @contextmanager
-def preserved(model: nn.Module | None = None) -> Iterator[CallerState]:
-    """The caller's state as it was on entry, restored on exit however the block ends."""
+def preserved(model: nn.Module | None = None, *, test_folders: Sequence[Path] = ()) -> Iterator[CallerState]:
+    """The caller's state as it was on entry, restored on exit however the block ends.
+
+    ``test_folders``: the gate's test modules are imported afresh by each gate and dropped after
+    it. Hypothesis binds a test's settings when its module is imported, so a module kept from an
+    earlier gate in the process would run this gate's checks under that gate's profile: a `ci`
+    gate after a `dev` one drew 5 random examples instead of 60 derandomized ones."""
     state = CallerState.snapshot(model)
+    held = _take_modules_under(test_folders)
     try:
         yield state
     finally:
+        _take_modules_under(test_folders)
+        sys.modules.update(held)
         state.restore()
