@@ -245,8 +245,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     publishing = session.config.getoption("gate_publish") and not roles.is_worker(session.config)
     if publishing:
         apply_client_settings()  # before MLflow is imported, which reads some of them
-    heavy = ("mlflow", "mlflow.onnx", "boto3")
-    warm = imports_alongside(*heavy) if publishing else nullcontext()
+    heavy = ("mlflow", "mlflow.onnx", "boto3") if publishing else ()
+    # The report's plot (the controller writes it): matplotlib's import, half a second.
+    plotting = () if roles.is_worker(session.config) else ("matplotlib.figure", "matplotlib.backends.backend_agg")
+    warm = imports_alongside(*heavy, *plotting) if heavy or plotting else nullcontext()
     try:
         with gate.timing.measure("build_and_export"), warm:
             if roles.is_worker(session.config):
