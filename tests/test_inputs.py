@@ -394,14 +394,30 @@ def test_a_case_as_the_gate_prints_it_rebuilds_the_same_inputs(case):
         np.testing.assert_array_equal(rebuilt.materialize(config)[name], values, err_msg=describe_case(case))
 
 
-def test_the_range_excursion_is_how_far_the_float_inputs_leave_their_range():
-    from harness.core.inputs import range_excursion
+def test_the_largest_input_counts_float_values_only_and_leaves_pads_out():
+    from harness.core.inputs import largest_input
 
     config = gate_config.parse(tomllib.loads(TOKENS % {"padding": "right", "min_valid": 1}), HERE)
-    inside = InputCase("uniform", {"batch": 2, "sequence": 6}, seed=1).materialize(config)
-    assert range_excursion(config, inside) == 1.0
     spikes = InputCase("spikes", {"batch": 2, "sequence": 6}, seed=1, magnitude=1e4, spike_fraction=0.05)
     feeds = spikes.materialize(config)
-    assert range_excursion(config, feeds) == 1e4
-    # The mask (int64, structural) never counts, whatever it holds.
-    assert range_excursion(config, {**inside, "attention_mask": feeds["attention_mask"] * 1000}) == 1.0
+    assert largest_input(config, feeds) == 1e4
+    # The mask (int64, structural) never counts, whatever it holds; nor does a pad value.
+    inside = InputCase("uniform", {"batch": 2, "sequence": 6}, seed=1).materialize(config)
+    assert largest_input(config, {**inside, "attention_mask": feeds["attention_mask"] * 1000}) <= 1.0
+    far_pad = TOKENS.replace("pad = { value = 0.0 }", "pad = { value = 50.0 }") % {"padding": "right", "min_valid": 1}
+    config = gate_config.parse(tomllib.loads(far_pad), HERE)
+    padded = InputCase("uniform", {"batch": 3, "sequence": 8}, seed=2, valid="fewest").materialize(config)
+    assert (padded["tokens"] == 50.0).any(), "the premise: some positions hold the pad value"
+    assert largest_input(config, padded) <= 1.0
+
+
+def test_a_stress_case_of_graph_fidelity_always_leaves_the_range():
+    """A sparse spikes case on a small input can draw no spike: graph fidelity would then never
+    see the stress it is there to judge (2 values per row here, 1% spikes)."""
+    from harness.core.inputs import leaving_range
+
+    config = gate_config.parse(tomllib.loads(TOKENS % {"padding": "right", "min_valid": 1}), HERE)
+    sparse = InputCase("spikes", {"batch": 1, "sequence": 2}, seed=4, magnitude=1e4)
+    assert in_declared_domain(config, sparse.materialize(config)), "the premise: this seed draws no spike"
+    moved = leaving_range(config, sparse)
+    assert not in_declared_domain(config, moved.materialize(config)) and moved.seed % 1000 == 4

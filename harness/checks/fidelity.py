@@ -28,7 +28,7 @@ not be aligned are listed by name.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -40,6 +40,7 @@ from harness.checks.parity import keep_valid_positions
 from harness.compare.fidelity import FP64_SHARE, STORAGE_FACTOR, FidelityComparison, compare_fidelity
 from harness.core.inputs import (
     DEGENERATE_FAMILIES, FAMILIES, SAMPLES, STRESS_FAMILIES, STRESS_MAGNITUDES, InputCase, describe_case,
+    leaving_range,
 )  # fmt: skip
 from harness.core.samples import load_samples
 from harness.runtime.case_runs import CaseRuns, run_case_in_float64
@@ -135,8 +136,10 @@ def fidelity_cases(config: GateConfig, batch_dim: str | None, batches: Sequence[
         sizes = dict(config.trace_sizes)
         if batch_dim is not None:
             sizes[batch_dim] = batches[index % len(batches)]
-        magnitude = max(STRESS_MAGNITUDES) if family in STRESS_FAMILIES else 1.0
-        cases.append(InputCase(family, sizes, seed=index, magnitude=magnitude))
+        case = InputCase(family, sizes, seed=index)
+        if family in STRESS_FAMILIES:
+            case = leaving_range(config, replace(case, magnitude=max(STRESS_MAGNITUDES)))
+        cases.append(case)
     if config.samples:
         sizes = dict(config.trace_sizes)
         cases += [InputCase(SAMPLES, sizes, sample=i, perturb="none") for i in range(len(load_samples(config)))]

@@ -25,7 +25,7 @@ cost is a few forward passes per case and one ONNX Runtime session; it is report
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -36,7 +36,9 @@ from harness.align.verdict import culprit_sentence, judge
 from harness.align.walk import ModuleWalk, walk_capture
 from harness.checks.declared import declare_check, unless_skipped
 from harness.core import memory
-from harness.core.inputs import DEGENERATE_FAMILIES, SAMPLES, STRESS_FAMILIES, InputCase, describe_case, families_for
+from harness.core.inputs import (
+    DEGENERATE_FAMILIES, SAMPLES, STRESS_FAMILIES, InputCase, describe_case, families_for, leaving_range,
+)  # fmt: skip
 
 if TYPE_CHECKING:
     import onnx
@@ -171,9 +173,11 @@ def module_cases(
         extra: dict[str, Any] = {"perturb": "none"} if family == SAMPLES else {}
         if config.padding:
             extra["valid"] = "all"
+        case = InputCase(family, sizes, seed=index, **extra)
         if family in STRESS_FAMILIES:
-            extra["magnitude"] = stress_magnitude
-        cases.append(InputCase(family, sizes, seed=index, **extra))
+            # As graph fidelity draws them, so that the float64 rule shares its runs.
+            case = leaving_range(config, replace(case, magnitude=stress_magnitude))
+        cases.append(case)
     return cases
 
 
@@ -254,8 +258,6 @@ def check_modules_in_float64(
 
 
 def _with_cost(result: ModuleParityResult, seconds: float, peak_mb: float, growth_mb: float) -> ModuleParityResult:
-    from dataclasses import replace
-
     return replace(result, seconds=seconds, peak_rss_mb=peak_mb, peak_rss_growth_mb=growth_mb)
 
 

@@ -12,7 +12,7 @@ from harness.compare.rule import (
     ParityResult, at_input_scale, compare_outputs, float64_cannot_matter, for_inputs_outside_range,
 )  # fmt: skip
 from harness.core.config import GateConfig, Tolerance
-from harness.core.inputs import describe_case, in_declared_domain, range_excursion
+from harness.core.inputs import describe_case, in_declared_domain, largest_input
 from harness.runtime.case_runs import CaseRuns, run_case
 
 if TYPE_CHECKING:
@@ -61,14 +61,14 @@ def case_tolerances(
 ) -> tuple[dict[str, Tolerance], bool]:
     """Each output's tolerance on the case with ``feeds``, and whether its inputs are inside the
     declared range. Outside it, ``out_of_range_scale`` applies; and where graph fidelity judges
-    the graph (``runtime_only``), the fixed bound is taken at the inputs' scale
-    (``at_input_scale``): a kernel's absolute error grows with the values it computes on."""
+    the graph (``runtime_only``), the fixed bound is at least an fp32 ulp at the inputs'
+    magnitude (``at_input_scale``): a kernel's absolute error grows with the values it computes on."""
     in_range = inputs_in_range(config, dict(feeds))
     tolerances = {name: config.tolerance_for(name) for name in config.outputs}
     if in_range:
         return tolerances, True
-    excursion = range_excursion(config, feeds) if runtime_only else 1.0
-    return {name: at_input_scale(for_inputs_outside_range(tol), excursion) for name, tol in tolerances.items()}, False
+    largest = largest_input(config, feeds) if runtime_only else 0.0
+    return {name: at_input_scale(for_inputs_outside_range(tol), largest) for name, tol in tolerances.items()}, False
 
 
 def float64_can_be_spared(runs: CaseRuns, config: GateConfig, *, runtime_only: bool = True) -> bool:

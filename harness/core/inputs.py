@@ -252,22 +252,36 @@ def _from_samples(case: InputCase, config: GateConfig) -> dict[str, np.ndarray]:
     return feeds
 
 
-def range_excursion(config: GateConfig, feeds: Mapping[str, np.ndarray]) -> float:
-    """How many times its declared range's largest magnitude the largest float input value is:
-    1 inside the range (and for integer, mask and lengths inputs, whose values index rather than
-    scale), up to 1e4 for the ``large`` and ``spikes`` stress families."""
+def largest_input(config: GateConfig, feeds: Mapping[str, np.ndarray]) -> float:
+    """The largest finite |value| of the float inputs, pad values left out (as
+    ``in_declared_domain`` leaves them out); mask, lengths and integer inputs index rather than
+    scale, and do not count. 0 where there is none."""
     import numpy as np
 
-    excursion = 1.0
+    largest = 0.0
     for spec in config.inputs:
         values = feeds.get(spec.name)
         if values is None or not values.size or values.dtype.kind != "f" or spec.structural:
             continue
-        reach = max(abs(spec.low), abs(spec.high))
+        if spec.pad is not None:
+            values = values[values != np.asarray(spec.pad.value).astype(values.dtype)]
         finite = values[np.isfinite(values)]
-        if reach > 0 and finite.size:
-            excursion = max(excursion, float(np.abs(finite).max()) / reach)
-    return excursion
+        if finite.size:
+            largest = max(largest, float(np.abs(finite).max()))
+    return largest
+
+
+def leaving_range(config: GateConfig, case: InputCase, tries: int = 20) -> InputCase:
+    """``case`` with the first seed (``seed``, ``seed + 1000``, ...) whose inputs leave the declared
+    range: a sparse ``spikes`` case on a small input can draw no spike at all. ``case`` itself
+    where no seed within ``tries`` does (every input integer, say)."""
+    from dataclasses import replace
+
+    for attempt in range(tries):
+        moved = replace(case, seed=case.seed + 1000 * attempt)
+        if not in_declared_domain(config, moved.materialize(config)):
+            return moved
+    return case
 
 
 def in_declared_domain(config: GateConfig, feeds: Mapping[str, np.ndarray]) -> bool:
