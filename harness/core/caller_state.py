@@ -193,10 +193,15 @@ class CallerState:
 def _take_modules_under(folders: Sequence[Path]) -> dict[str, ModuleType]:
     """The modules loaded from files under ``folders``, removed from ``sys.modules``."""
     roots = [folder.resolve() for folder in folders]
+    # Only a file whose path names a folder's last part is resolved: a training script's process
+    # holds thousands of modules, and resolving each took 0.2 s per gate.
+    names = tuple(root.name for root in roots)
     taken = {}
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and any(root in Path(file).resolve().parents for root in roots):
+        if not file or not any(part in file for part in names):
+            continue
+        if any(root in Path(file).resolve().parents for root in roots):
             taken[name] = sys.modules.pop(name)
     return taken
 
@@ -214,6 +219,8 @@ def preserved(model: nn.Module | None = None, *, test_folders: Sequence[Path] = 
     try:
         yield state
     finally:
-        _take_modules_under(test_folders)
-        sys.modules.update(held)
-        state.restore()
+        try:
+            _take_modules_under(test_folders)
+        finally:
+            sys.modules.update(held)
+            state.restore()
