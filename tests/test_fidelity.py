@@ -19,7 +19,7 @@ from harness.gate.session import GateSession
 from harness.runtime.fp64_mode import KeepFloat64
 from harness.runtime.graph64 import Graph64, likely_double, to_float64, unsupported_ops
 from tests import user_models
-from tests.conftest import HERE
+from tests.conftest import HERE, SMALL_LOCALIZATION_NET
 from tests.test_module_parity import TAGGER, _session
 
 ROOT = HERE.parent
@@ -200,19 +200,6 @@ def test_the_cases_fidelity_shares_with_module_parity_run_once_and_both_verdicts
     assert f"({len(modules.cases)} of its cases run once with graph fidelity's, their time counted there)" in lines
 
 
-SMALL_LOCALIZATION_NET = """
-model = "harness.models:localization_net"
-model_kwargs = { size = "test" }
-exporter = "dynamo"
-outputs = ["positions", "uncertainties"]
-[[inputs]]
-name = "mel_spectrogram"
-shape = ["batch", 3, 128, 32]
-range = [-4.0, 4.0]
-dims = { batch = [1, 4] }
-"""
-
-
 @pytest.mark.checks
 def test_parameters_taken_out_of_the_proto_give_the_float64_graph_bit_for_bit(tmp_path, monkeypatch):
     """Graph64 hands the model's own large parameters to its evaluators as numpy arrays instead of
@@ -224,7 +211,7 @@ def test_parameters_taken_out_of_the_proto_give_the_float64_graph_bit_for_bit(tm
     from harness.runtime.export import export_onnx
     from harness.runtime.graph64 import model_constants
 
-    config = gate_config.parse(tomllib.loads(SMALL_LOCALIZATION_NET), tmp_path)
+    config = gate_config.parse(tomllib.loads(SMALL_LOCALIZATION_NET % {"exporter": "dynamo"}), tmp_path)
     model = localization_net(size="test").eval()
     export_onnx(model, config, tmp_path / "model.onnx")
     feeds = {"mel_spectrogram": np.random.default_rng(3).normal(size=(2, 3, 128, 32)).astype(np.float32)}

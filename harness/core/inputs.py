@@ -252,6 +252,15 @@ def _from_samples(case: InputCase, config: GateConfig) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _without_pads(spec: InputSpec, values: np.ndarray) -> np.ndarray:
+    """``values`` with the input's pad value left out: padding is part of the domain, not data."""
+    import numpy as np
+
+    if spec.pad is None:
+        return values
+    return values[values != np.asarray(spec.pad.value).astype(values.dtype)]
+
+
 def largest_input(config: GateConfig, feeds: Mapping[str, np.ndarray]) -> float:
     """The largest finite |value| of the float inputs, pad values left out (as
     ``in_declared_domain`` leaves them out); mask, lengths and integer inputs index rather than
@@ -263,8 +272,7 @@ def largest_input(config: GateConfig, feeds: Mapping[str, np.ndarray]) -> float:
         values = feeds.get(spec.name)
         if values is None or not values.size or values.dtype.kind != "f" or spec.structural:
             continue
-        if spec.pad is not None:
-            values = values[values != np.asarray(spec.pad.value).astype(values.dtype)]
+        values = _without_pads(spec, values)
         finite = values[np.isfinite(values)]
         if finite.size:
             largest = max(largest, float(np.abs(finite).max()))
@@ -287,14 +295,11 @@ def leaving_range(config: GateConfig, case: InputCase, tries: int = 20) -> Input
 def in_declared_domain(config: GateConfig, feeds: Mapping[str, np.ndarray]) -> bool:
     """Whether every input value lies inside its declared domain, the normal operating region:
     its range, or its pad value (a pad id outside the token range is part of the domain)."""
-    import numpy as np
-
     for spec in config.inputs:
         values = feeds[spec.name]
         if not values.size or values.dtype.kind not in "fiu":
             continue
-        if spec.pad is not None:
-            values = values[values != np.asarray(spec.pad.value).astype(values.dtype)]
+        values = _without_pads(spec, values)
         if values.size and (values.min() < spec.low or values.max() > spec.high):
             return False
     return True
