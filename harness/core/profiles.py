@@ -42,9 +42,11 @@ def register_profiles() -> None:
     # No "explain" phase: after shrinking it replays the failing case with each part varied, without
     # the shrinker's stall limit, ~1,000 proposals that the failure budget then rejects one by one.
     common["phases"] = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
-    settings.register_profile("dev", max_examples=5, **common)
+    # Each profile names `derandomize` itself: Hypothesis loads its own derandomized profile when it
+    # sees a CI variable, and a profile that leaves it out inherits that, so `dev` would not be random in CI.
+    settings.register_profile("dev", max_examples=5, derandomize=False, **common)
     settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **common)
-    settings.register_profile("thorough", max_examples=500, **common)
+    settings.register_profile("thorough", max_examples=500, derandomize=False, **common)
     no_shrink = (Phase.explicit, Phase.reuse, Phase.generate)
     smoke = {**common, "phases": no_shrink}
     settings.register_profile("smoke", max_examples=5, derandomize=True, database=None, **smoke)
