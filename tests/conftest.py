@@ -38,6 +38,7 @@ def tier_of(item: pytest.Item) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(TierClock(), "onnx-gate-tier-clock")
+    config.pluginmanager.register(XdistGroupIds(), "onnx-gate-xdist-group-ids")
     # On one of N xdist workers (`make test`), the gates this process runs get its share of the
     # cores, as the gate's own xdist workers do: two workers whose gates each spin two ONNX Runtime
     # and OpenMP threads on two cores ran a MobileNet 7x slower than one worker did.
@@ -64,13 +65,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if tier == "stack":
             # One worker runs every test that needs the servers (`make test`: --dist loadgroup), so
             # SeaweedFS and MLflow start once, not once per worker.
-            item.add_marker(pytest.mark.xdist_group("stack"))
+            item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
     if os.environ.get(SLOW_TESTS_ENV) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow tier, skipped by `make test`: {SLOW_TESTS_ENV}=1 .venv/bin/python -m pytest tests -m slow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+STACK_GROUP = "stack"
+
+
+class XdistGroupIds:
+    """pytest-xdist 3.8 tells its controller a test's group by appending ``@group`` to
+    ``item._nodeid``, which pytest 9.2 no longer reads (pytest-xdist#1386): the group was silently
+    dropped, each worker started its own servers, and stack tests ran side by side on one stack.
+    Until xdist sets the id itself, the group goes where pytest 9.2 keeps the id."""
+
+    @pytest.hookimpl(trylast=True)  # after pytest-xdist's own attempt
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if not getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
+            return
+        for item in items:
+            suffix = "@" + "_".join(sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args}))
+            if suffix != "@" and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+                from _pytest.nodeid import NodeId
+
+                item._id = NodeId.parse(item.nodeid + suffix)
 
 
 class TierClock:
