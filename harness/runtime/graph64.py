@@ -38,7 +38,7 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 HALF = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 FP32_HALF_ULP = 2.0**-24  # relative, at most
 # Standard ops this module brings its own float64 kernel for (``_float64_kernels``).
-OWN_KERNELS = {"Erf", "Conv", "MatMul", "Gelu", "GatherElements"}
+OWN_KERNELS = {"Erf", "Conv", "ConvTranspose", "MatMul", "Gelu", "GatherElements"}
 # Attributes that name an element type; a FLOAT there becomes DOUBLE.
 DTYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
 
@@ -214,13 +214,15 @@ def _float64_kernels() -> list[type]:
     """Kernels that replace ``onnx.reference``'s where it narrows to float32 or is slow. Its Erf
     maps ``math.erf`` element by element into float32 (``np.vectorize(..., otypes="f")``), which
     made a faithful GELU graph look 1e-8 off; its Conv is an im2col in numpy, 40% of the default
-    model's evaluation (MatMul: see below); opset 20's Gelu it lacks; its GatherElements takes at
+    model's evaluation (MatMul: see below); its ConvTranspose is a col2im in Python loops, 19 s of a
+    small U-Net's 20 s fidelity check; opset 20's Gelu it lacks; its GatherElements takes at
     most 64 choices. They run here on PyTorch's float64 kernels: the same functions, exact to
     float64 rounding, and independent of how the model's own code calls them."""
     import torch
     import torch.nn.functional as F
     from onnx.reference.op_run import OpRun
     from onnx.reference.ops.op_conv import Conv as ReferenceConv
+    from onnx.reference.ops.op_conv_transpose import ConvTranspose as ReferenceConvTranspose
 
     class Erf(OpRun):
         op_domain = ""
@@ -258,6 +260,33 @@ def _float64_kernels() -> list[type]:
             )  # fmt: skip
             return (out.numpy(),)
 
+    transposed_convolutions = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+    class ConvTranspose(ReferenceConvTranspose):
+        op_domain = ""
+
+        def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,  # type: ignore[no-untyped-def]
+                 output_padding=None, output_shape=None, pads=None, strides=None):  # fmt: skip
+            spatial = X.ndim - 2
+            if (X.dtype != np.float64 or spatial not in transposed_convolutions or output_shape is not None
+                    or auto_pad not in (None, "NOTSET", "VALID")):  # fmt: skip
+                return super()._run(X, W, B, auto_pad, dilations, group, kernel_shape, output_padding, output_shape,
+                                    pads, strides)  # fmt: skip
+            pads = [0] * (2 * spatial) if pads is None or auto_pad == "VALID" else list(pads)
+            extra = list(output_padding or [0] * spatial)[:spatial]
+            # Unpadded, then cropped per side: ONNX pads may differ at the two ends, PyTorch's may not.
+            full = transposed_convolutions[spatial](
+                _as_torch(X), _as_torch(W), None,
+                stride=tuple(strides or [1] * spatial), dilation=tuple(dilations or [1] * spatial), groups=group or 1,
+            )  # fmt: skip
+            if any(extra):  # output_padding: cells past the last input's reach, which hold the bias alone
+                full = F.pad(full, [width for axis in reversed(range(spatial)) for width in (0, extra[axis])])
+            crop = tuple(slice(pads[axis], full.shape[axis + 2] - pads[axis + spatial]) for axis in range(spatial))
+            out = full[(slice(None), slice(None), *crop)]
+            if B is not None:
+                out = out + _as_torch(B).reshape(1, -1, *[1] * spatial)
+            return (out.contiguous().numpy(),)
+
     class MatMul(OpRun):
         op_domain = ""
 
@@ -283,7 +312,7 @@ def _float64_kernels() -> list[type]:
             indices = np.where(indices < 0, indices + data.shape[axis], indices)
             return (np.take_along_axis(data, indices, axis=axis),)
 
-    return [Erf, Conv, MatMul, Gelu, GatherElements]
+    return [Erf, Conv, ConvTranspose, MatMul, Gelu, GatherElements]
 
 
 def _float_constants(model: onnx.ModelProto) -> list[onnx.TensorProto]:
