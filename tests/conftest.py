@@ -66,6 +66,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # One worker runs every test that needs the servers (`make test`: --dist loadgroup), so
             # SeaweedFS and MLflow start once, not once per worker.
             item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
+    # Slowest tiers first: `make test`'s two workers then end on many short unit tests, not with
+    # one worker idle while the other finishes a whole gate. (The stack tests, one group, go first
+    # anyway: pytest-xdist queues its largest group first.) The sort is stable, so every worker
+    # collects the same order.
+    items.sort(key=lambda item: -TIERS.index(tier_of(item)))
     if os.environ.get(SLOW_TESTS_ENV) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow tier, skipped by `make test`: {SLOW_TESTS_ENV}=1 .venv/bin/python -m pytest tests -m slow")
