@@ -448,3 +448,22 @@ def test_nan_that_only_onnx_runtime_gives_is_the_divergence_and_never_within(exp
     assert lines[0].startswith("FAILED | the mismatch starts in `backbone.stem.1`"), lines
     assert "NaN/Inf" in lines[0], lines
     assert not any("within" in line and line.startswith("PASSED") for line in lines), lines
+
+
+def test_a_reports_failing_case_comes_back_with_every_field_it_was_recorded_with(tmp_path):
+    """`debug --from-report` read back four fields: a padded case's valid/side or a samples case's
+    sample/perturb fell back to their defaults, and debug ran a different input than the one that failed."""
+    from dataclasses import fields
+
+    from harness.checks.parity_stats import case_to_dict
+    from harness.debug.inputs import CASE_FIELDS, failing_case
+
+    recorded = InputCase(
+        family="spikes", sizes={"batch": 3}, seed=7, magnitude=1e4, constant=0.25, spike_fraction=0.05,
+        valid="fewest", side="left", dither=0.01, sample=2, perturb="noise",
+    )  # fmt: skip
+    defaults = InputCase(family="spikes", sizes={"batch": 3})
+    assert {f.name for f in fields(InputCase)} - {"family", "sizes", "note"} == set(CASE_FIELDS)
+    assert all(getattr(recorded, name) != getattr(defaults, name) for name in CASE_FIELDS)  # each one counts
+    (tmp_path / "gate.json").write_text(json.dumps({"parity_failure_case": case_to_dict(recorded)}))
+    assert failing_case(tmp_path, config=None) == recorded  # type: ignore[arg-type]

@@ -104,9 +104,8 @@ def failing_case(folder: Path, config: GateConfig) -> InputCase:
     document = json.loads((folder / "gate.json").read_text(encoding="utf-8"))
     recorded = document.get("parity_failure_case")
     if isinstance(recorded, dict):
-        fields = {
-            k: recorded[k] for k in ("seed", "magnitude", "constant", "spike_fraction") if k in recorded
-        }
+        # Every field the report kept: a padded or a samples case needs valid/side/sample/perturb too.
+        fields = {k: kind(recorded[k]) for k, kind in CASE_FIELDS.items() if recorded.get(k) is not None}
         return InputCase(family=recorded["family"], sizes=dict(recorded["sizes"]), **fields)
     failures = document.get("parity_failures") or []
     if not failures:
