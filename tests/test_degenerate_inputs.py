@@ -65,6 +65,7 @@ def test_a_correct_group_norm_model_on_blank_images_passes_with_a_finding(good, 
         assert "x PyTorch's fp32 noise" in str(finding) and "within atol/rtol" in str(finding), str(finding)
 
 
+@pytest.mark.checks
 def test_without_graph_fidelity_the_degenerate_input_waiver_still_applies(good):
     """Where fidelity cannot judge, the runtime rule judges alone and keeps its waiver."""
     from harness.checks.parity import check_parity
@@ -76,11 +77,13 @@ def test_without_graph_fidelity_the_degenerate_input_waiver_still_applies(good):
         assert "ONNX Runtime is less accurate than PyTorch on" in str(finding)
 
 
+@pytest.mark.checks
 def test_on_ordinary_images_the_same_export_needs_no_finding(good):
     result = good.check_parity(InputCase(family="normal", sizes={"batch": 2, "height": 64, "width": 64}, seed=1))
     assert result and not result.findings, str(result)
 
 
+@pytest.mark.checks
 def test_a_defect_beyond_the_fixed_bound_on_blank_images_still_blocks(good, tmp_path):
     model = onnx.load(str(good.artifact.path))
     bias = next(init for init in model.graph.initializer if init.name == "out.bias")

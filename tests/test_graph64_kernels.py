@@ -79,3 +79,22 @@ def test_the_float64_conv_transpose_is_the_operator_onnx_specifies(drawn):
     (fast,) = ReferenceEvaluator(model, new_ops=_float64_kernels()).run(None, feeds)
     assert fast.dtype == np.float64 and fast.shape == expected.shape
     np.testing.assert_allclose(fast, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"strides": [2, 1], "auto_pad": "VALID", "group": 1},  # the fast kernel, VALID meaning no pads
+        {"strides": [2, 2], "output_shape": [7, 6], "group": 1},  # onnx.reference's own kernel
+        {"strides": [2, 1], "auto_pad": "SAME_UPPER", "group": 1},  # onnx.reference's own kernel
+    ],
+    ids=["valid", "output-shape", "same-upper"],
+)
+def test_the_attributes_the_float64_conv_transpose_leaves_to_onnx_reference_still_give_its_result(attributes):
+    rng = np.random.default_rng(0)
+    feeds = {"X": rng.standard_normal([1, 2, 3, 3]), "W": rng.standard_normal([2, 3, 3, 2]), "B": rng.standard_normal(3)}
+    model = _conv_transpose_graph(2, attributes, bias=True)
+    expected = _reference(2, attributes, feeds)
+    (fast,) = ReferenceEvaluator(model, new_ops=_float64_kernels()).run(None, feeds)
+    assert fast.shape == expected.shape
+    np.testing.assert_allclose(fast, expected, rtol=1e-12, atol=1e-12)

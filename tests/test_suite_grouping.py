@@ -11,8 +11,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 def test_every_stack_test_runs_on_one_worker_under_loadgroup(pytester: pytest.Pytester, monkeypatch):
     """pytest 9.2 ignores the group pytest-xdist 3.8 writes into the node id (pytest-xdist#1386):
-    each worker then started its own SeaweedFS and MLflow, 30 s each, and publishing tests that
-    count what is in the bucket ran beside one another."""
+    each worker then started a SeaweedFS and an MLflow of its own, two stacks starting at once on
+    two cores."""
     pytester.makeconftest(
         "import pytest\n"
         "from tests.conftest import pytest_configure, pytest_collection_modifyitems  # noqa: F401\n\n"

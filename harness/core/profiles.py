@@ -42,8 +42,10 @@ def register_profiles() -> None:
     # No "explain" phase: after shrinking it replays the failing case with each part varied, without
     # the shrinker's stall limit, ~1,000 proposals that the failure budget then rejects one by one.
     common["phases"] = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
-    # Each profile names `derandomize` itself: Hypothesis loads its own derandomized profile when it
-    # sees a CI variable, and a profile that leaves it out inherits that, so `dev` would not be random in CI.
+    # Every profile builds on Hypothesis's own defaults, not on the profile loaded now: Hypothesis
+    # loads its derandomized, database-less `ci` profile when it sees a CI variable, and `dev` had
+    # inherited both there.
+    common["parent"] = settings.get_profile("default")
     settings.register_profile("dev", max_examples=5, derandomize=False, **common)
     settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **common)
     settings.register_profile("thorough", max_examples=500, derandomize=False, **common)

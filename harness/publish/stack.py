@@ -106,8 +106,17 @@ def _stop(pids: dict[str, int]) -> None:
                     os.killpg(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+                _reaped(pid)
                 del signalled[name]
         time.sleep(0.1)
+
+
+def _reaped(pid: int, timeout_s: float = 2.0) -> None:
+    """Wait for a killed process to be gone (and reaped, where it is our child), so that `down`
+    returns with both servers gone and leaves no zombie in a caller that started them."""
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _private_file(path: Path, text: str) -> None:
