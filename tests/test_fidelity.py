@@ -227,3 +227,36 @@ def test_parameters_taken_out_of_the_proto_give_the_float64_graph_bit_for_bit(tm
     assert all(np.array_equal(proto.values[k], lifted.values[k]) for k in proto.values)
     assert all(np.array_equal(proto.storage[k], lifted.storage[k]) for k in proto.storage)
     assert any(proto.storage[k].max() > 0 for k in proto.storage)
+
+
+@pytest.mark.checks
+def test_a_graph_the_reference_evaluator_refuses_to_load_is_judged_whole_by_parity(tmp_path, monkeypatch):
+    """Its ops all supported, the graph was once taken as judged by fidelity before it was built:
+    fidelity then said "not judged" and parity judged the runtime alone, so neither judged the graph.
+    (A real evaluator cannot be made to refuse a file ORT runs on demand: the load is made to fail.)"""
+    from harness.core.inputs import InputCase
+    from harness.runtime import graph64
+
+    section = tomllib.loads(SMALL_LOCALIZATION_NET % {"exporter": "torchscript"})
+    far_out = InputCase(family="large", sizes={"batch": 2}, magnitude=1e4)
+
+    def session_in(folder) -> GateSession:
+        session = GateSession(gate_config.parse(section, folder, search_dirs=(HERE,)), work_dir=folder)
+        session.prepare()
+        return session
+
+    judged = session_in(tmp_path / "judged")
+    assert judged.fidelity_judged
+    scaled = {c.output: c.tolerance.atol for c in judged.check_parity(far_out)}
+    assert all(atol > judged.config.tolerance.atol for atol in scaled.values()), scaled  # the runtime-only rule
+
+    def refuses(*args, **kwargs):
+        raise ValueError("an attribute this evaluator does not know")
+
+    monkeypatch.setattr(graph64, "_evaluator", refuses)
+    refused = session_in(tmp_path / "refused")
+    assert not refused.fidelity_judged
+    result = refused.check_fidelity(root=ROOT)
+    assert result.not_judged and "cannot load the graph: an attribute this evaluator does not know" in str(result)
+    whole = {c.output: c.tolerance.atol for c in refused.check_parity(far_out)}
+    assert whole == dict.fromkeys(scaled, refused.config.tolerance.atol)  # the whole rule, its own bound

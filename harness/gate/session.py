@@ -164,6 +164,7 @@ class GateSession:
         self._activation_bytes: dict[int, float] = {}
         self._weight_bytes: dict[str, float] = {}
         self._kept_graph64: Graph64 | None = None  # shared by fidelity and module parity when small
+        self._graph64_problem: str | None = None  # why the reference evaluator refused this file
         # Module parity's walks of the cases graph fidelity ran for it, by (case, source root).
         self._module_walks: dict[tuple[str, Path], ModuleWalk] = {}
 
@@ -538,11 +539,14 @@ class GateSession:
             return unavailable
         if self._kept_graph64 is not None:
             return self._kept_graph64
+        if self._graph64_problem is not None:  # the same file, refused again: not loaded twice
+            return self._graph64_problem
         assert self.artifact is not None
         named = model_constants(self.model)
         graph = Graph64(self.artifact.path, self.config.outputs, named)
         if not graph.available:
-            return graph.problem or "the graph cannot be evaluated"
+            self._graph64_problem = graph.problem or "the graph cannot be evaluated"
+            return self._graph64_problem
         if sum(array.nbytes for array in named.values()) <= KEEP_GRAPH64_BYTES:
             self._kept_graph64 = graph
         return graph
@@ -565,11 +569,19 @@ class GateSession:
     @cached_property
     def fidelity_judged(self) -> bool:
         """Whether graph fidelity judges this artifact: the parity check then judges only the
-        runtime's precision (harness/checks/parity.py). Decided without building the float64 graph."""
+        runtime's precision (harness/checks/parity.py). A graph small enough to keep is built here
+        (fidelity and module parity reuse it), so that one the reference evaluator refuses to load,
+        its ops all supported, is judged whole by parity instead of by neither check. Above
+        KEEP_GRAPH64_BYTES the ops decide: building a graph of GBs twice costs more than that rare case."""
         from harness.runtime.graph64 import unsupported_ops  # defers onnx
         if isinstance(self.fidelity_unavailable, str) or self.graph_outline is None:
             return False
-        return not unsupported_ops(self.graph_outline)
+        if unsupported_ops(self.graph_outline):
+            return False
+        assert self.artifact is not None
+        if self.artifact.size_bytes <= KEEP_GRAPH64_BYTES:
+            return not isinstance(self.graph64(), str)
+        return True
 
     @property
     def fidelity_unavailable(self) -> str | None:
