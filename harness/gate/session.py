@@ -46,6 +46,7 @@ from harness.core.ledger import Ledger
 from harness.core.model_loader import build_model
 from harness.core.timing import Stopwatch
 from harness.runtime.cache import CacheOutcome, cached_export
+from harness.runtime.runs_memo import RunsMemo, feeds_key
 from harness.runtime.case_runs import CaseRuns, run_case, run_case_in_float64
 from harness.runtime.export import ArtifactInfo, example_feeds, export_onnx, inspect_onnx, self_contained_copy
 from harness.runtime.lanes import LANES_MAX_BYTES, Lanes
@@ -165,6 +166,7 @@ class GateSession:
         self._weight_bytes: dict[str, float] = {}
         self._kept_graph64: Graph64 | None = None  # shared by fidelity and module parity when small
         self._graph64_problem: str | None = None  # why the reference evaluator refused this file
+        self._parity_runs = RunsMemo()  # a repeated parity case is judged from its earlier runs
         # Module parity's walks of the cases graph fidelity ran for it, by (case, source root).
         self._module_walks: dict[tuple[str, Path], ModuleWalk] = {}
 
@@ -372,6 +374,7 @@ class GateSession:
 
         for name in ("fp64_runner", "ort_runner", "lane_ort_runner", "bench_ort_runner"):
             self.__dict__.pop(name, None)
+        self._parity_runs.clear()
         self.close_lanes()
         if self.candidates_in_use:
             self.candidates.release()
@@ -382,6 +385,7 @@ class GateSession:
         import gc
 
         old = self.__dict__.pop("ort_runner", None)
+        self._parity_runs.clear()
         if self.__dict__.get("bench_ort_runner") is old:
             self.__dict__.pop("bench_ort_runner", None)
         del old
@@ -395,6 +399,7 @@ class GateSession:
         import gc
 
         self.__dict__.pop("torch_runner", None)
+        self._parity_runs.clear()
         self._model = None
         gc.collect()
 
@@ -502,19 +507,28 @@ class GateSession:
         could change the verdict or a finding (``float64_can_be_spared``, for the rule that judges
         here: the runtime's alone where graph fidelity judges the graph, else the whole rule), and
         on about one case in FLOAT64_SAMPLE_EVERY besides (``sampled_for_float64``), so the
-        report's noise figures and PyTorch's own instability are still measured."""
+        report's noise figures and PyTorch's own instability are still measured. An input parity
+        has run before is answered from its runs (harness/runtime/runs_memo.py)."""
         ort_runner = self.lane_ort_runner
         if not spare_float64:
             return run_case(
                 case, self.config, self.torch_runner, ort_runner, fp64_reference=self.fp64_reference,
                 timing=self.timing, lanes=self.lanes,
             )  # fmt: skip
-        runs = run_case(case, self.config, self.torch_runner, ort_runner, timing=self.timing, lanes=self.lanes)
+        feeds = case.materialize(self.config)
+        key = feeds_key(feeds)
+        kept = self._parity_runs.get(key)
+        if kept is not None:
+            if kept.torch64 is None:  # spared again, as it would be: the same runs
+                self.parity.fp64_spared += 1
+            return replace(kept, case=case)
+        runs = run_case(case, self.config, self.torch_runner, ort_runner, timing=self.timing, lanes=self.lanes, feeds=feeds)
         if not sampled_for_float64(case) and float64_can_be_spared(runs, self.config, runtime_only=self.fidelity_judged):
             self.parity.fp64_spared += 1
-            return runs
-        exact = self.timing.call("torch_fp64", self.fp64_reference, dict(runs.feeds))
-        return replace(runs, torch64=exact)
+        else:
+            runs = replace(runs, torch64=self.timing.call("torch_fp64", self.fp64_reference, dict(runs.feeds)))
+        self._parity_runs.keep(key, runs)
+        return runs
 
     def bias_cases(self) -> list[InputCase]:
         """The bias check's fixed sample (harness/checks/bias.py) at the pinned batch sizes."""

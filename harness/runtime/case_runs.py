@@ -56,16 +56,17 @@ def run_case(
     fp64_reference: Callable[[dict[str, np.ndarray]], Outputs | None] | None = None,
     timing: Stopwatch | None = None,
     lanes: Lanes | None = None,
+    feeds: Outputs | None = None,
 ) -> CaseRuns:
     """Run ``case`` once on PyTorch fp32, ONNX Runtime and (where ``fp64_reference`` gives one)
     PyTorch float64; ``timing`` adds each runtime's time to its part. With ``lanes`` (two),
     ONNX Runtime runs beside PyTorch fp32 and its part holds only the wait for it: the wall time
-    it added. The float64 run comes after, on every core."""
+    it added. The float64 run comes after, on every core. ``feeds``: the case's, already built."""
 
     def call(part: str, function: Callable[..., Any], *args: Any) -> Any:
         return timing.call(part, function, *args) if timing is not None else function(*args)
 
-    feeds = case.materialize(config)
+    feeds = case.materialize(config) if feeds is None else feeds
     with (lanes or Lanes.sequential()).beside(ort_runner.infer, feeds) as onnxruntime:
         expected = call("torch_fp32", torch_runner.infer, feeds)
         actual = call("onnxruntime", onnxruntime.result)
