@@ -46,12 +46,12 @@ from harness.core.ledger import Ledger
 from harness.core.model_loader import build_model
 from harness.core.timing import Stopwatch
 from harness.runtime.cache import CacheOutcome, cached_export
-from harness.runtime.runs_memo import RunsMemo, feeds_key
 from harness.runtime.case_runs import CaseRuns, run_case, run_case_in_float64
 from harness.runtime.export import ArtifactInfo, example_feeds, export_onnx, inspect_onnx, self_contained_copy
 from harness.runtime.lanes import LANES_MAX_BYTES, Lanes
 from harness.runtime.rollout import RolloutCase, record_rollout
 from harness.runtime.runners import NO_SPINNING, OrtRunner, TorchRunner, default_threads, output_name_problem
+from harness.runtime.runs_memo import RunsMemo, feeds_key
 
 if TYPE_CHECKING:
     import numpy as np

@@ -43,14 +43,10 @@ class RunsMemo:
     def __init__(self, max_bytes: int = RUNS_MEMO_BYTES) -> None:
         self.max_bytes = max_bytes
         self.held_bytes = 0
-        self.repeats = 0  # inputs answered from the memo
         self._runs: dict[bytes, CaseRuns] = {}
 
     def get(self, key: bytes) -> CaseRuns | None:
-        runs = self._runs.get(key)
-        if runs is not None:
-            self.repeats += 1
-        return runs
+        return self._runs.get(key)
 
     def keep(self, key: bytes, runs: CaseRuns) -> None:
         """``key``: the feeds' key taken before the runs (a model may write into its inputs)."""
